@@ -1,0 +1,178 @@
+//! Verifying incoming HS256 tokens: webhooks, `enabled`/`disabled`, context JWTs (§3).
+
+use async_trait::async_trait;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::claims::{Claims, RawClaims};
+use crate::clock::{Clock, SystemClock};
+use crate::dangerous;
+use crate::error::AuthError;
+use crate::qsh::{CONTEXT_QSH, RequestParts};
+use crate::token::require_alg;
+
+/// The clock skew tolerated on `exp`, `nbf` and `iat`, as Atlassian's Java reader allows.
+pub const DEFAULT_LEEWAY_SECONDS: i64 = 30;
+
+/// How a route checks the `qsh` claim. There is deliberately no "skip".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QshMode {
+    /// The qsh must equal the hash of the request as received (lifecycle, webhooks, iframe loads).
+    Computed,
+    /// The qsh must be the literal `context-qsh` (the app's own API called with `AP.context.getToken()`).
+    /// Never use this on lifecycle or webhook routes (CVE-2021-26073).
+    Context,
+}
+
+/// A verified request: the caller's tenant and the token's claims.
+#[derive(Debug)]
+pub struct Verified<T> {
+    /// The tenant whose secret verified the token.
+    pub tenant: T,
+    /// The verified claims; `claims.iss` is the tenant's clientKey.
+    pub claims: Claims,
+}
+
+/// Finds a tenant and its shared secret by clientKey. Implemented by the caller over its store.
+#[async_trait]
+pub trait TenantSecrets: Send + Sync {
+    /// What the caller wants back once the token is verified (its tenant record).
+    type Tenant: Send;
+
+    /// The tenant for this clientKey, or `None` when there is none that may sign requests (unknown,
+    /// uninstalled). A failing store is [`AuthError::LookupUnavailable`].
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<Self::Tenant>, AuthError>;
+
+    /// The tenant's shared secret.
+    fn shared_secret<'t>(&self, tenant: &'t Self::Tenant) -> &'t SecretString;
+}
+
+/// Checks HS256 tokens signed with a tenant's shared secret.
+#[derive(Debug, Clone)]
+pub struct Hs256Verifier<C = SystemClock> {
+    leeway_seconds: i64,
+    clock: C,
+    validation: Validation,
+}
+
+impl Default for Hs256Verifier<SystemClock> {
+    fn default() -> Self {
+        Self::with_clock(SystemClock)
+    }
+}
+
+/// jsonwebtoken checks the signature and the algorithm only; the time and qsh rules are ours, with
+/// an injected clock.
+pub(crate) fn signature_only(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
+}
+
+pub(crate) fn map_jwt_error(err: &jsonwebtoken::errors::Error) -> AuthError {
+    match err.kind() {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm {
+            expected: "the route's algorithm",
+        },
+        ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthError::Malformed("a segment is not JSON"),
+        ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
+            AuthError::KeyUnavailable("the public key is not a usable RSA key".into())
+        }
+        _ => AuthError::Malformed("token could not be decoded"),
+    }
+}
+
+/// `exp` and `iat` are required; `nbf` is honoured; all with the leeway.
+pub(crate) fn check_times(claims: &Claims, now: i64, leeway: i64) -> Result<(), AuthError> {
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(AuthError::Expired);
+    }
+    let earliest = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
+    if earliest > now.saturating_add(leeway) {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// Compares the qsh claim with what the route requires, in constant time.
+pub(crate) fn check_qsh(
+    claimed: &str,
+    mode: QshMode,
+    request: &RequestParts<'_>,
+) -> Result<(), AuthError> {
+    let matches = |expected: &str| bool::from(claimed.as_bytes().ct_eq(expected.as_bytes()));
+    match mode {
+        QshMode::Context if matches(CONTEXT_QSH) => Ok(()),
+        QshMode::Context => Err(AuthError::QshMismatch),
+        QshMode::Computed if claimed == CONTEXT_QSH => Err(AuthError::ContextQshNotAllowed),
+        QshMode::Computed if matches(&request.qsh()) => Ok(()),
+        QshMode::Computed => Err(AuthError::QshMismatch),
+    }
+}
+
+impl<C: Clock> Hs256Verifier<C> {
+    /// A verifier reading time from `clock`, with the default leeway.
+    pub fn with_clock(clock: C) -> Self {
+        Self {
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            clock,
+            validation: signature_only(Algorithm::HS256),
+        }
+    }
+
+    /// The same verifier with another clock-skew leeway.
+    pub fn leeway(mut self, seconds: i64) -> Self {
+        self.leeway_seconds = seconds.max(0);
+        self
+    }
+
+    /// Verifies `token` against `secret` and `request`: algorithm HS256 only, signature, required
+    /// claims, times, then qsh per `mode`.
+    pub fn verify(
+        &self,
+        token: &str,
+        secret: &SecretString,
+        request: &RequestParts<'_>,
+        mode: QshMode,
+    ) -> Result<Claims, AuthError> {
+        require_alg(token, "HS256")?;
+        let key = DecodingKey::from_secret(secret.expose_secret().as_bytes())
+            .map_err(|_| AuthError::BadSignature)?;
+        let raw = jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation)
+            .map_err(|e| map_jwt_error(&e))?
+            .claims;
+        let claims = raw.into_claims()?;
+        check_times(&claims, self.clock.now_unix(), self.leeway_seconds)?;
+        check_qsh(&claims.qsh, mode, request)?;
+        Ok(claims)
+    }
+
+    /// Verifies a request from a tenant: reads the issuer (unverified) only to find the tenant's
+    /// secret, then verifies everything with that secret.
+    pub async fn verify_request<L: TenantSecrets>(
+        &self,
+        lookup: &L,
+        token: &str,
+        request: &RequestParts<'_>,
+        mode: QshMode,
+    ) -> Result<Verified<L::Tenant>, AuthError> {
+        // Fail cheaply on the wrong algorithm before touching the store.
+        require_alg(token, "HS256")?;
+        let issuer = dangerous::unverified_issuer(token)?;
+        let tenant = lookup
+            .find_tenant(&issuer)
+            .await?
+            .ok_or(AuthError::UnknownIssuer)?;
+        let claims = self.verify(token, lookup.shared_secret(&tenant), request, mode)?;
+        Ok(Verified { tenant, claims })
+    }
+}
