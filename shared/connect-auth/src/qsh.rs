@@ -121,14 +121,15 @@ fn form_decode(component: &str) -> String {
 
 /// Percent-encodes everything but the RFC 3986 unreserved set, upper-case hex (`*` → `%2A`, space → `%20`).
 fn push_encoded(out: &mut String, value: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Upper-case hex digit of a nibble (0..=15).
+    let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'A' + (n - 10) });
     for &b in value.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            out.push(hex(b >> 4));
+            out.push(hex(b & 0x0f));
         }
     }
 }
