@@ -1,0 +1,31 @@
+//! The domain layer of understudy: typed records for everything the functions remember, and the ports
+//! (async traits) that store them.
+//!
+//! Nothing here imports an AWS, Lambda or HTTP crate. The adapters live in `understudy-store`
+//! (DynamoDB and an embedded file); [`MemoryStore`] implements every port in memory for unit tests.
+//!
+//! Time is always passed in as `now` (unix seconds) so TTL behaviour is deterministic in tests;
+//! [`Clock`] gives handlers one place to read the real time.
+
+mod audit;
+mod clock;
+mod error;
+mod ids;
+mod memory;
+mod ports;
+mod settings;
+mod tenant;
+mod token;
+
+pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
+pub use clock::{Clock, SystemClock};
+pub use error::{ParseError, StoreError};
+pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
+pub use memory::MemoryStore;
+pub use ports::{AuditLog, IdempotencyMarks, SettingsStore, TenantStore, TokenCache};
+pub use settings::TenantSettings;
+pub use tenant::{
+    InstallOutcome, InvalidInstall, Tenant, TenantState, UNINSTALLED_RETENTION_SECONDS,
+    redact_install_payload,
+};
+pub use token::{CachedToken, TokenCacheKey};

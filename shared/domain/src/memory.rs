@@ -1,0 +1,298 @@
+//! An in-memory implementation of every port, for other crates' unit tests and for the contract
+//! suite's reference run. Secrets stay in memory as [`secrecy::SecretString`]; nothing is persisted.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::audit::AuditRecord;
+use crate::error::StoreError;
+use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::ports::{AuditLog, IdempotencyMarks, SettingsStore, TenantStore, TokenCache};
+use crate::settings::TenantSettings;
+use crate::tenant::{
+    InstallOutcome, Tenant, TenantState, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
+};
+use crate::token::{CachedToken, TokenCacheKey};
+
+/// Every port in memory, behind one mutex (no lock is held across an `.await`).
+///
+/// `Debug` shows only counts; the records' own `Debug` would redact secrets anyway.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Tenant and its retention TTL (set once uninstalled).
+    tenants: HashMap<ClientKey, (Tenant, Option<i64>)>,
+    tokens: HashMap<(ClientKey, TokenCacheKey), CachedToken>,
+    /// Mark and its expiry.
+    marks: HashMap<(ClientKey, IdempotencyKey), i64>,
+    /// Records with their expiry, in append order.
+    audit: HashMap<ClientKey, Vec<(AuditRecord, i64)>>,
+    settings: HashMap<ClientKey, (TenantSettings, Option<i64>)>,
+}
+
+fn live(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_none_or(|t| t > now)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock (only possible in a test) leaves plain data behind: keep going.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("tenants", &inner.tenants.len())
+            .field("tokens", &inner.tokens.len())
+            .field("marks", &inner.marks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TenantStore for MemoryStore {
+    async fn get_tenant(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<Tenant>, StoreError> {
+        Ok(self
+            .lock()
+            .tenants
+            .get(client_key)
+            .filter(|(_, exp)| live(*exp, now))
+            .map(|(t, _)| t.clone()))
+    }
+
+    async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError> {
+        let mut inner = self.lock();
+        let mut record = tenant.clone();
+        redact_install_payload(&mut record.install_payload);
+        let previous = inner
+            .tenants
+            .get(&tenant.client_key)
+            .filter(|(_, exp)| live(*exp, now));
+        let outcome = match previous {
+            Some((old, _)) => {
+                record.created_at = old.created_at;
+                InstallOutcome::Updated
+            }
+            None => InstallOutcome::New,
+        };
+        inner
+            .tenants
+            .insert(tenant.client_key.clone(), (record, None));
+        if outcome == InstallOutcome::Updated
+            && let Some((_, exp)) = inner.settings.get_mut(&tenant.client_key)
+        {
+            *exp = None;
+        }
+        Ok(outcome)
+    }
+
+    async fn set_state(
+        &self,
+        client_key: &ClientKey,
+        state: TenantState,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if state == TenantState::Uninstalled {
+            return self.mark_uninstalled(client_key, now).await;
+        }
+        let mut inner = self.lock();
+        match inner.tenants.get_mut(client_key) {
+            Some((t, None)) if t.state != TenantState::Uninstalled => {
+                t.state = state;
+                t.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn mark_uninstalled(&self, client_key: &ClientKey, now: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let expires = now.saturating_add(UNINSTALLED_RETENTION_SECONDS);
+        let Some((tenant, exp)) = inner
+            .tenants
+            .get_mut(client_key)
+            .filter(|(_, e)| live(*e, now))
+        else {
+            return Ok(false);
+        };
+        tenant.state = TenantState::Uninstalled;
+        tenant.updated_at = now;
+        let expires = *exp.get_or_insert(expires);
+        if let Some((_, exp)) = inner.settings.get_mut(client_key) {
+            exp.get_or_insert(expires);
+        }
+        inner.tokens.retain(|(ck, _), _| ck != client_key);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl TokenCache for MemoryStore {
+    async fn get_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        now: i64,
+    ) -> Result<Option<CachedToken>, StoreError> {
+        Ok(self
+            .lock()
+            .tokens
+            .get(&(client_key.clone(), key.clone()))
+            .filter(|t| t.expires_at > now)
+            .cloned())
+    }
+
+    async fn put_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .tokens
+            .insert((client_key.clone(), key.clone()), token.clone());
+        Ok(())
+    }
+
+    async fn drop_tokens_for_tenant(&self, client_key: &ClientKey) -> Result<(), StoreError> {
+        self.lock().tokens.retain(|(ck, _), _| ck != client_key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyMarks for MemoryStore {
+    async fn mark_once(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+        ttl_seconds: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let slot = inner
+            .marks
+            .entry((client_key.clone(), key.clone()))
+            .or_insert(i64::MIN);
+        if *slot > now {
+            return Ok(false);
+        }
+        *slot = now.saturating_add(ttl_seconds);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn append(&self, record: &AuditRecord, retention_seconds: i64) -> Result<(), StoreError> {
+        let expires = record
+            .at_ms
+            .div_euclid(1000)
+            .saturating_add(retention_seconds);
+        self.lock()
+            .audit
+            .entry(record.client_key.clone())
+            .or_default()
+            .push((record.clone(), expires));
+        Ok(())
+    }
+
+    async fn list_for_tenant(
+        &self,
+        client_key: &ClientKey,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.list(client_key, None, limit, now))
+    }
+
+    async fn list_for_page(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.list(client_key, Some(page_id), limit, now))
+    }
+}
+
+impl MemoryStore {
+    fn list(
+        &self,
+        client_key: &ClientKey,
+        page_id: Option<&PageId>,
+        limit: usize,
+        now: i64,
+    ) -> Vec<AuditRecord> {
+        let inner = self.lock();
+        let mut records: Vec<AuditRecord> = inner
+            .audit
+            .get(client_key)
+            .into_iter()
+            .flatten()
+            .filter(|(r, exp)| *exp > now && page_id.is_none_or(|p| &r.page_id == p))
+            .map(|(r, _)| r.clone())
+            .collect();
+        // Stable sort on time, then reverse: newest first.
+        records.sort_by_key(|r| r.at_ms);
+        records.reverse();
+        records.truncate(limit);
+        records
+    }
+}
+
+#[async_trait]
+impl SettingsStore for MemoryStore {
+    async fn get_settings(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<TenantSettings>, StoreError> {
+        Ok(self
+            .lock()
+            .settings
+            .get(client_key)
+            .filter(|(_, exp)| live(*exp, now))
+            .map(|(s, _)| s.clone()))
+    }
+
+    async fn put_settings(
+        &self,
+        client_key: &ClientKey,
+        settings: &TenantSettings,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let keep = inner
+            .settings
+            .get(client_key)
+            .and_then(|(_, e)| *e)
+            .filter(|e| *e > now);
+        inner
+            .settings
+            .insert(client_key.clone(), (settings.clone(), keep));
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! The store ports. Each is narrow so a function depends only on what it uses; one adapter type
+//! implements them all.
+//!
+//! Conventions shared by every adapter (checked by the contract suite in `understudy-store`):
+//! - `now` is unix seconds. A record whose TTL (`expires_at`) is `<= now` is treated as absent even
+//!   if the database has not deleted it yet (DynamoDB deletes expired items lazily, within days).
+//! - Reads that return secrets are strongly consistent.
+//! - Errors are [`StoreError`]; a database that is down is [`StoreError::Unavailable`].
+
+use async_trait::async_trait;
+
+use crate::audit::AuditRecord;
+use crate::error::StoreError;
+use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::settings::TenantSettings;
+use crate::tenant::{InstallOutcome, Tenant, TenantState};
+use crate::token::{CachedToken, TokenCacheKey};
+
+/// Tenants and their shared secrets.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// The tenant with this clientKey (strongly consistent read), or `None` if unknown or its
+    /// post-uninstall retention has run out. An uninstalled tenant within retention is returned with
+    /// state [`TenantState::Uninstalled`].
+    async fn get_tenant(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<Tenant>, StoreError>;
+
+    /// Saves a verified install. A conditional write decides the outcome, so of two concurrent first
+    /// installs exactly one sees [`InstallOutcome::New`]. On [`InstallOutcome::Updated`] the stored
+    /// `created_at` is kept and everything else (secret, URLs, payload, state, `updated_at`) is
+    /// replaced; a pending retention TTL is cleared. `sharedSecret` is removed from the payload.
+    async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError>;
+
+    /// Sets the state of a live (not uninstalled) tenant. Returns `false` when there is no such
+    /// tenant. `TenantState::Uninstalled` behaves as [`TenantStore::mark_uninstalled`].
+    async fn set_state(
+        &self,
+        client_key: &ClientKey,
+        state: TenantState,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks the tenant uninstalled, keeps its record and settings for
+    /// [`crate::UNINSTALLED_RETENTION_SECONDS`] (counted from the first uninstall; a repeated call
+    /// does not extend it), and drops its cached tokens. Returns `false` for an unknown tenant.
+    async fn mark_uninstalled(&self, client_key: &ClientKey, now: i64) -> Result<bool, StoreError>;
+}
+
+/// Cached impersonation access tokens.
+#[async_trait]
+pub trait TokenCache: Send + Sync {
+    /// The cached token, unless absent or `expires_at <= now` (strongly consistent read).
+    async fn get_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        now: i64,
+    ) -> Result<Option<CachedToken>, StoreError>;
+
+    /// Stores or replaces a token; its `expires_at` is also the record's TTL.
+    async fn put_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        token: &CachedToken,
+    ) -> Result<(), StoreError>;
+
+    /// Drops every token cached for the tenant (secret rotation, uninstall).
+    async fn drop_tokens_for_tenant(&self, client_key: &ClientKey) -> Result<(), StoreError>;
+}
+
+/// De-duplication marks for webhook events and edit jobs.
+#[async_trait]
+pub trait IdempotencyMarks: Send + Sync {
+    /// Sets the mark with a conditional write. Returns `true` only for the first writer: of two
+    /// concurrent deliveries of one event exactly one gets `true`. An expired mark (older than its
+    /// `ttl_seconds`) counts as absent.
+    async fn mark_once(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+        ttl_seconds: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The edit audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends a record that expires `retention_seconds` after `record.at_ms`.
+    async fn append(&self, record: &AuditRecord, retention_seconds: i64) -> Result<(), StoreError>;
+
+    /// The tenant's newest records first, at most `limit`, expired ones left out.
+    async fn list_for_tenant(
+        &self,
+        client_key: &ClientKey,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// One page's newest records first, at most `limit`, expired ones left out. On DynamoDB this
+    /// reads a secondary index, so a record appended a moment ago may be missing (eventual
+    /// consistency).
+    async fn list_for_page(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Per-tenant settings.
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    /// The tenant's settings, or `None` if never written (or expired with an uninstalled tenant).
+    async fn get_settings(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<TenantSettings>, StoreError>;
+
+    /// Stores or replaces the settings. A pending retention TTL (tenant uninstalled) is kept, so
+    /// settings never outlive their tenant.
+    async fn put_settings(
+        &self,
+        client_key: &ClientKey,
+        settings: &TenantSettings,
+        now: i64,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,657 @@
+//! The embedded adapter for local runs: one redb file under a data directory, no AWS at all.
+//!
+//! It mirrors the DynamoDB layout: one table whose key is `<clientKey> NUL <sort key>` with the same
+//! sort keys ([`crate::keys`]), values are JSON rows, and secrets are sealed by a [`SecretCipher`]
+//! (base64 in the JSON). redb write transactions are serialised, which is what makes the conditional
+//! operations (first install, idempotency marks) atomic here. The audit trail keeps a page-scoped copy
+//! of each record (`PAGE#...`), written in the same transaction, in place of DynamoDB's index.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use understudy_domain::{
+    AuditLog, AuditRecord, CachedToken, ClientKey, IdempotencyKey, IdempotencyMarks,
+    InstallOutcome, PageId, SettingsStore, StoreError, Tenant, TenantSettings, TenantState,
+    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
+};
+
+use crate::crypto::{LocalKeyCipher, SecretCipher, secret_context};
+use crate::keys::{
+    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, live, mark_sk,
+    page_prefix, page_sk, token_sk,
+};
+
+const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
+
+/// Every port, in a redb file. Cheap to clone (shares the open database).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    cipher: Arc<dyn SecretCipher>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tenant row. The clientKey is in the key; the secret is sealed.
+#[derive(Serialize, Deserialize)]
+struct TenantRow {
+    app_key: String,
+    base_url: String,
+    display_url: String,
+    product_type: String,
+    oauth_client_id: Option<String>,
+    cloud_id: Option<String>,
+    installation_id: Option<String>,
+    install_payload: Value,
+    state: TenantState,
+    created_at: i64,
+    updated_at: i64,
+    #[serde(with = "b64")]
+    shared_secret: Vec<u8>,
+    expires_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenRow {
+    #[serde(with = "b64")]
+    access_token: Vec<u8>,
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MarkRow {
+    marked_at: i64,
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AuditRow {
+    record: AuditRecord,
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SettingsRow {
+    document: Value,
+    expires_at: Option<i64>,
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `<clientKey> NUL <sort key>`: a clientKey has no control characters, so the NUL cannot be part of
+/// it and a prefix scan of one tenant never reaches another.
+fn item_key(client_key: &ClientKey, sk: &str) -> String {
+    format!("{}\u{0}{sk}", client_key.as_str())
+}
+
+/// Exclusive end of a prefix scan: the prefixes end in `#` and `$` is the next byte.
+fn prefix_end(prefix: &str) -> String {
+    format!("{}$", prefix.strip_suffix('#').unwrap_or(prefix))
+}
+
+fn db_error(err: impl Into<redb::Error>) -> StoreError {
+    let err: redb::Error = err.into();
+    tracing::warn!(error = %err, "embedded store failed");
+    StoreError::unavailable(format!("embedded store: {err}"))
+}
+
+fn get_row<R: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<R>, StoreError> {
+    match table.get(key).map_err(db_error)? {
+        None => Ok(None),
+        Some(value) => serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|_| StoreError::corrupt(what)),
+    }
+}
+
+fn put_row<R: Serialize>(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    row: &R,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(row).map_err(|_| StoreError::corrupt("row to write"))?;
+    table.insert(key, bytes.as_slice()).map_err(db_error)?;
+    Ok(())
+}
+
+fn keys_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let end = prefix_end(prefix);
+    let mut keys = Vec::new();
+    for entry in table
+        .range::<&str>(prefix..end.as_str())
+        .map_err(db_error)?
+    {
+        let (key, _) = entry.map_err(db_error)?;
+        keys.push(key.value().to_owned());
+    }
+    Ok(keys)
+}
+
+impl EmbeddedStore {
+    /// Name of the database file inside the data directory.
+    pub const FILE_NAME: &'static str = "understudy.redb";
+    /// Name of the key file [`EmbeddedStore::open_with_local_key`] uses inside the data directory.
+    pub const KEY_FILE_NAME: &'static str = "keyring.json";
+
+    /// Opens (or creates) `<data_dir>/understudy.redb`, creating the directory owner-only if needed.
+    /// Only one process may have the file open at a time (redb locks it).
+    pub fn open(
+        data_dir: impl AsRef<Path>,
+        cipher: Arc<dyn SecretCipher>,
+    ) -> Result<Self, StoreError> {
+        let dir = data_dir.as_ref();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|e| StoreError::unavailable(format!("data directory: {}", e.kind())))?;
+        let path = dir.join(Self::FILE_NAME);
+        let db = Database::create(&path).map_err(db_error)?;
+        // Create the table up front so readers never meet a missing table.
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(ITEMS).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+        Ok(Self {
+            db: Arc::new(db),
+            cipher,
+            path,
+        })
+    }
+
+    /// Opens the store with a [`LocalKeyCipher`] whose key file is `<data_dir>/keyring.json`
+    /// (created on first run, mode 0600): the whole local setup in one call.
+    pub fn open_with_local_key(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = data_dir.as_ref();
+        let cipher = LocalKeyCipher::open_or_create(dir.join(Self::KEY_FILE_NAME))?;
+        Self::open(dir, Arc::new(cipher))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(db_error)?;
+            let table = txn.open_table(ITEMS).map_err(db_error)?;
+            f(&table)
+        })
+        .await
+        .map_err(|_| StoreError::unavailable("embedded store task failed"))?
+    }
+
+    /// Runs `f` in one write transaction, committed only if `f` succeeds.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Table<'_, &'static str, &'static [u8]>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(db_error)?;
+            let result = {
+                let mut table = txn.open_table(ITEMS).map_err(db_error)?;
+                f(&mut table)?
+            };
+            txn.commit().map_err(db_error)?;
+            Ok(result)
+        })
+        .await
+        .map_err(|_| StoreError::unavailable("embedded store task failed"))?
+    }
+
+    async fn list(
+        &self,
+        prefix: String,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |table| {
+            let end = prefix_end(&prefix);
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&str>(prefix.as_str()..end.as_str())
+                .map_err(db_error)?
+                .rev()
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, value) = entry.map_err(db_error)?;
+                let row: AuditRow = serde_json::from_slice(value.value())
+                    .map_err(|_| StoreError::corrupt("audit"))?;
+                if row.expires_at > now {
+                    out.push(row.record);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TenantStore for EmbeddedStore {
+    async fn get_tenant(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let key = item_key(client_key, TENANT_SK);
+        let row: Option<TenantRow> = self.read(move |t| get_row(t, &key, "tenant")).await?;
+        let Some(row) = row.filter(|r| live(r.expires_at, now)) else {
+            return Ok(None);
+        };
+        let context = secret_context(client_key, TENANT_SK);
+        let shared_secret = self.cipher.open(&row.shared_secret, &context).await?;
+        Ok(Some(Tenant {
+            client_key: client_key.clone(),
+            app_key: row.app_key,
+            shared_secret,
+            base_url: row.base_url,
+            display_url: row.display_url,
+            product_type: row.product_type,
+            oauth_client_id: row.oauth_client_id,
+            cloud_id: row.cloud_id,
+            installation_id: row.installation_id,
+            install_payload: row.install_payload,
+            state: row.state,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }))
+    }
+
+    async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError> {
+        let context = secret_context(&tenant.client_key, TENANT_SK);
+        let shared_secret = self.cipher.seal(&tenant.shared_secret, &context).await?;
+        let mut install_payload = tenant.install_payload.clone();
+        redact_install_payload(&mut install_payload);
+        let mut row = TenantRow {
+            app_key: tenant.app_key.clone(),
+            base_url: tenant.base_url.clone(),
+            display_url: tenant.display_url.clone(),
+            product_type: tenant.product_type.clone(),
+            oauth_client_id: tenant.oauth_client_id.clone(),
+            cloud_id: tenant.cloud_id.clone(),
+            installation_id: tenant.installation_id.clone(),
+            install_payload,
+            state: tenant.state,
+            created_at: tenant.created_at,
+            updated_at: tenant.updated_at,
+            shared_secret,
+            expires_at: None,
+        };
+        let key = item_key(&tenant.client_key, TENANT_SK);
+        let settings_key = item_key(&tenant.client_key, SETTINGS_SK);
+        self.write(move |table| {
+            // A corrupt old row must not block the re-install that repairs it: the new row carries
+            // everything but the original creation time.
+            let old = match get_row::<TenantRow>(table, &key, "tenant") {
+                Ok(old) => old,
+                Err(StoreError::Corrupt { .. }) => {
+                    tracing::warn!("replacing a corrupt tenant row on install");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let outcome = match old.filter(|o| live(o.expires_at, now)) {
+                Some(old) => {
+                    row.created_at = old.created_at;
+                    if old.expires_at.is_some() {
+                        // Re-installed within retention: the settings must not expire after all.
+                        if let Some(mut settings) =
+                            get_row::<SettingsRow>(table, &settings_key, "settings")?
+                        {
+                            settings.expires_at = None;
+                            put_row(table, &settings_key, &settings)?;
+                        }
+                    }
+                    InstallOutcome::Updated
+                }
+                None => InstallOutcome::New,
+            };
+            put_row(table, &key, &row)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn set_state(
+        &self,
+        client_key: &ClientKey,
+        state: TenantState,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if state == TenantState::Uninstalled {
+            return self.mark_uninstalled(client_key, now).await;
+        }
+        let key = item_key(client_key, TENANT_SK);
+        self.write(move |table| {
+            let Some(mut row) = get_row::<TenantRow>(table, &key, "tenant")? else {
+                return Ok(false);
+            };
+            if row.state == TenantState::Uninstalled || !live(row.expires_at, now) {
+                return Ok(false);
+            }
+            row.state = state;
+            row.updated_at = now;
+            put_row(table, &key, &row)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn mark_uninstalled(&self, client_key: &ClientKey, now: i64) -> Result<bool, StoreError> {
+        let key = item_key(client_key, TENANT_SK);
+        let settings_key = item_key(client_key, SETTINGS_SK);
+        let tokens_prefix = item_key(client_key, TOKEN_PREFIX);
+        self.write(move |table| {
+            let Some(mut row) = get_row::<TenantRow>(table, &key, "tenant")? else {
+                return Ok(false);
+            };
+            if !live(row.expires_at, now) {
+                return Ok(false);
+            }
+            row.state = TenantState::Uninstalled;
+            row.updated_at = now;
+            let expires = *row
+                .expires_at
+                .get_or_insert(now.saturating_add(UNINSTALLED_RETENTION_SECONDS));
+            put_row(table, &key, &row)?;
+            if let Some(mut settings) = get_row::<SettingsRow>(table, &settings_key, "settings")? {
+                settings.expires_at.get_or_insert(expires);
+                put_row(table, &settings_key, &settings)?;
+            }
+            for token in keys_in(table, &tokens_prefix)? {
+                table.remove(token.as_str()).map_err(db_error)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenCache for EmbeddedStore {
+    async fn get_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        now: i64,
+    ) -> Result<Option<CachedToken>, StoreError> {
+        let sk = token_sk(key);
+        let item = item_key(client_key, &sk);
+        let row: Option<TokenRow> = self.read(move |t| get_row(t, &item, "token")).await?;
+        let Some(row) = row.filter(|r| r.expires_at > now) else {
+            return Ok(None);
+        };
+        let access_token = self
+            .cipher
+            .open(&row.access_token, &secret_context(client_key, &sk))
+            .await?;
+        Ok(Some(CachedToken {
+            access_token,
+            expires_at: row.expires_at,
+        }))
+    }
+
+    async fn put_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
+        let sk = token_sk(key);
+        let sealed = self
+            .cipher
+            .seal(&token.access_token, &secret_context(client_key, &sk))
+            .await?;
+        let row = TokenRow {
+            access_token: sealed,
+            expires_at: token.expires_at,
+        };
+        let item = item_key(client_key, &sk);
+        self.write(move |t| put_row(t, &item, &row)).await
+    }
+
+    async fn drop_tokens_for_tenant(&self, client_key: &ClientKey) -> Result<(), StoreError> {
+        let prefix = item_key(client_key, TOKEN_PREFIX);
+        self.write(move |table| {
+            for token in keys_in(table, &prefix)? {
+                table.remove(token.as_str()).map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyMarks for EmbeddedStore {
+    async fn mark_once(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+        ttl_seconds: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let item = item_key(client_key, &mark_sk(key));
+        self.write(move |table| {
+            if let Some(old) = get_row::<MarkRow>(table, &item, "mark")?
+                && old.expires_at > now
+            {
+                return Ok(false);
+            }
+            let row = MarkRow {
+                marked_at: now,
+                expires_at: now.saturating_add(ttl_seconds),
+            };
+            put_row(table, &item, &row)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for EmbeddedStore {
+    async fn append(&self, record: &AuditRecord, retention_seconds: i64) -> Result<(), StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let row = AuditRow {
+            record: record.clone(),
+            expires_at: audit_expiry(record, retention_seconds),
+        };
+        let main = item_key(&record.client_key, &audit_sk(record.at_ms, &id));
+        let by_page = item_key(
+            &record.client_key,
+            &page_sk(&record.page_id, record.at_ms, &id),
+        );
+        self.write(move |table| {
+            put_row(table, &main, &row)?;
+            put_row(table, &by_page, &row)
+        })
+        .await
+    }
+
+    async fn list_for_tenant(
+        &self,
+        client_key: &ClientKey,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.list(item_key(client_key, AUDIT_PREFIX), limit, now)
+            .await
+    }
+
+    async fn list_for_page(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.list(item_key(client_key, &page_prefix(page_id)), limit, now)
+            .await
+    }
+}
+
+#[async_trait]
+impl SettingsStore for EmbeddedStore {
+    async fn get_settings(
+        &self,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<TenantSettings>, StoreError> {
+        let key = item_key(client_key, SETTINGS_SK);
+        let row: Option<SettingsRow> = self.read(move |t| get_row(t, &key, "settings")).await?;
+        Ok(row
+            .filter(|r| live(r.expires_at, now))
+            .map(|r| TenantSettings {
+                document: r.document,
+            }))
+    }
+
+    async fn put_settings(
+        &self,
+        client_key: &ClientKey,
+        settings: &TenantSettings,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let key = item_key(client_key, SETTINGS_SK);
+        let document = settings.document.clone();
+        self.write(move |table| {
+            // Keep a pending retention TTL; a corrupt old row is simply replaced.
+            let keep = get_row::<SettingsRow>(table, &key, "settings")
+                .ok()
+                .flatten()
+                .and_then(|r| r.expires_at)
+                .filter(|e| *e > now);
+            put_row(
+                table,
+                &key,
+                &SettingsRow {
+                    document,
+                    expires_at: keep,
+                },
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_key() -> ClientKey {
+        ClientKey::parse("ck").unwrap()
+    }
+
+    async fn write_raw(store: &EmbeddedStore, sk: &'static str, bytes: &'static [u8]) {
+        let key = item_key(&client_key(), sk);
+        store
+            .write(move |t| {
+                t.insert(key.as_str(), bytes).map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_a_corrupt_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        write_raw(&store, TENANT_SK, b"{not json").await;
+        write_raw(&store, SETTINGS_SK, b"\xff\xfe").await;
+        write_raw(&store, "AUDIT#00000000000000000001#x", b"[]").await;
+        let err = store.get_tenant(&client_key(), 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let err = store.get_settings(&client_key(), 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let err = store
+            .list_for_tenant(&client_key(), 10, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_moved_to_another_tenant_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let payload = serde_json::json!({
+            "key": "app", "clientKey": "ck", "sharedSecret": "secret-of-ck",
+            "baseUrl": "https://a.example/wiki"
+        });
+        let tenant = Tenant::from_install_payload(payload, 1).unwrap();
+        store.save_install(&tenant, 1).await.unwrap();
+        let other = Tenant {
+            client_key: ClientKey::parse("other").unwrap(),
+            ..tenant
+        };
+        store.save_install(&other, 1).await.unwrap();
+        // Copy ck's sealed secret into other's row, as someone with write access to the file might.
+        let from = item_key(&client_key(), TENANT_SK);
+        let to = item_key(&other.client_key, TENANT_SK);
+        store
+            .write(move |t| {
+                let a: TenantRow = get_row(t, &from, "tenant")?.unwrap();
+                let mut b: TenantRow = get_row(t, &to, "tenant")?.unwrap();
+                b.shared_secret = a.shared_secret;
+                put_row(t, &to, &b)
+            })
+            .await
+            .unwrap();
+        let err = store.get_tenant(&other.client_key, 2).await.unwrap_err();
+        assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Store adapters for the ports of `understudy-domain`.
+//!
+//! - [`DynamoStore`]: DynamoDB, one table, on AWS (or any DynamoDB-compatible server).
+//! - [`EmbeddedStore`]: one redb file under a data directory, for runs without AWS.
+//! - [`SecretCipher`]: app-level AES-256-GCM encryption of shared secrets and access tokens, with data
+//!   keys from KMS ([`KmsCipher`], envelope encryption) or from a local key file
+//!   ([`LocalKeyCipher`]). A read of the raw table or file shows no secret.
+//!
+//! # DynamoDB table (template.yaml copies this)
+//!
+//! | | |
+//! |---|---|
+//! | billing | `PAY_PER_REQUEST` |
+//! | partition key | `pk` (S) = the tenant's clientKey |
+//! | sort key | `sk` (S) = record kind, below |
+//! | TTL attribute | `expires_at` (N, unix seconds); enabled |
+//! | GSI `gsi1` | partition `gsi1pk` (S) = clientKey, sort `gsi1sk` (S) = `PAGE#<pageId>#<ms>#<id>`; projection `ALL`; only audit items carry it (sparse) |
+//!
+//! Sort keys (`<ms>` is unix milliseconds zero-padded to 20 digits, `<id>` a random UUID):
+//!
+//! | `sk` | record | TTL |
+//! |---|---|---|
+//! | `TENANT` | tenant; `shared_secret` (B) is ciphertext | 30 days after uninstall, else none |
+//! | `SETTINGS` | tenant settings, `document` (S, JSON) | follows the tenant after uninstall |
+//! | `TOKEN#<sha256 hex of accountId\nscopes>` | cached access token, `access_token` (B) ciphertext | the token's expiry |
+//! | `MARK#<idempotency key>` | de-duplication mark | as requested |
+//! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
+//!
+//! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
+//! matter), Query (audit listing, token clean-up) and BatchWriteItem; never Scan. IAM for the
+//! functions: `dynamodb:GetItem, PutItem, UpdateItem, Query, BatchWriteItem` on the table and its
+//! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.
+//!
+//! The SDK retries throttling and transient errors (standard retry mode, 4 attempts); what still
+//! fails is [`understudy_domain::StoreError::Unavailable`], which the functions answer with 503.
+
+mod aws;
+mod crypto;
+mod dynamo;
+mod embedded;
+mod keys;
+
+pub use crypto::{KmsCipher, KmsConfig, LocalKeyCipher, SecretCipher, secret_context};
+pub use dynamo::{DynamoConfig, DynamoStore};
+pub use embedded::EmbeddedStore;
+
+mod env;
+pub use env::{MissingVariable, deployed_store_from_env};

@@ -1,0 +1,1113 @@
+//! One contract, three adapters: the same assertions run against `MemoryStore`, `EmbeddedStore`
+//! (a redb file in a temp dir, local key file) and `DynamoStore` (a DynamoDB-compatible server with
+//! KMS, e.g. moto, at `UNDERSTUDY_TEST_AWS_ENDPOINT`; `bash tests/run.sh` starts it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use understudy_domain::{
+    AccountId, ActedAs, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome, EditStrategy,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, MemoryStore, PageId, SettingsStore,
+    StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
+    UNINSTALLED_RETENTION_SECONDS,
+};
+use understudy_store::{
+    DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
+};
+
+const RET: i64 = UNINSTALLED_RETENTION_SECONDS;
+const T0: i64 = 1_800_000_000;
+
+/// Every port at once, so one value exercises them all.
+trait AllPorts: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore {}
+impl<T: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore> AllPorts for T {}
+
+/// How to read what an adapter really wrote, bypassing it.
+enum Raw {
+    /// In memory by design: nothing persisted to inspect.
+    Nothing,
+    File(PathBuf),
+    Table {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+    },
+}
+
+struct Backend {
+    store: Arc<dyn AllPorts>,
+    raw: Raw,
+    /// Keeps a temp dir alive for the test's duration.
+    _guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+async fn memory() -> Backend {
+    Backend {
+        store: Arc::new(MemoryStore::new()),
+        raw: Raw::Nothing,
+        _guard: None,
+    }
+}
+
+async fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+    let raw = Raw::File(store.path().to_owned());
+    Backend {
+        store: Arc::new(store),
+        raw,
+        _guard: Some(Box::new(dir)),
+    }
+}
+
+fn aws_endpoint() -> String {
+    std::env::var("UNDERSTUDY_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "UNDERSTUDY_TEST_AWS_ENDPOINT is not set. The DynamoDB contract tests need a \
+             DynamoDB/KMS-compatible server on 127.0.0.1: run the README's test command \
+             `bash tests/run.sh`, which starts moto and exports it (e.g. http://127.0.0.1:5000)."
+        )
+    })
+}
+
+/// SDK config for tests only: static credentials, us-east-1, everything at the local endpoint so
+/// nothing ever reaches (or resolves) a real AWS host.
+async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "contract-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+async fn new_kms_key(sdk: &SdkConfig) -> String {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let key = kms
+        .create_key()
+        .description("understudy contract test")
+        .send()
+        .await
+        .unwrap();
+    key.key_metadata.unwrap().key_id
+}
+
+async fn dynamo_with_key(
+    key_id: Option<String>,
+    table: Option<String>,
+) -> (Backend, String, String) {
+    let endpoint = aws_endpoint();
+    let sdk = sdk_config(&endpoint).await;
+    let key_id = match key_id {
+        Some(k) => k,
+        None => new_kms_key(&sdk).await,
+    };
+    let cipher = KmsCipher::from_config(
+        &sdk,
+        &KmsConfig {
+            key_id: key_id.clone(),
+            endpoint_url: Some(endpoint.clone()),
+            region: None,
+        },
+    );
+    // A fresh table per test, so tests run in parallel without seeing each other.
+    let table =
+        table.unwrap_or_else(|| format!("understudy-test-{}", uuid::Uuid::new_v4().simple()));
+    let config = DynamoConfig {
+        table_name: table.clone(),
+        endpoint_url: Some(endpoint),
+        region: Some("us-east-1".into()),
+    };
+    let store = DynamoStore::from_config(&sdk, &config, Arc::new(cipher));
+    store.create_table().await.unwrap();
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let backend = Backend {
+        store: Arc::new(store),
+        raw: Raw::Table {
+            client,
+            table: table.clone(),
+        },
+        _guard: None,
+    };
+    (backend, key_id, table)
+}
+
+async fn dynamo() -> Backend {
+    dynamo_with_key(None, None).await.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn ck(s: &str) -> ClientKey {
+    ClientKey::parse(s).unwrap()
+}
+
+fn tenant(client_key: &str, secret: &str, base_url: &str, now: i64) -> Tenant {
+    Tenant::from_install_payload(
+        json!({
+            "key": "understudy",
+            "clientKey": client_key,
+            "sharedSecret": secret,
+            "baseUrl": base_url,
+            "displayUrl": "https://docs.example.com/wiki",
+            "productType": "confluence",
+            "oauthClientId": "oauth-client-1",
+            "cloudId": "cloud-1",
+            "eventType": "installed",
+            "futureField": {"kept": [1, 2, 3]}
+        }),
+        now,
+    )
+    .unwrap()
+}
+
+fn token_key(account: &str) -> TokenCacheKey {
+    TokenCacheKey::new(&AccountId::parse(account).unwrap(), "READ WRITE")
+}
+
+fn token(value: &str, expires_at: i64) -> CachedToken {
+    CachedToken {
+        access_token: SecretString::from(value),
+        expires_at,
+    }
+}
+
+fn mark(s: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(s).unwrap()
+}
+
+fn audit(client_key: &str, page: &str, at_ms: i64, job: &str) -> AuditRecord {
+    AuditRecord {
+        client_key: ck(client_key),
+        page_id: PageId::parse(page).unwrap(),
+        at_ms,
+        version_before: Some(1),
+        version_after: Some(2),
+        acted_as: ActedAs::User(AccountId::parse("557058:user-1").unwrap()),
+        strategy: EditStrategy::Impersonate,
+        outcome: EditOutcome::Edited,
+        reason: "restricted page, edited as an allowed user".into(),
+        job_id: job.into(),
+    }
+}
+
+fn jobs(records: &[AuditRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.job_id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+mod cases {
+    use super::*;
+
+    pub async fn an_unknown_tenant_is_none(b: Backend) {
+        assert!(
+            b.store
+                .get_tenant(&ck("nobody"), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.store
+                .get_settings(&ck("nobody"), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn first_install_is_new_and_a_reinstall_replaces_secret_but_keeps_created_at(
+        b: Backend,
+    ) {
+        let first = tenant("ck-a", "secret-one", "https://a.atlassian.net/wiki", T0);
+        assert_eq!(
+            b.store.save_install(&first, T0).await.unwrap(),
+            InstallOutcome::New
+        );
+
+        let got = b.store.get_tenant(&ck("ck-a"), T0).await.unwrap().unwrap();
+        assert_eq!(got.shared_secret.expose_secret(), "secret-one");
+        assert_eq!(got.app_key, "understudy");
+        assert_eq!(got.base_url, "https://a.atlassian.net/wiki");
+        assert_eq!(got.display_url, "https://docs.example.com/wiki");
+        assert_eq!(got.product_type, "confluence");
+        assert_eq!(got.oauth_client_id.as_deref(), Some("oauth-client-1"));
+        assert_eq!(got.cloud_id.as_deref(), Some("cloud-1"));
+        assert_eq!(got.installation_id, None);
+        assert_eq!(got.install_payload["futureField"]["kept"], json!([1, 2, 3]));
+        assert_eq!(got.state, TenantState::Installed);
+        assert_eq!((got.created_at, got.updated_at), (T0, T0));
+
+        // Secret rotation and site rename arrive as a re-install.
+        let mut again = tenant(
+            "ck-a",
+            "secret-two",
+            "https://renamed.atlassian.net/wiki",
+            T0 + 50,
+        );
+        again.oauth_client_id = None;
+        assert_eq!(
+            b.store.save_install(&again, T0 + 50).await.unwrap(),
+            InstallOutcome::Updated
+        );
+        let got = b
+            .store
+            .get_tenant(&ck("ck-a"), T0 + 50)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.shared_secret.expose_secret(), "secret-two");
+        assert_eq!(got.base_url, "https://renamed.atlassian.net/wiki");
+        assert_eq!(got.oauth_client_id, None);
+        assert_eq!((got.created_at, got.updated_at), (T0, T0 + 50));
+    }
+
+    pub async fn the_stored_install_payload_never_holds_the_shared_secret(b: Backend) {
+        // Even a hand-built tenant whose payload still has the secret is stored without it.
+        let mut t = tenant("ck-p", "payload-secret", "https://p.atlassian.net/wiki", T0);
+        t.install_payload["sharedSecret"] = json!("payload-secret");
+        b.store.save_install(&t, T0).await.unwrap();
+        let got = b.store.get_tenant(&ck("ck-p"), T0).await.unwrap().unwrap();
+        assert!(got.install_payload.get("sharedSecret").is_none());
+        assert_eq!(got.install_payload["clientKey"], "ck-p");
+        assert_eq!(got.shared_secret.expose_secret(), "payload-secret");
+    }
+
+    pub async fn of_concurrent_first_installs_exactly_one_is_new(b: Backend) {
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = Arc::clone(&b.store);
+            tasks.push(tokio::spawn(async move {
+                let t = tenant(
+                    "ck-race",
+                    &format!("secret-{i}"),
+                    "https://r.atlassian.net/wiki",
+                    T0,
+                );
+                store.save_install(&t, T0).await.unwrap()
+            }));
+        }
+        let outcomes = futures::future::join_all(tasks).await;
+        let new = outcomes
+            .iter()
+            .filter(|o| *o.as_ref().unwrap() == InstallOutcome::New)
+            .count();
+        assert_eq!(new, 1, "{outcomes:?}");
+        let got = b
+            .store
+            .get_tenant(&ck("ck-race"), T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.shared_secret.expose_secret().starts_with("secret-"));
+    }
+
+    pub async fn set_state_changes_a_live_tenant_only(b: Backend) {
+        b.store
+            .save_install(&tenant("ck-s", "s", "https://s.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .set_state(&ck("ck-s"), TenantState::Enabled, T0 + 1)
+                .await
+                .unwrap()
+        );
+        let got = b
+            .store
+            .get_tenant(&ck("ck-s"), T0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.state, got.updated_at, got.created_at),
+            (TenantState::Enabled, T0 + 1, T0)
+        );
+        assert!(
+            b.store
+                .set_state(&ck("ck-s"), TenantState::Disabled, T0 + 2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            b.store
+                .get_tenant(&ck("ck-s"), T0 + 2)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            TenantState::Disabled
+        );
+        assert!(
+            !b.store
+                .set_state(&ck("unknown"), TenantState::Enabled, T0)
+                .await
+                .unwrap()
+        );
+        // `enabled` for an uninstalled tenant is out of order: refused until it re-installs.
+        assert!(
+            b.store
+                .set_state(&ck("ck-s"), TenantState::Uninstalled, T0 + 3)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.store
+                .set_state(&ck("ck-s"), TenantState::Enabled, T0 + 4)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            b.store
+                .get_tenant(&ck("ck-s"), T0 + 4)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            TenantState::Uninstalled
+        );
+        assert!(
+            b.store
+                .get_tenant(&ck("unknown"), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn an_uninstalled_tenant_is_kept_30_days_from_the_first_uninstall(b: Backend) {
+        b.store
+            .save_install(&tenant("ck-u", "s", "https://u.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        b.store
+            .put_settings(
+                &ck("ck-u"),
+                &TenantSettings {
+                    document: json!({"policy": "x"}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(!b.store.mark_uninstalled(&ck("unknown"), T0).await.unwrap());
+        assert!(
+            b.store
+                .mark_uninstalled(&ck("ck-u"), T0 + 10)
+                .await
+                .unwrap()
+        );
+        // A retried callback does not extend the retention.
+        assert!(
+            b.store
+                .mark_uninstalled(&ck("ck-u"), T0 + 1000)
+                .await
+                .unwrap()
+        );
+
+        let kept = b
+            .store
+            .get_tenant(&ck("ck-u"), T0 + 10 + RET - 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.state, TenantState::Uninstalled);
+        assert_eq!(kept.shared_secret.expose_secret(), "s");
+        assert!(
+            b.store
+                .get_settings(&ck("ck-u"), T0 + 10 + RET - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Expired: hidden even though no database has deleted it.
+        assert!(
+            b.store
+                .get_tenant(&ck("ck-u"), T0 + 10 + RET)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.store
+                .get_settings(&ck("ck-u"), T0 + 10 + RET)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Settings written after the uninstall still expire with the tenant.
+        b.store
+            .put_settings(
+                &ck("ck-u"),
+                &TenantSettings {
+                    document: json!({"policy": "y"}),
+                },
+                T0 + 20,
+            )
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .get_settings(&ck("ck-u"), T0 + 10 + RET)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !b.store
+                .mark_uninstalled(&ck("ck-u"), T0 + 10 + RET)
+                .await
+                .unwrap()
+        );
+    }
+
+    pub async fn uninstall_drops_the_tenants_cached_tokens_only(b: Backend) {
+        b.store
+            .save_install(&tenant("ck-t", "s", "https://t.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        for account in ["user-1", "user-2"] {
+            b.store
+                .put_token(&ck("ck-t"), &token_key(account), &token("at", T0 + 3600))
+                .await
+                .unwrap();
+            b.store
+                .put_token(
+                    &ck("ck-other"),
+                    &token_key(account),
+                    &token("at", T0 + 3600),
+                )
+                .await
+                .unwrap();
+        }
+        assert!(b.store.mark_uninstalled(&ck("ck-t"), T0).await.unwrap());
+        for account in ["user-1", "user-2"] {
+            assert!(
+                b.store
+                    .get_token(&ck("ck-t"), &token_key(account), T0)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                b.store
+                    .get_token(&ck("ck-other"), &token_key(account), T0)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    pub async fn a_reinstall_within_retention_is_an_update_that_cancels_expiry(b: Backend) {
+        b.store
+            .save_install(&tenant("ck-r", "old", "https://r.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        b.store
+            .put_settings(
+                &ck("ck-r"),
+                &TenantSettings {
+                    document: json!({"keep": true}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        b.store.mark_uninstalled(&ck("ck-r"), T0 + 1).await.unwrap();
+        let back = tenant("ck-r", "new", "https://r.example/wiki", T0 + 5);
+        assert_eq!(
+            b.store.save_install(&back, T0 + 5).await.unwrap(),
+            InstallOutcome::Updated
+        );
+        let later = T0 + 10 * RET;
+        let got = b
+            .store
+            .get_tenant(&ck("ck-r"), later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.state, got.created_at), (TenantState::Installed, T0));
+        assert_eq!(got.shared_secret.expose_secret(), "new");
+        let settings = b
+            .store
+            .get_settings(&ck("ck-r"), later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.document, json!({"keep": true}));
+    }
+
+    pub async fn an_install_after_retention_ran_out_is_new(b: Backend) {
+        b.store
+            .save_install(&tenant("ck-n", "old", "https://n.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        b.store.mark_uninstalled(&ck("ck-n"), T0).await.unwrap();
+        let later = T0 + RET + 1;
+        let back = tenant("ck-n", "new", "https://n.example/wiki", later);
+        assert_eq!(
+            b.store.save_install(&back, later).await.unwrap(),
+            InstallOutcome::New
+        );
+        let got = b
+            .store
+            .get_tenant(&ck("ck-n"), later + 10 * RET)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.created_at, got.state), (later, TenantState::Installed));
+        assert_eq!(got.shared_secret.expose_secret(), "new");
+    }
+
+    pub async fn a_cached_token_round_trips_until_it_expires(b: Backend) {
+        let (a, k) = (ck("ck-tok"), token_key("user-1"));
+        b.store
+            .put_token(&a, &k, &token("access-1", T0 + 100))
+            .await
+            .unwrap();
+        let got = b.store.get_token(&a, &k, T0 + 99).await.unwrap().unwrap();
+        assert_eq!(
+            (got.access_token.expose_secret(), got.expires_at),
+            ("access-1", T0 + 100)
+        );
+        assert!(b.store.get_token(&a, &k, T0 + 100).await.unwrap().is_none());
+        assert!(
+            b.store
+                .get_token(&a, &token_key("user-2"), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.store
+                .get_token(&ck("ck-elsewhere"), &k, T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        b.store
+            .put_token(&a, &k, &token("access-2", T0 + 500))
+            .await
+            .unwrap();
+        let got = b.store.get_token(&a, &k, T0 + 200).await.unwrap().unwrap();
+        assert_eq!(got.access_token.expose_secret(), "access-2");
+        b.store.drop_tokens_for_tenant(&a).await.unwrap();
+        assert!(b.store.get_token(&a, &k, T0).await.unwrap().is_none());
+    }
+
+    pub async fn a_mark_is_granted_once_until_it_expires(b: Backend) {
+        let (a, m) = (ck("ck-m"), mark("webhook:page_updated:42:7"));
+        assert!(b.store.mark_once(&a, &m, 60, T0).await.unwrap());
+        assert!(!b.store.mark_once(&a, &m, 60, T0).await.unwrap());
+        assert!(!b.store.mark_once(&a, &m, 60, T0 + 59).await.unwrap());
+        assert!(b.store.mark_once(&ck("ck-m2"), &m, 60, T0).await.unwrap());
+        assert!(b.store.mark_once(&a, &mark("job:1"), 60, T0).await.unwrap());
+        // Expired marks count as absent, and the new mark gets a new TTL.
+        assert!(b.store.mark_once(&a, &m, 60, T0 + 60).await.unwrap());
+        assert!(!b.store.mark_once(&a, &m, 60, T0 + 119).await.unwrap());
+    }
+
+    pub async fn of_concurrent_marks_exactly_one_wins(b: Backend) {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = Arc::clone(&b.store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .mark_once(&ck("ck-cm"), &mark("event-1"), 300, T0)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let wins = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|r| *r.as_ref().unwrap())
+            .count();
+        assert_eq!(wins, 1);
+    }
+
+    pub async fn audit_lists_newest_first_per_tenant_and_per_page(b: Backend) {
+        let ms = T0 * 1000;
+        for (page, offset, job) in [
+            ("1", 1, "j1"),
+            ("12", 2, "j2"),
+            ("1", 3, "j3"),
+            ("2", 4, "j4"),
+            ("1", 5, "j5"),
+        ] {
+            b.store
+                .append(&audit("ck-au", page, ms + offset, job), 3600)
+                .await
+                .unwrap();
+        }
+        b.store
+            .append(&audit("ck-other", "1", ms + 9, "x"), 3600)
+            .await
+            .unwrap();
+
+        let all = b.store.list_for_tenant(&ck("ck-au"), 10, T0).await.unwrap();
+        assert_eq!(jobs(&all), ["j5", "j4", "j3", "j2", "j1"]);
+        assert_eq!(all[0], audit("ck-au", "1", ms + 5, "j5"));
+        let newest = b.store.list_for_tenant(&ck("ck-au"), 2, T0).await.unwrap();
+        assert_eq!(jobs(&newest), ["j5", "j4"]);
+        // Page 1 must not pick up page 12.
+        let page = b
+            .store
+            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), 10, T0)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&page), ["j5", "j3", "j1"]);
+        let page = b
+            .store
+            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), 1, T0)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&page), ["j5"]);
+        assert!(
+            b.store
+                .list_for_tenant(&ck("ck-none"), 10, T0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.store
+                .list_for_tenant(&ck("ck-au"), 0, T0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn expired_audit_records_are_left_out_even_when_newest(b: Backend) {
+        let ms = T0 * 1000;
+        // Two old records kept a long time, then three newer ones with a short retention.
+        b.store
+            .append(&audit("ck-ax", "7", ms, "long-1"), 10 * 3600)
+            .await
+            .unwrap();
+        b.store
+            .append(&audit("ck-ax", "7", ms + 1, "long-2"), 10 * 3600)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            b.store
+                .append(&audit("ck-ax", "7", ms + 10 + i, "short"), 60)
+                .await
+                .unwrap();
+        }
+        let now = T0 + 60;
+        let listed = b.store.list_for_tenant(&ck("ck-ax"), 2, now).await.unwrap();
+        assert_eq!(jobs(&listed), ["long-2", "long-1"]);
+        let listed = b
+            .store
+            .list_for_page(&ck("ck-ax"), &PageId::parse("7").unwrap(), 2, now)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&listed), ["long-2", "long-1"]);
+        assert_eq!(
+            b.store
+                .list_for_tenant(&ck("ck-ax"), 10, T0 + 59)
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+
+    pub async fn settings_round_trip_and_replace(b: Backend) {
+        let doc =
+            json!({"restrictedPages": {"mode": "impersonate", "fallback": ["grant"]}, "n": 1.5});
+        b.store
+            .put_settings(
+                &ck("ck-set"),
+                &TenantSettings {
+                    document: doc.clone(),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store
+                .get_settings(&ck("ck-set"), T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .document,
+            doc
+        );
+        b.store
+            .put_settings(
+                &ck("ck-set"),
+                &TenantSettings {
+                    document: json!({}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store
+                .get_settings(&ck("ck-set"), T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .document,
+            json!({})
+        );
+        assert!(
+            b.store
+                .get_settings(&ck("ck-set-2"), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// What an operator reading the raw table or file would see.
+    async fn raw_bytes(raw: &Raw) -> Vec<u8> {
+        match raw {
+            Raw::Nothing => unreachable!("only persistent adapters are checked"),
+            Raw::File(path) => std::fs::read(path).unwrap(),
+            Raw::Table { client, table } => {
+                // Scan is fine here: this is the test looking at the table, not a request path.
+                let items = client
+                    .scan()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .unwrap()
+                    .items
+                    .unwrap();
+                let mut out = Vec::new();
+                for item in items {
+                    for (name, value) in item {
+                        out.extend_from_slice(name.as_bytes());
+                        match value {
+                            AttributeValue::S(s) | AttributeValue::N(s) => {
+                                out.extend_from_slice(s.as_bytes())
+                            }
+                            AttributeValue::B(b) => out.extend_from_slice(b.as_ref()),
+                            other => out.extend_from_slice(format!("{other:?}").as_bytes()),
+                        }
+                        out.push(b'\n');
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    pub async fn the_raw_data_shows_no_secret_in_plain_text(b: Backend) {
+        let secret = "PLAINTEXT-SHARED-SECRET-7f3a";
+        let access = "PLAINTEXT-ACCESS-TOKEN-91bc";
+        b.store
+            .save_install(
+                &tenant("ck-raw", secret, "https://raw.example/wiki", T0),
+                T0,
+            )
+            .await
+            .unwrap();
+        b.store
+            .put_token(&ck("ck-raw"), &token_key("user-1"), &token(access, T0 + 60))
+            .await
+            .unwrap();
+        let raw = raw_bytes(&b.raw).await;
+        // The dump is real: it holds the tenant's non-secret fields...
+        assert!(contains(&raw, "https://raw.example/wiki"));
+        assert!(contains(&raw, "ck-raw"));
+        // ...and no secret, neither as text nor base64-encoded, nor the accountId behind the token key.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for plain in [secret, access] {
+            assert!(
+                !contains(&raw, plain),
+                "{plain} is readable in the raw data"
+            );
+            assert!(
+                !contains(&raw, &b64.encode(plain)),
+                "{plain} is in the raw data as base64"
+            );
+        }
+        assert!(!contains(&raw, "user-1"));
+        // And the secrets still open through the store.
+        let got = b
+            .store
+            .get_tenant(&ck("ck-raw"), T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.shared_secret.expose_secret(), secret);
+    }
+}
+
+macro_rules! contract {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::cases::$case(crate::$backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! full_contract {
+    ($($backend:ident),*) => {$(
+        contract!($backend:
+            an_unknown_tenant_is_none,
+            first_install_is_new_and_a_reinstall_replaces_secret_but_keeps_created_at,
+            the_stored_install_payload_never_holds_the_shared_secret,
+            of_concurrent_first_installs_exactly_one_is_new,
+            set_state_changes_a_live_tenant_only,
+            an_uninstalled_tenant_is_kept_30_days_from_the_first_uninstall,
+            uninstall_drops_the_tenants_cached_tokens_only,
+            a_reinstall_within_retention_is_an_update_that_cancels_expiry,
+            an_install_after_retention_ran_out_is_new,
+            a_cached_token_round_trips_until_it_expires,
+            a_mark_is_granted_once_until_it_expires,
+            of_concurrent_marks_exactly_one_wins,
+            audit_lists_newest_first_per_tenant_and_per_page,
+            expired_audit_records_are_left_out_even_when_newest,
+            settings_round_trip_and_replace,
+        );
+    )*};
+}
+
+full_contract!(memory, embedded, dynamo);
+
+// Persistent adapters only: memory keeps secrets in memory by design.
+mod raw {
+    contract!(embedded: the_raw_data_shows_no_secret_in_plain_text);
+    contract!(dynamo: the_raw_data_shows_no_secret_in_plain_text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter-specific behaviour
+
+#[tokio::test]
+async fn embedded_secrets_stay_readable_after_the_local_key_is_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        store
+            .save_install(
+                &tenant("ck-old", "sealed-under-key-1", "https://o.example/wiki", T0),
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    let key_file = dir.path().join(EmbeddedStore::KEY_FILE_NAME);
+    LocalKeyCipher::rotate(&key_file).unwrap();
+    let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+    store
+        .save_install(
+            &tenant("ck-new", "sealed-under-key-2", "https://n.example/wiki", T0),
+            T0,
+        )
+        .await
+        .unwrap();
+    let old = store.get_tenant(&ck("ck-old"), T0).await.unwrap().unwrap();
+    assert_eq!(old.shared_secret.expose_secret(), "sealed-under-key-1");
+    let new = store.get_tenant(&ck("ck-new"), T0).await.unwrap().unwrap();
+    assert_eq!(new.shared_secret.expose_secret(), "sealed-under-key-2");
+}
+
+#[tokio::test]
+async fn embedded_store_with_another_key_file_cannot_open_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        store
+            .save_install(&tenant("ck", "s", "https://o.example/wiki", T0), T0)
+            .await
+            .unwrap();
+    }
+    let other_key = tempfile::tempdir().unwrap();
+    let cipher = LocalKeyCipher::open_or_create(other_key.path().join("k.json")).unwrap();
+    let store = EmbeddedStore::open(dir.path(), Arc::new(cipher)).unwrap();
+    let err = store.get_tenant(&ck("ck"), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn dynamo_secrets_stay_readable_after_the_kms_key_changes() {
+    let (old, old_key, table) = dynamo_with_key(None, None).await;
+    old.store
+        .save_install(
+            &tenant("ck-k", "under-old-kms-key", "https://k.example/wiki", T0),
+            T0,
+        )
+        .await
+        .unwrap();
+    old.store
+        .put_token(&ck("ck-k"), &token_key("u"), &token("old-token", T0 + 60))
+        .await
+        .unwrap();
+
+    // A new process configured with a new KMS key: no cached data keys, a different key id.
+    let sdk = sdk_config(&aws_endpoint()).await;
+    let new_key = new_kms_key(&sdk).await;
+    assert_ne!(new_key, old_key);
+    let (new, _, _) = dynamo_with_key(Some(new_key), Some(table)).await;
+    let got = new
+        .store
+        .get_tenant(&ck("ck-k"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.shared_secret.expose_secret(), "under-old-kms-key");
+    let got = new
+        .store
+        .get_token(&ck("ck-k"), &token_key("u"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.access_token.expose_secret(), "old-token");
+    new.store
+        .save_install(
+            &tenant("ck-k2", "under-new-kms-key", "https://k.example/wiki", T0),
+            T0,
+        )
+        .await
+        .unwrap();
+    let got = old
+        .store
+        .get_tenant(&ck("ck-k2"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.shared_secret.expose_secret(), "under-new-kms-key");
+}
+
+#[tokio::test]
+async fn a_corrupt_dynamo_item_is_a_corrupt_error_not_a_panic() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let put = |sk: &str, extra: Vec<(&str, AttributeValue)>| {
+        let mut req = client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("ck-bad".into()))
+            .item("sk", AttributeValue::S(sk.into()));
+        for (k, v) in extra {
+            req = req.item(k, v);
+        }
+        req.send()
+    };
+    put("TENANT", vec![("state", AttributeValue::S("bogus".into()))])
+        .await
+        .unwrap();
+    let err = b.store.get_tenant(&ck("ck-bad"), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    put(
+        "SETTINGS",
+        vec![("document", AttributeValue::S("{not json".into()))],
+    )
+    .await
+    .unwrap();
+    let err = b.store.get_settings(&ck("ck-bad"), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let k = token_key("u");
+    put(
+        &format!("TOKEN#{}", k.as_str()),
+        vec![("expires_at", AttributeValue::S("soon".into()))],
+    )
+    .await
+    .unwrap();
+    let err = b.store.get_token(&ck("ck-bad"), &k, T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    // A secret that is not a valid ciphertext for this tenant.
+    put(
+        &format!("TOKEN#{}", k.as_str()),
+        vec![
+            ("expires_at", AttributeValue::N((T0 + 60).to_string())),
+            (
+                "access_token",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                    1, 2, 0, 1, b'x',
+                ])),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let err = b.store.get_token(&ck("ck-bad"), &k, T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
+}
+
+/// No server needed: a closed port stands for DynamoDB and KMS being down.
+#[tokio::test]
+async fn an_unreachable_dynamodb_or_kms_is_unavailable_not_a_panic() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let sdk = sdk_config(&endpoint).await;
+    let cipher = KmsCipher::from_config(
+        &sdk,
+        &KmsConfig {
+            key_id: "alias/none".into(),
+            endpoint_url: Some(endpoint.clone()),
+            region: None,
+        },
+    );
+    let config = DynamoConfig {
+        table_name: "t".into(),
+        endpoint_url: Some(endpoint),
+        region: None,
+    };
+    let store = DynamoStore::from_config(&sdk, &config, Arc::new(cipher));
+    let err = store.get_tenant(&ck("ck"), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let err = store
+        .mark_once(&ck("ck"), &mark("m"), 60, T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    // Sealing needs KMS first: that is unavailable too, and says which service failed.
+    let err = store
+        .save_install(&tenant("ck", "s", "https://x.example/wiki", T0), T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { ref reason } if reason.contains("KMS")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("\"s\""));
+}
