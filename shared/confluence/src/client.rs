@@ -1,0 +1,718 @@
+//! The Confluence REST client: one `reqwest` connection pool per warm instance, typed operations,
+//! the same whether acting as the app (`Authorization: JWT`, minted per request) or as a user
+//! (`Authorization: Bearer`, by impersonation).
+//!
+//! Every URL is the tenant's verified base URL with a path appended; a URL whose scheme, host or port
+//! differs from the base is refused before anything is sent, and redirects are never followed, so the
+//! tenant's own host is the only one ever called with its credentials.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connect_auth::ExposeSecret;
+use connect_auth::{Clock, SecretString, SystemClock, mint_app_token};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use understudy_domain::{AccountId, ActedAs, ClientKey, PageId, Tenant, TokenCache};
+use url::Url;
+
+use crate::config::{ClientConfig, ConfigError, Scopes, scheme_allowed};
+use crate::error::{ConfluenceError, network_reason};
+use crate::retry::{Pause, TokioPause, told_wait};
+use crate::tokens::ImpersonationTokens;
+
+/// The client. Cheap to clone; build it once per cold start.
+#[derive(Clone)]
+pub struct ConfluenceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    clock: Arc<dyn Clock>,
+    pause: Arc<dyn Pause>,
+    tokens: ImpersonationTokens,
+    /// The app user's accountId per tenant (and base URL: a renamed site is asked again).
+    app_accounts: Mutex<HashMap<(ClientKey, String), AccountId>>,
+}
+
+impl fmt::Debug for ConfluenceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfluenceClient")
+            .field("config", &self.inner.config)
+            .field("tokens", &self.inner.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfluenceClient {
+    /// A client on the system clock, sleeping for real between retries.
+    pub fn new(
+        config: ClientConfig,
+        token_store: Arc<dyn TokenCache>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_time(
+            config,
+            token_store,
+            Arc::new(SystemClock),
+            Arc::new(TokioPause),
+        )
+    }
+
+    /// A client with injected time: `clock` for token lifetimes and dated headers, `pause` for the
+    /// waits between retries and the deadline.
+    pub fn with_time(
+        config: ClientConfig,
+        token_store: Arc<dyn TokenCache>,
+        clock: Arc<dyn Clock>,
+        pause: Arc<dyn Pause>,
+    ) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|_| ConfigError::HttpClient)?;
+        let tokens = ImpersonationTokens::new(
+            http.clone(),
+            config.clone(),
+            token_store,
+            Arc::clone(&clock),
+            Arc::clone(&pause),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                clock,
+                pause,
+                tokens,
+                app_accounts: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Operations as the app user.
+    pub fn as_app<'a>(&'a self, tenant: &'a Tenant) -> Session<'a> {
+        Session {
+            client: self,
+            tenant,
+            actor: Actor::App,
+        }
+    }
+
+    /// Operations as `account`, by impersonation, with the configured scopes.
+    pub fn as_user<'a>(&'a self, tenant: &'a Tenant, account: &'a AccountId) -> Session<'a> {
+        Session {
+            client: self,
+            tenant,
+            actor: Actor::User(account),
+        }
+    }
+
+    /// The user-token issuer (for callers that want to warm or drop tokens).
+    pub fn tokens(&self) -> &ImpersonationTokens {
+        &self.inner.tokens
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn now_unix(&self) -> i64 {
+        self.inner.clock.now_unix()
+    }
+
+    /// The app user's own accountId on this tenant (`GET /rest/api/user/current` as the app),
+    /// asked once per tenant and warm instance.
+    pub async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError> {
+        let key = (tenant.client_key.clone(), tenant.base_url.clone());
+        if let Some(id) = lock(&self.inner.app_accounts).get(&key) {
+            return Ok(id.clone());
+        }
+        let user = self.as_app(tenant).current_user().await?;
+        if user.account_type.as_deref().is_some_and(|t| t != "app") {
+            tracing::warn!(
+                client_key = %tenant.client_key,
+                account_type = ?user.account_type,
+                "the app's current user is not of accountType app"
+            );
+        }
+        lock(&self.inner.app_accounts).insert(key, user.account_id.clone());
+        Ok(user.account_id)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Actor<'a> {
+    App,
+    User(&'a AccountId),
+}
+
+/// The typed operations, bound to one tenant and one actor.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    client: &'a ConfluenceClient,
+    tenant: &'a Tenant,
+    actor: Actor<'a>,
+}
+
+/// A page as read with its storage body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The page id.
+    pub id: PageId,
+    /// `current`, `draft`, `archived`, `trashed`, ...
+    pub status: String,
+    /// The title.
+    pub title: String,
+    /// The space, when given.
+    pub space_id: Option<String>,
+    /// The version number.
+    pub version: u64,
+    /// The storage-format body.
+    pub body: String,
+}
+
+/// A full replacement of a page's title and body (connect-protocol.md §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageUpdate<'a> {
+    /// The page.
+    pub id: &'a PageId,
+    /// The new title.
+    pub title: &'a str,
+    /// The new storage-format body.
+    pub body: &'a str,
+    /// The version this update creates: the version read plus one. Confluence answers 409 if the
+    /// page moved on, which also makes retrying the PUT safe.
+    pub version: u64,
+    /// The version message (names the app).
+    pub message: &'a str,
+}
+
+/// A restricted operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestrictionOperation {
+    /// Who may view.
+    Read,
+    /// Who may edit.
+    Update,
+}
+
+impl RestrictionOperation {
+    /// The path segment: `read` or `update`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Update => "update",
+        }
+    }
+}
+
+/// Users and groups one operation is restricted to. Empty lists: no restriction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationRestriction {
+    /// Users listed.
+    pub users: Vec<AccountId>,
+    /// Groups listed (names or ids).
+    pub groups: Vec<String>,
+}
+
+impl OperationRestriction {
+    /// True when a restriction exists on this operation.
+    pub fn exists(&self) -> bool {
+        !self.users.is_empty() || !self.groups.is_empty()
+    }
+
+    /// True when the restriction names `account` directly.
+    pub fn lists_user(&self, account: &AccountId) -> bool {
+        self.users.contains(account)
+    }
+}
+
+/// The restrictions set directly on a page (inherited ones from ancestors are not listed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    /// View restriction.
+    pub read: OperationRestriction,
+    /// Edit restriction.
+    pub update: OperationRestriction,
+}
+
+impl Restrictions {
+    /// The restriction of one operation.
+    pub fn get(&self, operation: RestrictionOperation) -> &OperationRestriction {
+        match operation {
+            RestrictionOperation::Read => &self.read,
+            RestrictionOperation::Update => &self.update,
+        }
+    }
+}
+
+/// Who the request ran as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    /// The accountId.
+    pub account_id: AccountId,
+    /// `app` for the app user, `atlassian` for people.
+    pub account_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    id: Value,
+    status: Option<String>,
+    title: Option<String>,
+    #[serde(rename = "spaceId")]
+    space_id: Option<Value>,
+    version: Option<RawVersion>,
+    body: Option<RawBody>,
+}
+
+#[derive(Deserialize)]
+struct RawVersion {
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct RawBody {
+    storage: Option<RawStorage>,
+}
+
+#[derive(Deserialize)]
+struct RawStorage {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
+    #[serde(rename = "accountType")]
+    account_type: Option<String>,
+}
+
+fn invalid(reason: &str) -> ConfluenceError {
+    ConfluenceError::InvalidResponse {
+        reason: reason.to_owned(),
+    }
+}
+
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Who this session acts as, for audit records.
+    pub fn acted_as(&self) -> ActedAs {
+        match self.actor {
+            Actor::App => ActedAs::App,
+            Actor::User(account) => ActedAs::User(account.clone()),
+        }
+    }
+
+    /// The tenant this session talks to.
+    pub fn tenant(&self) -> &'a Tenant {
+        self.tenant
+    }
+
+    /// `GET /api/v2/pages/{id}?body-format=storage`.
+    pub async fn get_page(&self, id: &PageId) -> Result<Page, ConfluenceError> {
+        let url = self.url(
+            &format!("/api/v2/pages/{id}"),
+            &[("body-format", "storage")],
+        )?;
+        let bytes = self.send(Method::GET, url, None).await?;
+        let raw: RawPage =
+            serde_json::from_slice(&bytes).map_err(|_| invalid("page is not the v2 page JSON"))?;
+        let page_id = id_text(&raw.id)
+            .and_then(|s| PageId::parse(s).ok())
+            .ok_or_else(|| invalid("page id missing or malformed"))?;
+        if &page_id != id {
+            return Err(invalid("page id differs from the one asked for"));
+        }
+        Ok(Page {
+            id: page_id,
+            status: raw.status.unwrap_or_else(|| "current".to_owned()),
+            title: raw.title.ok_or_else(|| invalid("page has no title"))?,
+            space_id: raw.space_id.as_ref().and_then(id_text),
+            version: raw
+                .version
+                .ok_or_else(|| invalid("page has no version"))?
+                .number,
+            body: raw
+                .body
+                .and_then(|b| b.storage)
+                .ok_or_else(|| invalid("page has no storage body"))?
+                .value,
+        })
+    }
+
+    /// `PUT /api/v2/pages/{id}` replacing title and body; returns the new version number.
+    pub async fn update_page(&self, update: &PageUpdate<'_>) -> Result<u64, ConfluenceError> {
+        let url = self.url(&format!("/api/v2/pages/{}", update.id), &[])?;
+        let body = json!({
+            "id": update.id.as_str(),
+            "status": "current",
+            "title": update.title,
+            "body": {"representation": "storage", "value": update.body},
+            "version": {"number": update.version, "message": update.message},
+        });
+        let bytes = self.send(Method::PUT, url, Some(body)).await?;
+        let raw: RawPage = serde_json::from_slice(&bytes)
+            .map_err(|_| invalid("update answer is not the v2 page JSON"))?;
+        Ok(raw.version.map_or(update.version, |v| v.number))
+    }
+
+    /// `GET /rest/api/content/{id}/restriction/byOperation` with users and groups expanded.
+    pub async fn get_restrictions(&self, id: &PageId) -> Result<Restrictions, ConfluenceError> {
+        let url = self.url(
+            &format!("/rest/api/content/{id}/restriction/byOperation"),
+            &[("expand", "restrictions.user,restrictions.group")],
+        )?;
+        let bytes = self.send(Method::GET, url, None).await?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|_| invalid("restrictions are not JSON"))?;
+        parse_restrictions(&value)
+    }
+
+    /// `PUT /rest/api/content/{id}/restriction/byOperation/{op}/user?accountId=…`: adds a user to an
+    /// operation's restriction (creating the restriction if there was none: callers check first).
+    pub async fn add_restriction_user(
+        &self,
+        id: &PageId,
+        operation: RestrictionOperation,
+        account: &AccountId,
+    ) -> Result<(), ConfluenceError> {
+        let url = self.restriction_user_url(id, operation, account)?;
+        self.send(Method::PUT, url, None).await.map(drop)
+    }
+
+    /// `DELETE` of the same resource: removes a user from an operation's restriction.
+    pub async fn remove_restriction_user(
+        &self,
+        id: &PageId,
+        operation: RestrictionOperation,
+        account: &AccountId,
+    ) -> Result<(), ConfluenceError> {
+        let url = self.restriction_user_url(id, operation, account)?;
+        self.send(Method::DELETE, url, None).await.map(drop)
+    }
+
+    /// `GET /rest/api/user/current`.
+    pub async fn current_user(&self) -> Result<CurrentUser, ConfluenceError> {
+        let url = self.url("/rest/api/user/current", &[])?;
+        let bytes = self.send(Method::GET, url, None).await?;
+        let raw: RawUser =
+            serde_json::from_slice(&bytes).map_err(|_| invalid("current user is not JSON"))?;
+        let account_id = raw
+            .account_id
+            .and_then(|a| AccountId::parse(a).ok())
+            .ok_or_else(|| invalid("current user has no valid accountId"))?;
+        Ok(CurrentUser {
+            account_id,
+            account_type: raw.account_type,
+        })
+    }
+
+    fn restriction_user_url(
+        &self,
+        id: &PageId,
+        operation: RestrictionOperation,
+        account: &AccountId,
+    ) -> Result<Url, ConfluenceError> {
+        self.url(
+            &format!(
+                "/rest/api/content/{id}/restriction/byOperation/{}/user",
+                operation.as_str()
+            ),
+            &[("accountId", account.as_str())],
+        )
+    }
+
+    fn base_url(&self) -> Result<Url, ConfluenceError> {
+        let base = Url::parse(&self.tenant.base_url).map_err(|_| ConfluenceError::BaseUrl {
+            reason: "not an absolute URL",
+        })?;
+        if !scheme_allowed(&base, self.client.inner.config.allow_http_loopback) {
+            return Err(ConfluenceError::BaseUrl {
+                reason: "not https",
+            });
+        }
+        if base.query().is_some()
+            || base.fragment().is_some()
+            || !base.username().is_empty()
+            || base.password().is_some()
+        {
+            return Err(ConfluenceError::BaseUrl {
+                reason: "has a query, fragment or credentials",
+            });
+        }
+        Ok(base)
+    }
+
+    /// The tenant base URL with `path` appended (after its own path, e.g. `/wiki`) and `query` set.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, ConfluenceError> {
+        let base = self.base_url()?;
+        let mut url = base.clone();
+        url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        if url.scheme() != base.scheme()
+            || url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+            || !url.path().starts_with(base.path().trim_end_matches('/'))
+        {
+            return Err(ConfluenceError::BaseUrl {
+                reason: "a built URL would leave the tenant",
+            });
+        }
+        Ok(url)
+    }
+
+    async fn authorization(
+        &self,
+        method: &Method,
+        url: &Url,
+        rejected: Option<&SecretString>,
+    ) -> Result<(HeaderValue, Option<SecretString>), ConfluenceError> {
+        let (text, user_token) = match self.actor {
+            Actor::App => {
+                let base = self.base_url()?;
+                let token = mint_app_token(
+                    &self.tenant.app_key,
+                    self.tenant.client_key.as_str(),
+                    &self.tenant.shared_secret,
+                    method.as_str(),
+                    url,
+                    &base,
+                    self.client.now_unix(),
+                )
+                .map_err(|_| ConfluenceError::Signing)?;
+                (format!("JWT {token}"), None)
+            }
+            Actor::User(account) => {
+                let tokens = &self.client.inner.tokens;
+                let scopes: Option<&Scopes> = self.client.inner.config.user_scopes.as_ref();
+                let token = match rejected {
+                    None => tokens.access_token(self.tenant, account, scopes).await?,
+                    Some(old) => {
+                        tokens
+                            .refresh_after_rejection(self.tenant, account, scopes, old)
+                            .await?
+                    }
+                };
+                (format!("Bearer {}", token.expose_secret()), Some(token))
+            }
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| ConfluenceError::Signing)?;
+        value.set_sensitive(true);
+        Ok((value, user_token))
+    }
+
+    /// Sends one logical request with retries; returns the 2xx body.
+    ///
+    /// Retried: 429 and 503-with-a-told-wait (waiting as told, else backoff), other 5xx and network
+    /// errors (backoff). All our requests are safe to repeat: GETs; restriction PUT/DELETE, which set
+    /// a state; and the page PUT, which carries the next version number, so a repeat of one that
+    /// already landed gets 409 and never a second edit. A user token refused with 401 is exchanged
+    /// again once (it may have been revoked or expired early).
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>, ConfluenceError> {
+        let inner = &self.client.inner;
+        let policy = inner.config.retry;
+        let deadline = inner.pause.now() + policy.total_deadline;
+        let mut attempt: u32 = 0;
+        let mut rejected: Option<SecretString> = None;
+        let mut refreshed = false;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let (authorization, user_token) =
+                self.authorization(&method, &url, rejected.as_ref()).await?;
+            let remaining = deadline.saturating_duration_since(inner.pause.now());
+            let mut request = inner
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, authorization)
+                .header(ACCEPT, "application/json")
+                .timeout(
+                    policy
+                        .attempt_timeout
+                        .min(remaining)
+                        .max(Duration::from_millis(1)),
+                );
+            // Never a body on GET: Confluence answers 403 to it (§5).
+            if let Some(body) = &body
+                && method != Method::GET
+            {
+                request = request.json(body);
+            }
+            let (error, wait) = match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    return response.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+                        ConfluenceError::Network {
+                            reason: network_reason(&e),
+                        }
+                    });
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let told = told_wait(response.headers(), self.client.now_unix());
+                    if status == StatusCode::UNAUTHORIZED
+                        && let Some(token) = user_token
+                        && !refreshed
+                    {
+                        tracing::warn!(
+                            client_key = %self.tenant.client_key,
+                            attempt,
+                            reason = "401 to a user token",
+                            "retrying Confluence request with a fresh user token"
+                        );
+                        refreshed = true;
+                        rejected = Some(token);
+                        continue;
+                    }
+                    match status {
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            (ConfluenceError::RateLimited { retry_after: told }, told)
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE if told.is_some() => {
+                            (ConfluenceError::RateLimited { retry_after: told }, told)
+                        }
+                        s if s.is_server_error() => {
+                            (ConfluenceError::Server { status: s.as_u16() }, None)
+                        }
+                        s => return Err(final_error(s)),
+                    }
+                }
+                Err(e) => (
+                    ConfluenceError::Network {
+                        reason: network_reason(&e),
+                    },
+                    None,
+                ),
+            };
+            let wait = wait.unwrap_or_else(|| policy.backoff(attempt));
+            if attempt >= policy.max_attempts || inner.pause.now() + wait >= deadline {
+                return Err(error);
+            }
+            tracing::warn!(
+                client_key = %self.tenant.client_key,
+                method = %method,
+                path = url.path(),
+                attempt,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                reason = %error,
+                "retrying Confluence request"
+            );
+            inner.pause.sleep(wait).await;
+        }
+    }
+}
+
+fn final_error(status: StatusCode) -> ConfluenceError {
+    match status {
+        StatusCode::NOT_FOUND => ConfluenceError::NotFound,
+        StatusCode::FORBIDDEN => ConfluenceError::Forbidden,
+        StatusCode::CONFLICT => ConfluenceError::Conflict,
+        StatusCode::UNAUTHORIZED => ConfluenceError::Unauthorized,
+        s => ConfluenceError::UnexpectedStatus { status: s.as_u16() },
+    }
+}
+
+/// Reads both shapes seen in the wild: `{"read": {...}, "update": {...}}` and the same wrapped in
+/// `{"restrictions": {...}}`.
+fn parse_restrictions(value: &Value) -> Result<Restrictions, ConfluenceError> {
+    let map = match value.get("restrictions") {
+        Some(inner) if inner.get("read").is_some() || inner.get("update").is_some() => inner,
+        _ => value,
+    };
+    if !map.is_object() {
+        return Err(invalid("restrictions are not an object"));
+    }
+    let operation = |name: &str| -> Result<OperationRestriction, ConfluenceError> {
+        let Some(op) = map.get(name).and_then(|o| o.get("restrictions")) else {
+            return Ok(OperationRestriction::default());
+        };
+        let list = |kind: &str| -> Vec<Value> {
+            op.get(kind)
+                .and_then(|k| k.get("results"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let users = list("user")
+            .iter()
+            .map(|u| {
+                u.get("accountId")
+                    .and_then(Value::as_str)
+                    .and_then(|a| AccountId::parse(a).ok())
+                    .ok_or_else(|| invalid("restriction user without a valid accountId"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let groups = list("group")
+            .iter()
+            .map(|g| {
+                g.get("name")
+                    .or_else(|| g.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid("restriction group without a name or id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OperationRestriction { users, groups })
+    };
+    Ok(Restrictions {
+        read: operation("read")?,
+        update: operation("update")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restrictions_parse_in_both_shapes() {
+        let op = json!({
+            "read": {"operation": "read", "restrictions": {
+                "user": {"results": [{"accountId": "u-1"}], "size": 1},
+                "group": {"results": [{"name": "team", "id": "g-1"}], "size": 1}}},
+            "update": {"operation": "update", "restrictions": {
+                "user": {"results": [], "size": 0}, "group": {"results": [], "size": 0}}}
+        });
+        let direct = parse_restrictions(&op).unwrap();
+        let wrapped = parse_restrictions(&json!({"restrictions": op})).unwrap();
+        assert_eq!(direct, wrapped);
+        assert!(direct.read.exists());
+        assert!(direct.read.lists_user(&AccountId::parse("u-1").unwrap()));
+        assert_eq!(direct.read.groups, vec!["team".to_owned()]);
+        assert!(!direct.update.exists());
+        assert!(parse_restrictions(&json!([1])).is_err());
+        assert!(
+            parse_restrictions(&json!({"read": {"restrictions": {"user": {"results": [{}]}}}}))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! Executing an edit on a page for a tenant: as the app first, then, when a restriction blocks the
+//! app, as the tenant's restricted-page policy says (impersonate, grant, skip); or only as the user
+//! who asked. Every execution leaves one audit record.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use understudy_domain::{
+    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId, Tenant,
+};
+
+use crate::client::{ConfluenceClient, PageUpdate, RestrictionOperation, Session};
+use crate::edit::Edit;
+use crate::error::{ConfluenceError, TokenError};
+
+/// What to do when a page restriction blocks the app user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestrictedPagePolicy {
+    /// Make the edit as the user who triggered or asked for it.
+    #[default]
+    Impersonate,
+    /// As that user, add the app user to each existing restriction that blocks it, then edit as
+    /// the app.
+    Grant,
+    /// Leave restricted pages alone.
+    Skip,
+}
+
+/// Who may act.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditMode {
+    /// As the app; on a restriction, follow `policy` with `user` (the user who triggered the event or
+    /// asked for the edit; `None` when there is nobody to act as).
+    AppFirst {
+        /// The tenant's restricted-page policy.
+        policy: RestrictedPagePolicy,
+        /// The user to impersonate or to grant through.
+        user: Option<AccountId>,
+    },
+    /// Only as this user, never as the app (the edit API: a user asks for an edit).
+    AsUserOnly(AccountId),
+}
+
+/// One edit to execute.
+#[derive(Debug, Clone, Copy)]
+pub struct EditJob<'a> {
+    /// The tenant.
+    pub tenant: &'a Tenant,
+    /// The page.
+    pub page_id: &'a PageId,
+    /// The operations.
+    pub edit: &'a Edit,
+    /// Who may act.
+    pub mode: &'a EditMode,
+    /// The job's id / idempotency key, copied into the audit record.
+    pub job_id: &'a str,
+}
+
+/// Why an edit was not made, and what an admin can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockedCause {
+    /// The app is blocked and the tenant's policy is `skip`.
+    SkippedByPolicy,
+    /// The app is blocked and there is no user to act as.
+    NoUserToActAs,
+    /// The app is blocked and cannot act as a user: installed without `ACT_AS_USER`.
+    NoActAsUser,
+    /// The authorization server would not let the app act as the user (`invalid_grant`).
+    InvalidGrant,
+    /// The user cannot view the page either (404 as the user).
+    UserCannotView,
+    /// The user can view but not edit the page (403 as the user).
+    UserCannotEdit,
+    /// Grant found no restriction on the page that leaves the app out, yet the app is blocked:
+    /// an inherited restriction, space permissions, or an app access rule.
+    NotARestriction,
+    /// Grant added the app user to the page's restrictions, and the app is still blocked.
+    StillBlockedAfterGrant,
+    /// The page is not current (draft, archived, trashed): saving it would publish or restore it.
+    PageNotCurrent,
+}
+
+impl BlockedCause {
+    /// A short statement of the cause.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::SkippedByPolicy => {
+                "a restriction blocks the app and the restricted-page policy is skip"
+            }
+            Self::NoUserToActAs => "a restriction blocks the app and there is no user to act as",
+            Self::NoActAsUser => {
+                "a restriction blocks the app and the app was installed without ACT_AS_USER"
+            }
+            Self::InvalidGrant => {
+                "the app may not act as this user (invalid_grant: the user may be deactivated or gone)"
+            }
+            Self::UserCannotView => {
+                "the page does not exist, or the user cannot view it either (or an app access rule \
+                 blocks the app in this space even when acting as a user)"
+            }
+            Self::UserCannotEdit => {
+                "the user cannot edit the page either (or an app access rule blocks the app in this \
+                 space even when acting as a user)"
+            }
+            Self::NotARestriction => {
+                "the app is blocked, but not by a restriction on this page that it could be added to \
+                 (an inherited restriction, space permissions, or an app access rule)"
+            }
+            Self::StillBlockedAfterGrant => {
+                "the app user was added to the page's restrictions and is still blocked (an inherited \
+                 restriction, space permissions, or an app access rule)"
+            }
+            Self::PageNotCurrent => "the page is not current (draft, archived or trashed)",
+        }
+    }
+
+    /// What an admin can do.
+    pub fn admin_hint(self) -> &'static str {
+        match self {
+            Self::SkippedByPolicy => {
+                "set the restricted-page policy to impersonate or grant, or add the app user to the page's restrictions"
+            }
+            Self::NoUserToActAs => "add the app user to the page's restrictions",
+            Self::NoActAsUser => {
+                "update the app so its descriptor has the ACT_AS_USER scope and re-install it, or add the app user to the page's restrictions"
+            }
+            Self::InvalidGrant => {
+                "check that the user is active and that the app may act on their behalf, or add the app user to the page's restrictions"
+            }
+            Self::UserCannotView | Self::UserCannotEdit => {
+                "give the user edit access to the page, or add the app user to its restrictions; check the space's app access rules"
+            }
+            Self::NotARestriction | Self::StillBlockedAfterGrant => {
+                "check restrictions on parent pages, the app user's space permissions and the space's app access rules"
+            }
+            Self::PageNotCurrent => "publish or restore the page first",
+        }
+    }
+}
+
+impl fmt::Display for BlockedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; an admin can: {}", self.cause(), self.admin_hint())
+    }
+}
+
+/// What came of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditResult {
+    /// A new version was saved.
+    Edited,
+    /// The page already had the edit: no PUT was made.
+    Unchanged,
+    /// Policy or permissions stopped it; retrying will not help until someone acts.
+    Blocked(BlockedCause),
+    /// It was tried and failed.
+    Failed(ConfluenceError),
+}
+
+/// The report of one execution (also what the audit record says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditReport {
+    /// The result.
+    pub result: EditResult,
+    /// Who acted last.
+    pub acted_as: ActedAs,
+    /// How.
+    pub strategy: EditStrategy,
+    /// Version read before the edit, when one was read.
+    pub version_before: Option<u64>,
+    /// Version saved, when one was.
+    pub version_after: Option<u64>,
+    /// Whether the audit record was written.
+    pub audited: bool,
+}
+
+impl EditReport {
+    /// True when running the job again later may succeed without anyone changing anything: the
+    /// queue worker retries these (429 past the deadline, 5xx, network, a 409 storm).
+    pub fn is_transient(&self) -> bool {
+        matches!(&self.result, EditResult::Failed(e) if e.is_transient())
+    }
+
+    /// One line for the audit record and logs (no secret, no page content).
+    pub fn reason(&self) -> String {
+        let by = match &self.acted_as {
+            ActedAs::App => "the app",
+            ActedAs::User(_) => "the user",
+        };
+        match &self.result {
+            EditResult::Edited => match self.strategy {
+                EditStrategy::AsApp => "edited as the app".to_owned(),
+                EditStrategy::Impersonate => {
+                    "edited as the user (restricted page, impersonation)".to_owned()
+                }
+                EditStrategy::Grant => {
+                    "edited as the app after adding it to the page's restrictions".to_owned()
+                }
+                EditStrategy::Skip => "edited".to_owned(),
+            },
+            EditResult::Unchanged => format!("nothing to change (read by {by})"),
+            EditResult::Blocked(cause) => cause.to_string(),
+            EditResult::Failed(error) => format!("failed acting as {by}: {error}"),
+        }
+    }
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The version message of every page the app saves (names the app).
+    pub version_message: String,
+    /// How many times a 409 is answered by re-reading and re-applying before giving up.
+    pub max_conflict_retries: u32,
+    /// How long audit records are kept.
+    pub audit_retention_seconds: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            version_message: "Edited by Understudy (Confluence app)".to_owned(),
+            max_conflict_retries: 5,
+            audit_retention_seconds: 90 * 24 * 60 * 60,
+        }
+    }
+}
+
+/// Executes edits.
+pub struct EditEngine {
+    client: ConfluenceClient,
+    audit: Arc<dyn AuditLog>,
+    settings: EngineSettings,
+}
+
+impl fmt::Debug for EditEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EditEngine")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of editing as one actor.
+struct Attempt {
+    /// `Ok(None)`: unchanged; `Ok(Some(v))`: saved as v.
+    outcome: Result<Option<u64>, ConfluenceError>,
+    version_before: Option<u64>,
+    not_current: bool,
+}
+
+impl EditEngine {
+    /// An engine over a client and an audit log.
+    pub fn new(
+        client: ConfluenceClient,
+        audit: Arc<dyn AuditLog>,
+        settings: EngineSettings,
+    ) -> Self {
+        Self {
+            client,
+            audit,
+            settings,
+        }
+    }
+
+    /// The client (for callers that also need plain reads).
+    pub fn client(&self) -> &ConfluenceClient {
+        &self.client
+    }
+
+    /// Executes one edit and writes its audit record.
+    #[tracing::instrument(skip_all, fields(client_key = %job.tenant.client_key, page_id = %job.page_id, job_id = job.job_id))]
+    pub async fn execute(&self, job: EditJob<'_>) -> EditReport {
+        let mut report = match job.mode {
+            EditMode::AsUserOnly(user) => self.as_user_only(&job, user).await,
+            EditMode::AppFirst { policy, user } => {
+                self.app_first(&job, *policy, user.as_ref()).await
+            }
+        };
+        report.audited = self.write_audit(&job, &report).await;
+        tracing::info!(
+            acted_as = ?report.acted_as,
+            strategy = ?report.strategy,
+            version_before = report.version_before,
+            version_after = report.version_after,
+            reason = %report.reason(),
+            "edit executed"
+        );
+        report
+    }
+
+    async fn as_user_only(&self, job: &EditJob<'_>, user: &AccountId) -> EditReport {
+        let session = self.client.as_user(job.tenant, user);
+        let attempt = self.attempt(&session, job).await;
+        blocked_or(
+            attempt,
+            ActedAs::User(user.clone()),
+            EditStrategy::Impersonate,
+        )
+    }
+
+    async fn app_first(
+        &self,
+        job: &EditJob<'_>,
+        policy: RestrictedPagePolicy,
+        user: Option<&AccountId>,
+    ) -> EditReport {
+        let app = self.client.as_app(job.tenant);
+        let first = self.attempt(&app, job).await;
+        match &first.outcome {
+            Err(e) if e.is_access_denied() => {}
+            _ => return report(first, ActedAs::App, EditStrategy::AsApp),
+        }
+        tracing::info!(policy = ?policy, "the app is blocked on this page; following the restricted-page policy");
+        let version_before = first.version_before;
+        let blocked = |cause, strategy| EditReport {
+            result: EditResult::Blocked(cause),
+            acted_as: ActedAs::App,
+            strategy,
+            version_before,
+            version_after: None,
+            audited: false,
+        };
+        let strategy = match policy {
+            RestrictedPagePolicy::Skip => {
+                return blocked(BlockedCause::SkippedByPolicy, EditStrategy::Skip);
+            }
+            RestrictedPagePolicy::Impersonate => EditStrategy::Impersonate,
+            RestrictedPagePolicy::Grant => EditStrategy::Grant,
+        };
+        let Some(user) = user else {
+            return blocked(BlockedCause::NoUserToActAs, strategy);
+        };
+        if job
+            .tenant
+            .oauth_client_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty())
+        {
+            return blocked(BlockedCause::NoActAsUser, strategy);
+        }
+        match policy {
+            RestrictedPagePolicy::Grant => self.grant_then_edit(job, user).await,
+            _ => {
+                let session = self.client.as_user(job.tenant, user);
+                let attempt = self.attempt(&session, job).await;
+                blocked_or(
+                    attempt,
+                    ActedAs::User(user.clone()),
+                    EditStrategy::Impersonate,
+                )
+            }
+        }
+    }
+
+    async fn grant_then_edit(&self, job: &EditJob<'_>, user: &AccountId) -> EditReport {
+        let as_user = self.client.as_user(job.tenant, user);
+        let acted = ActedAs::User(user.clone());
+        let fail = |error: ConfluenceError, acted_as: ActedAs| {
+            let attempt = Attempt {
+                outcome: Err(error),
+                version_before: None,
+                not_current: false,
+            };
+            blocked_or(attempt, acted_as, EditStrategy::Grant)
+        };
+        let app_account = match self.client.app_account_id(job.tenant).await {
+            Ok(id) => id,
+            Err(e) => {
+                let attempt = Attempt {
+                    outcome: Err(e),
+                    version_before: None,
+                    not_current: false,
+                };
+                return report(attempt, ActedAs::App, EditStrategy::Grant);
+            }
+        };
+        let restrictions = match as_user.get_restrictions(job.page_id).await {
+            Ok(r) => r,
+            Err(e) => return fail(e, acted),
+        };
+        let mut granted = Vec::new();
+        for operation in [RestrictionOperation::Read, RestrictionOperation::Update] {
+            let restriction = restrictions.get(operation);
+            // Only extend a restriction that exists: creating one would lock everyone else out.
+            if restriction.exists() && !restriction.lists_user(&app_account) {
+                if let Err(e) = as_user
+                    .add_restriction_user(job.page_id, operation, &app_account)
+                    .await
+                {
+                    return fail(e, acted);
+                }
+                tracing::info!(
+                    operation = operation.as_str(),
+                    "added the app user to the page restriction"
+                );
+                granted.push(operation);
+            }
+        }
+        if granted.is_empty() {
+            return EditReport {
+                result: EditResult::Blocked(BlockedCause::NotARestriction),
+                acted_as: acted,
+                strategy: EditStrategy::Grant,
+                version_before: None,
+                version_after: None,
+                audited: false,
+            };
+        }
+        let app = self.client.as_app(job.tenant);
+        let attempt = self.attempt(&app, job).await;
+        match &attempt.outcome {
+            Err(e) if e.is_access_denied() => EditReport {
+                result: EditResult::Blocked(BlockedCause::StillBlockedAfterGrant),
+                acted_as: ActedAs::App,
+                strategy: EditStrategy::Grant,
+                version_before: attempt.version_before,
+                version_after: None,
+                audited: false,
+            },
+            _ => report(attempt, ActedAs::App, EditStrategy::Grant),
+        }
+    }
+
+    /// Read, apply, save if changed; on 409 re-read and re-apply, at most `max_conflict_retries`
+    /// more times.
+    async fn attempt(&self, session: &Session<'_>, job: &EditJob<'_>) -> Attempt {
+        let mut version_before = None;
+        let mut conflicts: u32 = 0;
+        loop {
+            let page = match session.get_page(job.page_id).await {
+                Ok(page) => page,
+                Err(e) => {
+                    return Attempt {
+                        outcome: Err(e),
+                        version_before,
+                        not_current: false,
+                    };
+                }
+            };
+            version_before.get_or_insert(page.version);
+            if page.status != "current" {
+                return Attempt {
+                    outcome: Ok(None),
+                    version_before,
+                    not_current: true,
+                };
+            }
+            let applied = job.edit.apply(&page.title, &page.body);
+            if !applied.changes(&page.title, &page.body) {
+                return Attempt {
+                    outcome: Ok(None),
+                    version_before,
+                    not_current: false,
+                };
+            }
+            let update = PageUpdate {
+                id: job.page_id,
+                title: &applied.title,
+                body: &applied.body,
+                version: page.version.saturating_add(1),
+                message: &self.settings.version_message,
+            };
+            match session.update_page(&update).await {
+                Ok(version) => {
+                    return Attempt {
+                        outcome: Ok(Some(version)),
+                        version_before,
+                        not_current: false,
+                    };
+                }
+                Err(ConfluenceError::Conflict)
+                    if conflicts < self.settings.max_conflict_retries =>
+                {
+                    conflicts = conflicts.saturating_add(1);
+                    tracing::warn!(
+                        attempt = conflicts,
+                        read_version = page.version,
+                        reason = "409 version conflict",
+                        "re-reading the page and re-applying the edit"
+                    );
+                }
+                Err(e) => {
+                    return Attempt {
+                        outcome: Err(e),
+                        version_before,
+                        not_current: false,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn write_audit(&self, job: &EditJob<'_>, report: &EditReport) -> bool {
+        let record = AuditRecord {
+            client_key: job.tenant.client_key.clone(),
+            page_id: job.page_id.clone(),
+            at_ms: self.client.now_unix().saturating_mul(1000),
+            version_before: report.version_before,
+            version_after: report.version_after,
+            acted_as: report.acted_as.clone(),
+            strategy: report.strategy,
+            outcome: match report.result {
+                EditResult::Edited => EditOutcome::Edited,
+                EditResult::Unchanged => EditOutcome::Unchanged,
+                EditResult::Blocked(_) => EditOutcome::Blocked,
+                EditResult::Failed(_) => EditOutcome::Failed,
+            },
+            reason: report.reason(),
+            job_id: job.job_id.to_owned(),
+        };
+        match self
+            .audit
+            .append(&record, self.settings.audit_retention_seconds)
+            .await
+        {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(error = %error, "the audit record could not be written");
+                false
+            }
+        }
+    }
+}
+
+fn report(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> EditReport {
+    let (result, version_after) = match attempt.outcome {
+        _ if attempt.not_current => (EditResult::Blocked(BlockedCause::PageNotCurrent), None),
+        Ok(Some(v)) => (EditResult::Edited, Some(v)),
+        Ok(None) => (EditResult::Unchanged, None),
+        Err(e) => (EditResult::Failed(e), None),
+    };
+    EditReport {
+        result,
+        acted_as,
+        strategy,
+        version_before: attempt.version_before,
+        version_after,
+        audited: false,
+    }
+}
+
+/// As [`report`], with the refusals of acting as a user turned into their causes.
+fn blocked_or(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> EditReport {
+    let cause = match &attempt.outcome {
+        Err(ConfluenceError::NotFound) => Some(BlockedCause::UserCannotView),
+        Err(ConfluenceError::Forbidden) => Some(BlockedCause::UserCannotEdit),
+        Err(ConfluenceError::Token(TokenError::NoActAsUser)) => Some(BlockedCause::NoActAsUser),
+        Err(ConfluenceError::Token(TokenError::InvalidGrant)) => Some(BlockedCause::InvalidGrant),
+        _ => None,
+    };
+    match cause {
+        Some(cause) => EditReport {
+            result: EditResult::Blocked(cause),
+            acted_as,
+            strategy,
+            version_before: attempt.version_before,
+            version_after: None,
+            audited: false,
+        },
+        None => report(attempt, acted_as, strategy),
+    }
+}
