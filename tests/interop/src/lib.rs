@@ -73,7 +73,10 @@ impl Oracle {
         if answer.get("ok") == Some(&Value::Bool(true)) {
             Ok(answer)
         } else {
-            let reason = answer.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+            let reason = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
             Err(OracleError(reason.to_owned()))
         }
     }

@@ -1,0 +1,596 @@
+//! The lifecycle function driven with real API Gateway HTTP API (v2) events, signed installs from a
+//! test key, and an in-memory store.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+
+use connect_auth::{
+    CachingKeyProvider, FixedClock, HttpKeyProvider, InMemoryKeys, KeyProvider, RequestParts,
+    SecretString, sign_hs256,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use understudy_domain::{
+    AccountId, CachedToken, ClientKey, MemoryStore, TenantState, TenantStore, TokenCache,
+    TokenCacheKey,
+};
+use understudy_lifecycle::Lifecycle;
+use understudy_web::lambda::to_api_request;
+use understudy_web::{ApiResponse, AppConfig};
+
+const NOW: i64 = 1_780_000_000;
+const APP: &str = "https://understudy.example.com";
+const PRIVATE_PEM: &[u8] =
+    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.private.pem");
+const PUBLIC_PEM: &[u8] =
+    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.public.pem");
+const CLIENT: &str = "7c3a1a66-4b1d-4f5e-9a57-1b2c3d4e5f60";
+
+fn config() -> AppConfig {
+    AppConfig::from_lookup(|name| match name {
+        "APP_BASE_URL" => Some(APP.to_owned()),
+        "APP_KEY" => Some("understudy".to_owned()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn keys() -> InMemoryKeys {
+    let keys = InMemoryKeys::new();
+    keys.insert_pem("install-kid-1", PUBLIC_PEM).unwrap();
+    keys
+}
+
+type App<K> = Lifecycle<MemoryStore, K, FixedClock>;
+
+fn app() -> (App<InMemoryKeys>, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    (
+        Lifecycle::new(config(), store.clone(), keys(), FixedClock(NOW)).unwrap(),
+        store,
+    )
+}
+
+/// An API Gateway HTTP API v2 event, as Lambda delivers it.
+fn event(
+    method: &str,
+    path: &str,
+    query: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> lambda_http::Request {
+    let mut headers = json!({"host": "understudy.example.com", "content-type": "application/json",
+                             "user-agent": "Atlassian Connect/1.0"});
+    if let Some(auth) = authorization {
+        headers["authorization"] = json!(auth);
+    }
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "api1", "domainName": "understudy.example.com",
+            "domainPrefix": "understudy",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1",
+                     "userAgent": "Atlassian Connect/1.0"},
+            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
+            "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 1_780_000_000_000_i64
+        },
+        "body": body, "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn install_payload(secret: &str) -> Value {
+    json!({
+        "key": "understudy", "clientKey": CLIENT, "sharedSecret": secret,
+        "baseUrl": "https://acme.atlassian.net/wiki", "displayUrl": "https://wiki.acme.com",
+        "productType": "confluence", "description": "Atlassian Confluence at https://acme.atlassian.net/wiki",
+        "serviceEntitlementNumber": "SEN-1", "eventType": "installed", "oauthClientId": "oauth-client-1",
+        "cloudId": "cloud-1", "futureField": {"kept": true}
+    })
+}
+
+fn install_claims(path: &str) -> Value {
+    json!({"iss": CLIENT, "aud": [APP], "iat": NOW, "exp": NOW + 180,
+           "qsh": RequestParts::new("POST", path, "").qsh()})
+}
+
+fn rs256(kid: Option<&str>, claims: &Value, pem: &[u8]) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem).unwrap()).unwrap()
+}
+
+fn signed(path: &str) -> String {
+    format!(
+        "JWT {}",
+        rs256(Some("install-kid-1"), &install_claims(path), PRIVATE_PEM)
+    )
+}
+
+async fn send<K: KeyProvider>(
+    app: &App<K>,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> ApiResponse {
+    app.handle(to_api_request(event(method, path, "", auth, body)))
+        .await
+}
+
+fn body(response: &ApiResponse) -> Value {
+    serde_json::from_slice(response.body()).unwrap_or(Value::Null)
+}
+
+fn client() -> ClientKey {
+    ClientKey::parse(CLIENT).unwrap()
+}
+
+async fn install<K: KeyProvider>(app: &App<K>, secret: &str) -> ApiResponse {
+    send(
+        app,
+        "POST",
+        "/installed",
+        Some(&signed("/installed")),
+        &install_payload(secret).to_string(),
+    )
+    .await
+}
+
+fn assert_refused(response: &ApiResponse, status: u16) {
+    assert_eq!(response.status(), status, "{:?}", body(response));
+    assert!(body(response)["error"].is_string(), "a refusal says why");
+    if status == 401 {
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "JWT realm=\"understudy\""
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_descriptor_is_served_with_this_deployments_key_and_base_url() {
+    let (app, _) = app();
+    let r = send(&app, "GET", "/atlassian-connect.json", None, "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let d = body(&r);
+    assert_eq!(d["baseUrl"], APP);
+    assert_eq!(d["key"], "understudy");
+    assert_eq!(d["authentication"]["type"], "jwt");
+    assert_eq!(
+        d["apiMigrations"],
+        json!({"signed-install": true, "context-qsh": true, "gdpr": true})
+    );
+    assert_eq!(d["scopes"], json!(["READ", "WRITE", "ACT_AS_USER"]));
+    assert!(
+        !r.body().windows(7).any(|w| w == b"invalid"),
+        "a placeholder was served"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_install_stores_the_tenant_with_its_whole_payload_but_not_the_secret_in_it() {
+    let (app, store) = app();
+    assert_eq!(install(&app, "secret-1").await.status(), 204);
+    let tenant = store.get_tenant(&client(), NOW).await.unwrap().unwrap();
+    assert_eq!(tenant.base_url, "https://acme.atlassian.net/wiki");
+    assert_eq!(tenant.oauth_client_id.as_deref(), Some("oauth-client-1"));
+    assert_eq!(tenant.state, TenantState::Installed);
+    assert_eq!(tenant.install_payload["futureField"], json!({"kept": true}));
+    assert!(!tenant.install_payload.to_string().contains("secret-1"));
+    assert_eq!(
+        connect_auth::ExposeSecret::expose_secret(&tenant.shared_secret),
+        "secret-1"
+    );
+}
+
+#[tokio::test]
+async fn the_same_install_twice_is_one_tenant() {
+    let (app, store) = app();
+    assert_eq!(install(&app, "secret-1").await.status(), 204);
+    assert_eq!(install(&app, "secret-1").await.status(), 204);
+    let tenant = store.get_tenant(&client(), NOW).await.unwrap().unwrap();
+    assert_eq!(tenant.created_at, NOW);
+}
+
+#[tokio::test]
+async fn a_reinstall_by_atlassian_rotates_the_secret_and_drops_cached_tokens() {
+    let (app, store) = app();
+    install(&app, "secret-1").await;
+    let user = AccountId::parse("557058:user-1").unwrap();
+    let key = TokenCacheKey::new(&user, "");
+    let token = CachedToken {
+        access_token: SecretString::from("access-1"),
+        expires_at: NOW + 900,
+    };
+    store.put_token(&client(), &key, &token).await.unwrap();
+
+    let mut payload = install_payload("secret-2");
+    payload["baseUrl"] = json!("https://acme-renamed.atlassian.net/wiki");
+    let r = send(
+        &app,
+        "POST",
+        "/installed",
+        Some(&signed("/installed")),
+        &payload.to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let tenant = store.get_tenant(&client(), NOW).await.unwrap().unwrap();
+    assert_eq!(
+        connect_auth::ExposeSecret::expose_secret(&tenant.shared_secret),
+        "secret-2"
+    );
+    assert_eq!(tenant.base_url, "https://acme-renamed.atlassian.net/wiki");
+    assert!(
+        store
+            .get_token(&client(), &key, NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored() {
+    let (app, store) = app();
+    let body = install_payload("evil").to_string();
+
+    // Another key, with Atlassian's kid: a forged signature, e.g. a reinstall attempt for an
+    // existing clientKey by someone else.
+    let forged_key = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let forged = rs256(
+        Some("install-kid-1"),
+        &install_claims("/installed"),
+        &forged_key,
+    );
+    let r = send(
+        &app,
+        "POST",
+        "/installed",
+        Some(&format!("JWT {forged}")),
+        &body,
+    )
+    .await;
+    assert_refused_because(&r, 401, "signature");
+
+    // HS256 with the secret the body itself carries.
+    let hs = sign_hs256(&install_claims("/installed"), &SecretString::from("evil")).unwrap();
+    let r = send(
+        &app,
+        "POST",
+        "/installed",
+        Some(&format!("JWT {hs}")),
+        &body,
+    )
+    .await;
+    assert_refused_because(&r, 401, "algorithm");
+
+    // alg none.
+    let none = format!(
+        "{}.{}.",
+        base64_url(&json!({"alg": "none", "kid": "install-kid-1"})),
+        base64_url(&install_claims("/installed"))
+    );
+    let r = send(
+        &app,
+        "POST",
+        "/installed",
+        Some(&format!("JWT {none}")),
+        &body,
+    )
+    .await;
+    assert_refused_because(&r, 401, "algorithm");
+
+    // Unknown kid, and kids that try to leave the key server's path.
+    for (kid, reason) in [
+        ("install-kid-2", "no public key"),
+        ("../install-kid-1", "kid"),
+        ("https://evil.example/key", "kid"),
+        ("a/../../b", "kid"),
+    ] {
+        let token = rs256(Some(kid), &install_claims("/installed"), PRIVATE_PEM);
+        let r = send(
+            &app,
+            "POST",
+            "/installed",
+            Some(&format!("JWT {token}")),
+            &body,
+        )
+        .await;
+        assert_refused_because(&r, 401, reason);
+    }
+
+    // Wrong audience, expired, qsh of another route.
+    let mut c = install_claims("/installed");
+    c["aud"] = json!(["https://someone-else.example.com"]);
+    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
+    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    assert_refused_because(&r, 401, "audience");
+    let mut c = install_claims("/installed");
+    c["exp"] = json!(NOW - 100);
+    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
+    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    assert_refused_because(&r, 401, "expired");
+    let t = signed("/uninstalled");
+    assert_refused_because(
+        &send(&app, "POST", "/installed", Some(&t), &body).await,
+        401,
+        "qsh",
+    );
+
+    // Signed for another clientKey than the body's.
+    let mut c = install_claims("/installed");
+    c["iss"] = json!("another-client");
+    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
+    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    assert_refused_because(&r, 401, "issuer");
+
+    // No token at all.
+    assert_refused_because(
+        &send(&app, "POST", "/installed", None, &body).await,
+        401,
+        "no JWT",
+    );
+
+    assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
+}
+
+fn assert_refused_because(response: &ApiResponse, status: u16, reason: &str) {
+    assert_refused(response, status);
+    let said = body(response)["error"].as_str().unwrap().to_owned();
+    assert!(
+        said.contains(reason),
+        "expected a reason with `{reason}`, got `{said}`"
+    );
+}
+
+fn base64_url(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn a_site_outside_the_allowed_hosts_cannot_install() {
+    let (app, store) = app();
+    for base in [
+        "https://acme.example.com/wiki",
+        "http://acme.atlassian.net/wiki",
+        "https://127.0.0.1/wiki",
+    ] {
+        let mut payload = install_payload("s");
+        payload["baseUrl"] = json!(base);
+        let r = send(
+            &app,
+            "POST",
+            "/installed",
+            Some(&signed("/installed")),
+            &payload.to_string(),
+        )
+        .await;
+        assert_refused_because(&r, 403, "install refused");
+    }
+    assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bad_install_bodies_get_a_clear_400_or_413() {
+    let (app, store) = app();
+    let auth = signed("/installed");
+    let r = send(&app, "POST", "/installed", Some(&auth), "{not json").await;
+    assert_refused(&r, 400);
+    assert!(body(&r)["error"].as_str().unwrap().contains("JSON"));
+    let mut p = install_payload("s");
+    p.as_object_mut().unwrap().remove("sharedSecret");
+    let r = send(&app, "POST", "/installed", Some(&auth), &p.to_string()).await;
+    assert_refused(&r, 400);
+    assert!(body(&r)["error"].as_str().unwrap().contains("sharedSecret"));
+    let mut p = install_payload("s");
+    p["productType"] = json!("jira");
+    assert_refused(
+        &send(&app, "POST", "/installed", Some(&auth), &p.to_string()).await,
+        400,
+    );
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024));
+    assert_refused(
+        &send(&app, "POST", "/installed", Some(&auth), &big).await,
+        413,
+    );
+    assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_key_server_that_is_down_gives_503_and_stores_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let keys = CachingKeyProvider::new(
+        HttpKeyProvider::configured(
+            HttpKeyProvider::default_client().unwrap(),
+            &format!("http://127.0.0.1:{port}"),
+        ),
+        8,
+    );
+    let store = Arc::new(MemoryStore::new());
+    let app = Lifecycle::new(config(), store.clone(), keys, FixedClock(NOW)).unwrap();
+    let r = install(&app, "secret-1").await;
+    assert_refused(&r, 503);
+    assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
+}
+
+fn hs256(path: &str, secret: &str, qsh: Option<&str>) -> String {
+    let qsh = qsh.map_or_else(|| RequestParts::new("POST", path, "").qsh(), str::to_owned);
+    let claims = json!({"iss": CLIENT, "iat": NOW, "exp": NOW + 180, "qsh": qsh});
+    format!(
+        "JWT {}",
+        sign_hs256(&claims, &SecretString::from(secret)).unwrap()
+    )
+}
+
+#[tokio::test]
+async fn enabled_and_disabled_flip_the_state_with_the_stored_secret_only() {
+    let (app, store) = app();
+    install(&app, "secret-1").await;
+    let body =
+        json!({"clientKey": CLIENT, "key": "understudy", "eventType": "disabled"}).to_string();
+
+    let r = send(
+        &app,
+        "POST",
+        "/disabled",
+        Some(&hs256("/disabled", "secret-1", None)),
+        &body,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        store
+            .get_tenant(&client(), NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TenantState::Disabled
+    );
+    let r = send(
+        &app,
+        "POST",
+        "/enabled",
+        Some(&hs256("/enabled", "secret-1", None)),
+        &body,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        store
+            .get_tenant(&client(), NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TenantState::Enabled
+    );
+
+    assert_refused(
+        &send(
+            &app,
+            "POST",
+            "/disabled",
+            Some(&hs256("/disabled", "wrong", None)),
+            &body,
+        )
+        .await,
+        401,
+    );
+    // A context token is never accepted on a lifecycle route.
+    let context = hs256("/disabled", "secret-1", Some("context-qsh"));
+    assert_refused_because(
+        &send(&app, "POST", "/disabled", Some(&context), &body).await,
+        401,
+        "context",
+    );
+    // Signed by the tenant, but speaking for another.
+    let other = json!({"clientKey": "someone-else"}).to_string();
+    assert_refused(
+        &send(
+            &app,
+            "POST",
+            "/disabled",
+            Some(&hs256("/disabled", "secret-1", None)),
+            &other,
+        )
+        .await,
+        401,
+    );
+    assert_eq!(
+        store
+            .get_tenant(&client(), NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TenantState::Enabled
+    );
+}
+
+#[tokio::test]
+async fn after_uninstall_requests_signed_with_the_old_secret_are_refused() {
+    let (app, store) = app();
+    install(&app, "secret-1").await;
+    let body =
+        json!({"clientKey": CLIENT, "key": "understudy", "eventType": "uninstalled"}).to_string();
+    let r = send(
+        &app,
+        "POST",
+        "/uninstalled",
+        Some(&signed("/uninstalled")),
+        &body,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let tenant = store.get_tenant(&client(), NOW).await.unwrap().unwrap();
+    assert_eq!(
+        tenant.state,
+        TenantState::Uninstalled,
+        "kept for site imports"
+    );
+    let r = send(
+        &app,
+        "POST",
+        "/enabled",
+        Some(&hs256("/enabled", "secret-1", None)),
+        &body,
+    )
+    .await;
+    assert_refused_because(&r, 401, "unknown issuer");
+
+    // A later install by Atlassian brings it back.
+    assert_eq!(install(&app, "secret-3").await.status(), 204);
+    assert_eq!(
+        store
+            .get_tenant(&client(), NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TenantState::Installed
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_404_and_405() {
+    let (app, _) = app();
+    assert_eq!(
+        send(&app, "GET", "/nothing-here", None, "").await.status(),
+        404
+    );
+    assert_eq!(
+        send(&app, "GET", "/installed", None, "").await.status(),
+        405
+    );
+    assert_eq!(
+        send(&app, "POST", "/atlassian-connect.json", None, "")
+            .await
+            .status(),
+        405
+    );
+}

@@ -1,0 +1,23 @@
+//! HTTP plumbing shared by every function, so that each concern has one place:
+//!
+//! - [`request::ApiRequest`]: a request as it arrived (raw path and query, for the qsh);
+//! - [`error::ApiError`]: the one mapping from failures to HTTP answers;
+//! - [`config::AppConfig`]: the environment, read once;
+//! - [`hosts::TenantHosts`]: which Confluence hosts may install the app;
+//! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
+//! - [`lambda`] (feature `lambda`): conversions for the Lambda entry points.
+
+pub mod config;
+pub mod error;
+pub mod hosts;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+pub mod request;
+pub mod telemetry;
+pub mod tenants;
+
+pub use config::{AppConfig, ConfigError};
+pub use error::ApiError;
+pub use hosts::TenantHosts;
+pub use request::{ApiRequest, ApiResponse};
+pub use tenants::StoreTenants;

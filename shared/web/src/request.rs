@@ -1,0 +1,149 @@
+//! The request as received, and the response type every handler returns.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, header};
+
+use crate::error::ApiError;
+
+/// What every handler answers: a plain `http` response, turned into Lambda's or axum's by the entry point.
+pub type ApiResponse = http::Response<Bytes>;
+
+/// A request as it arrived, independent of Lambda or any web framework.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// The method.
+    pub method: Method,
+    /// The path as received, still percent-encoded.
+    pub raw_path: String,
+    /// The query string as received, without `?`.
+    pub raw_query: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    /// From any `http::Request` whose body is already collected.
+    pub fn from_http(request: http::Request<Bytes>) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            method: parts.method,
+            raw_path: parts.uri.path().to_owned(),
+            raw_query: parts.uri.query().unwrap_or_default().to_owned(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// The path relative to the app's base path: what routes match on and what the qsh covers.
+    pub fn relative_path<'a>(&'a self, base_path: &str) -> &'a str {
+        let base = base_path.trim_end_matches('/');
+        match self.raw_path.strip_prefix(base) {
+            Some(rest) if !base.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+                if rest.is_empty() { "/" } else { rest }
+            }
+            _ => &self.raw_path,
+        }
+    }
+
+    /// The request as connect-auth hashes it.
+    pub fn parts<'a>(&'a self, base_path: &'a str) -> connect_auth::RequestParts<'a> {
+        connect_auth::RequestParts::new(self.method.as_str(), &self.raw_path, &self.raw_query)
+            .with_base_path(base_path)
+    }
+
+    /// The `Authorization` header, if it is valid text.
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The body, refused when larger than `limit` bytes (413) or, when a content type is given,
+    /// when it is not JSON (415).
+    pub fn json_body(&self, limit: usize) -> Result<&[u8], ApiError> {
+        if self.body.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if let Some(content_type) = self.headers.get(header::CONTENT_TYPE) {
+            let is_json = content_type
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+        }
+        Ok(&self.body)
+    }
+}
+
+/// An empty answer with a status.
+pub fn empty(status: StatusCode) -> ApiResponse {
+    let mut response = http::Response::new(Bytes::new());
+    *response.status_mut() = status;
+    response
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> ApiResponse {
+    let mut response = http::Response::new(Bytes::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str) -> ApiRequest {
+        ApiRequest::from_http(
+            http::Request::builder()
+                .uri(path)
+                .body(Bytes::new())
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_relative_path_strips_the_base_path_on_a_segment_boundary() {
+        assert_eq!(
+            request("/app/installed").relative_path("/app"),
+            "/installed"
+        );
+        assert_eq!(
+            request("/application/installed").relative_path("/app"),
+            "/application/installed"
+        );
+        assert_eq!(request("/installed").relative_path(""), "/installed");
+        assert_eq!(request("/app").relative_path("/app/"), "/");
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_must_be_json_when_typed() {
+        let mut r = request("/x");
+        r.body = Bytes::from_static(b"{}");
+        assert!(r.json_body(2).is_ok());
+        assert!(matches!(
+            r.json_body(1),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
+        r.headers
+            .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(matches!(
+            r.json_body(10),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+        r.headers.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        assert!(r.json_body(10).is_ok());
+    }
+}
