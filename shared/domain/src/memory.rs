@@ -201,6 +201,15 @@ impl IdempotencyMarks for MemoryStore {
         *slot = now.saturating_add(ttl_seconds);
         Ok(true)
     }
+
+    async fn clear_mark(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+    ) -> Result<(), StoreError> {
+        self.lock().marks.remove(&(client_key.clone(), key.clone()));
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -85,6 +85,13 @@ pub trait IdempotencyMarks: Send + Sync {
         ttl_seconds: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Removes the mark, so that a job whose hand-off failed after marking can be accepted again.
+    /// Removing an absent mark is not an error.
+    async fn clear_mark(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+    ) -> Result<(), StoreError>;
 }
 
 /// The edit audit trail.

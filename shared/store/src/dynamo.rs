@@ -741,6 +741,21 @@ impl IdempotencyMarks for DynamoStore {
             Err(e) => Err(unavailable("DynamoDB PutItem (mark)", &e)),
         }
     }
+
+    async fn clear_mark(
+        &self,
+        client_key: &ClientKey,
+        mark: &IdempotencyKey,
+    ) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(client_key, mark_sk(mark))))
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB DeleteItem (mark)", &e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]

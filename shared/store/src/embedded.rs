@@ -499,6 +499,19 @@ impl IdempotencyMarks for EmbeddedStore {
         })
         .await
     }
+
+    async fn clear_mark(
+        &self,
+        client_key: &ClientKey,
+        key: &IdempotencyKey,
+    ) -> Result<(), StoreError> {
+        let item = item_key(client_key, &mark_sk(key));
+        self.write(move |table| {
+            table.remove(item.as_str()).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[async_trait]

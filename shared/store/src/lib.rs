@@ -27,8 +27,9 @@
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
 //!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
-//! matter), Query (audit listing, token clean-up) and BatchWriteItem; never Scan. IAM for the
-//! functions: `dynamodb:GetItem, PutItem, UpdateItem, Query, BatchWriteItem` on the table and its
+//! matter), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up) and
+//! BatchWriteItem; never Scan. IAM for the
+//! functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem` on the table and its
 //! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.
 //!
 //! The SDK retries throttling and transient errors (standard retry mode, 4 attempts); what still

@@ -630,6 +630,18 @@ mod cases {
         // Expired marks count as absent, and the new mark gets a new TTL.
         assert!(b.store.mark_once(&a, &m, 60, T0 + 60).await.unwrap());
         assert!(!b.store.mark_once(&a, &m, 60, T0 + 119).await.unwrap());
+
+        // A cleared mark can be taken again at once; clearing an absent mark is fine.
+        b.store.clear_mark(&a, &m).await.unwrap();
+        assert!(b.store.mark_once(&a, &m, 60, T0 + 61).await.unwrap());
+        b.store.clear_mark(&a, &mark("never-set")).await.unwrap();
+        assert!(
+            !b.store
+                .mark_once(&ck("ck-m2"), &m, 60, T0 + 1)
+                .await
+                .unwrap(),
+            "clearing is per tenant"
+        );
     }
 
     pub async fn of_concurrent_marks_exactly_one_wins(b: Backend) {

@@ -1,0 +1,156 @@
+//! Webhook bodies: lenient where Confluence is known to vary, strict everywhere else.
+
+use serde::Deserialize;
+use serde_json::Value;
+use understudy_domain::{AccountId, PageId};
+
+use crate::rules::WebhookEvent;
+
+/// What the app needs from a page event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageEvent {
+    /// The page (or content) the event is about.
+    pub page_id: PageId,
+    /// Its title, when sent.
+    pub title: Option<String>,
+    /// Its space key, when sent.
+    pub space_key: Option<String>,
+    /// The version the event announces, when sent.
+    pub version: Option<u64>,
+    /// The user who acted, when a user did.
+    pub user: Option<AccountId>,
+    /// `customer` or `app`, when sent.
+    pub account_type: Option<String>,
+    /// Confluence's timestamp of the event (unix milliseconds), when sent.
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    user_account_id: Option<String>,
+    account_type: Option<String>,
+    timestamp: Option<i64>,
+    page: Option<Content>,
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Content {
+    id_as_string: Option<String>,
+    id: Option<Value>,
+    title: Option<String>,
+    space_key: Option<String>,
+    version: Option<u64>,
+}
+
+/// Parses a page webhook body. `page.idAsString` first, then `page.id` as a number or a string
+/// (older captures sent numbers); `content_permissions_updated` names its subject `content`.
+pub fn parse(event: WebhookEvent, body: &[u8]) -> Result<PageEvent, String> {
+    let body: Body =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a page event: {e}"))?;
+    let content = match event {
+        WebhookEvent::ContentPermissionsUpdated => body.content.or(body.page),
+        _ => body.page,
+    }
+    .ok_or_else(|| {
+        format!(
+            "{event} body has no {}",
+            if event == WebhookEvent::ContentPermissionsUpdated {
+                "content"
+            } else {
+                "page"
+            }
+        )
+    })?;
+    let raw_id = match (content.id_as_string, content.id) {
+        (Some(id), _) => id,
+        (None, Some(Value::String(id))) => id,
+        (None, Some(Value::Number(id))) => id.to_string(),
+        _ => return Err("the page has no id".into()),
+    };
+    let page_id = PageId::parse(raw_id).map_err(|e| e.to_string())?;
+    let user = match body.user_account_id.filter(|u| !u.is_empty()) {
+        Some(id) => Some(AccountId::parse(id).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(PageEvent {
+        page_id,
+        title: content.title,
+        space_key: content.space_key,
+        version: content.version,
+        user,
+        account_type: body.account_type,
+        timestamp: body.timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPTURED: &str = r#"{"userAccountId": "557058:f3b2", "accountType": "customer",
+      "updateTrigger": "edit_page", "suppressNotifications": false,
+      "page": {"idAsString": "1188560897", "id": 1188560897, "title": "Release 1.0", "spaceKey": "DOCS",
+               "spaceId": 1149861892, "contentType": "page", "version": 2, "creatorAccountId": "557058:f3b2",
+               "lastModifierAccountId": "557058:f3b2", "creationDate": 1631605030794,
+               "modificationDate": 1631606188966, "self": "https://x.atlassian.net/wiki/spaces/DOCS/pages/1188560897"},
+      "timestamp": 1631606188983}"#;
+
+    #[test]
+    fn a_captured_page_event_parses() {
+        let e = parse(WebhookEvent::PageUpdated, CAPTURED.as_bytes()).unwrap();
+        assert_eq!(e.page_id.as_str(), "1188560897");
+        assert_eq!(e.title.as_deref(), Some("Release 1.0"));
+        assert_eq!(e.space_key.as_deref(), Some("DOCS"));
+        assert_eq!(e.version, Some(2));
+        assert_eq!(e.user.unwrap().as_str(), "557058:f3b2");
+        assert_eq!(e.timestamp, Some(1631606188983));
+    }
+
+    #[test]
+    fn the_page_id_may_be_a_number_or_a_string() {
+        for body in [
+            r#"{"page": {"id": 42}}"#,
+            r#"{"page": {"id": "42"}}"#,
+            r#"{"page": {"idAsString": "42", "id": 7}}"#,
+        ] {
+            assert_eq!(
+                parse(WebhookEvent::PageCreated, body.as_bytes())
+                    .unwrap()
+                    .page_id
+                    .as_str(),
+                "42",
+                "{body}"
+            );
+        }
+        let perms = r#"{"content": {"id": 99, "title": "T"}, "userAccountId": "u-1"}"#;
+        assert_eq!(
+            parse(WebhookEvent::ContentPermissionsUpdated, perms.as_bytes())
+                .unwrap()
+                .page_id
+                .as_str(),
+            "99"
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_a_reason() {
+        for body in [
+            "",
+            "[]",
+            "{}",
+            r#"{"page": {}}"#,
+            r#"{"page": {"id": "../1"}}"#,
+            r#"{"page": {"id": 1.5}}"#,
+            r#"{"page": {"id": 1, "version": "two"}}"#,
+            r#"{"page": {"id": 1}, "userAccountId": "bad user"}"#,
+        ] {
+            assert!(
+                parse(WebhookEvent::PageUpdated, body.as_bytes()).is_err(),
+                "{body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Edit rules: which webhook events lead to which edit, and what to do on restricted pages.
+//!
+//! ```json
+//! {"restricted_pages": "impersonate",
+//!  "rules": [{"name": "footer", "events": ["page_created", "page_updated"], "spaces": ["DOCS"],
+//!             "title": "^Release .*", "edit": [{"append": "<p>Reviewed</p>"}]}]}
+//! ```
+//! `restricted_pages` is `impersonate` (default), `grant` or `skip`. `spaces` (space keys) and
+//! `title` (a regular expression, matched anywhere unless anchored) are optional filters; a rule
+//! without them matches every page of its events. Every matching rule contributes its operations,
+//! in document order, to one edit. A document is checked whole when it is read: an invalid one is
+//! refused with the reason and never half-applied.
+
+use std::fmt;
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use understudy_confluence::{Edit, RestrictedPagePolicy};
+
+/// The page events the app subscribes to, one URL each (webhook bodies carry no event name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// `page_created`.
+    PageCreated,
+    /// `page_updated`.
+    PageUpdated,
+    /// `content_permissions_updated`: restrictions changed.
+    ContentPermissionsUpdated,
+}
+
+impl WebhookEvent {
+    /// Every event, in descriptor order.
+    pub const ALL: [Self; 3] = [
+        Self::PageCreated,
+        Self::PageUpdated,
+        Self::ContentPermissionsUpdated,
+    ];
+
+    /// The event's name, as in the descriptor.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PageCreated => "page_created",
+            Self::PageUpdated => "page_updated",
+            Self::ContentPermissionsUpdated => "content_permissions_updated",
+        }
+    }
+
+    /// The event a webhook path (`/webhooks/<event>`) is for.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let name = path.strip_prefix("/webhooks/")?;
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+impl fmt::Display for WebhookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a rules document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("edit rules: {0}")]
+pub struct RulesError(String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesDocument {
+    #[serde(default)]
+    restricted_pages: RestrictedPagePolicy,
+    #[serde(default)]
+    rules: Vec<RuleDocument>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDocument {
+    name: String,
+    events: Vec<WebhookEvent>,
+    #[serde(default)]
+    spaces: Option<Vec<String>>,
+    #[serde(default)]
+    title: Option<String>,
+    edit: serde_json::Value,
+}
+
+/// A checked rules document.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// What to do when a restriction blocks the app.
+    pub restricted_pages: RestrictedPagePolicy,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    events: Vec<WebhookEvent>,
+    spaces: Option<Vec<String>>,
+    title: Option<Regex>,
+    edit: Edit,
+}
+
+/// What an event is about, for matching.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The space key, when the event names it.
+    pub space_key: Option<&'a str>,
+    /// The page title, when the event names it.
+    pub title: Option<&'a str>,
+}
+
+/// The edit an event calls for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The operations of every matching rule, in order.
+    pub edit: Edit,
+    /// The matching rules' names.
+    pub rules: Vec<String>,
+    /// The policy for restricted pages.
+    pub policy: RestrictedPagePolicy,
+}
+
+/// Tenant rules are stored documents: bound what one may cost to compile.
+const MAX_TITLE_PATTERN: usize = 1_000;
+const MAX_RULES: usize = 100;
+
+impl Rules {
+    /// Parses and checks a whole document.
+    pub fn parse(json: &str) -> Result<Self, RulesError> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| RulesError(format!("not valid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Checks a document already parsed as JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, RulesError> {
+        let doc: RulesDocument =
+            serde_json::from_value(value).map_err(|e| RulesError(e.to_string()))?;
+        if doc.rules.len() > MAX_RULES {
+            return Err(RulesError(format!("at most {MAX_RULES} rules")));
+        }
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for rule in doc.rules {
+            let name = rule.name.trim().to_owned();
+            if name.is_empty() {
+                return Err(RulesError("a rule has an empty name".into()));
+            }
+            if rules.iter().any(|r: &Rule| r.name == name) {
+                return Err(RulesError(format!("two rules are named `{name}`")));
+            }
+            if rule.events.is_empty() {
+                return Err(RulesError(format!("rule `{name}` names no events")));
+            }
+            let title = match rule.title {
+                Some(pattern) if pattern.len() > MAX_TITLE_PATTERN => {
+                    return Err(RulesError(format!("rule `{name}`: title pattern too long")));
+                }
+                Some(pattern) => Some(
+                    RegexBuilder::new(&pattern)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            RulesError(format!(
+                                "rule `{name}`: title is not a valid regular expression: {e}"
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            let edit = Edit::from_value(rule.edit)
+                .map_err(|e| RulesError(format!("rule `{name}`: {e}")))?;
+            rules.push(Rule {
+                name,
+                events: rule.events,
+                spaces: rule.spaces,
+                title,
+                edit,
+            });
+        }
+        Ok(Self {
+            restricted_pages: doc.restricted_pages,
+            rules,
+        })
+    }
+
+    /// Reads `EDIT_RULES`: inline JSON (starting with `{`) or the path of a JSON file. Unset means
+    /// no rules: the app acknowledges events and edits nothing.
+    pub fn from_env_value(value: Option<&str>) -> Result<Self, RulesError> {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(Self::default()),
+            Some(inline) if inline.starts_with('{') => Self::parse(inline),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| RulesError(format!("cannot read EDIT_RULES file {path}: {e}")))?;
+                Self::parse(&text)
+            }
+        }
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The edit `event` on `subject` calls for, if any rule matches.
+    pub fn decide(&self, event: WebhookEvent, subject: Subject<'_>) -> Option<Decision> {
+        let mut ops = Vec::new();
+        let mut names = Vec::new();
+        for rule in &self.rules {
+            if !rule.events.contains(&event) {
+                continue;
+            }
+            if let Some(spaces) = &rule.spaces
+                && !subject
+                    .space_key
+                    .is_some_and(|key| spaces.iter().any(|s| s == key))
+            {
+                continue;
+            }
+            if let Some(title) = &rule.title
+                && !subject.title.is_some_and(|t| title.is_match(t))
+            {
+                continue;
+            }
+            ops.extend(rule.edit.ops().iter().cloned());
+            names.push(rule.name.clone());
+        }
+        if names.is_empty() {
+            return None;
+        }
+        Some(Decision {
+            edit: Edit::new(ops).ok()?,
+            rules: names,
+            policy: self.restricted_pages,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{"restricted_pages": "impersonate",
+      "rules": [{"name": "footer", "events": ["page_created", "page_updated"], "spaces": ["DOCS"],
+                 "title": "^Release .*", "edit": [{"append": "<p>Reviewed</p>"},
+                                                  {"replace": {"find": "TODO", "with": "DONE"}},
+                                                  {"prepend": "<p>Draft</p>"}, {"set_title": "New title"}]}]}"#;
+
+    fn docs(title: &str) -> Subject<'_> {
+        Subject {
+            space_key: Some("DOCS"),
+            title: Some(title),
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_matches_by_event_space_and_title() {
+        let rules = Rules::parse(EXAMPLE).unwrap();
+        let decision = rules
+            .decide(WebhookEvent::PageUpdated, docs("Release 1.0"))
+            .unwrap();
+        assert_eq!(decision.rules, ["footer"]);
+        assert_eq!(decision.edit.ops().len(), 4);
+        assert_eq!(decision.policy, RestrictedPagePolicy::Impersonate);
+        assert!(
+            rules
+                .decide(WebhookEvent::ContentPermissionsUpdated, docs("Release 1.0"))
+                .is_none()
+        );
+        assert!(
+            rules
+                .decide(WebhookEvent::PageUpdated, docs("Notes"))
+                .is_none()
+        );
+        let other_space = Subject {
+            space_key: Some("HR"),
+            title: Some("Release 1.0"),
+        };
+        assert!(
+            rules
+                .decide(WebhookEvent::PageUpdated, other_space)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn matching_rules_add_up_in_order_and_filters_are_optional() {
+        let rules = Rules::parse(
+            r#"{"restricted_pages": "grant", "rules": [
+                {"name": "a", "events": ["page_created"], "edit": [{"append": "<p>a</p>"}]},
+                {"name": "b", "events": ["page_created"], "spaces": ["X"], "edit": [{"append": "<p>b</p>"}]},
+                {"name": "c", "events": ["page_created"], "edit": [{"prepend": "<p>c</p>"}]}]}"#,
+        )
+        .unwrap();
+        let d = rules
+            .decide(
+                WebhookEvent::PageCreated,
+                Subject {
+                    space_key: None,
+                    title: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(d.rules, ["a", "c"]);
+        assert_eq!(d.policy, RestrictedPagePolicy::Grant);
+    }
+
+    #[test]
+    fn invalid_documents_are_refused_whole_with_the_reason() {
+        for (doc, reason) in [
+            ("{", "JSON"),
+            (r#"{"rules": [], "extra": 1}"#, "unknown field"),
+            (r#"{"restricted_pages": "sometimes"}"#, "unknown variant"),
+            (
+                r#"{"rules": [{"name": "x", "events": ["page_moved"], "edit": [{"append": "a"}]}]}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"rules": [{"name": "x", "events": [], "edit": [{"append": "a"}]}]}"#,
+                "no events",
+            ),
+            (
+                r#"{"rules": [{"name": " ", "events": ["page_created"], "edit": [{"append": "a"}]}]}"#,
+                "empty name",
+            ),
+            (
+                r#"{"rules": [{"name": "x", "events": ["page_created"], "title": "(", "edit": [{"append": "a"}]}]}"#,
+                "regular expression",
+            ),
+            (
+                r#"{"rules": [{"name": "x", "events": ["page_created"], "edit": [{"delete": "a"}]}]}"#,
+                "rule `x`",
+            ),
+            (
+                r#"{"rules": [{"name": "x", "events": ["page_created"], "edit": [{"append": "a"}]},
+                           {"name": "x", "events": ["page_created"], "edit": [{"append": "b"}]}]}"#,
+                "two rules",
+            ),
+        ] {
+            let err = Rules::parse(doc).unwrap_err().to_string();
+            assert!(err.contains(reason), "{doc}: {err}");
+        }
+    }
+
+    #[test]
+    fn edit_rules_come_inline_or_from_a_file() {
+        assert!(Rules::from_env_value(None).unwrap().is_empty());
+        assert_eq!(Rules::from_env_value(Some(EXAMPLE)).unwrap().len(), 1);
+        let file =
+            std::env::temp_dir().join(format!("understudy-rules-{}.json", std::process::id()));
+        std::fs::write(&file, EXAMPLE).unwrap();
+        assert_eq!(Rules::from_env_value(file.to_str()).unwrap().len(), 1);
+        std::fs::remove_file(&file).unwrap();
+        let missing = Rules::from_env_value(Some("/nonexistent/rules.json")).unwrap_err();
+        assert!(missing.to_string().contains("cannot read"));
+    }
+}

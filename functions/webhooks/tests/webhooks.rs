@@ -1,0 +1,427 @@
+//! The webhook function driven with real API Gateway HTTP API (v2) events and Connect-signed
+//! tokens, over an in-memory store and a recording queue.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use connect_auth::{FixedClock, RequestParts, SecretString, sign_hs256};
+use serde_json::{Value, json};
+use understudy_confluence::RestrictedPagePolicy;
+use understudy_domain::{
+    ClientKey, MemoryStore, SettingsStore, Tenant, TenantSettings, TenantState, TenantStore,
+};
+use understudy_queue::{EditJobMessage, EditQueue, QueueError};
+use understudy_web::lambda::to_api_request;
+use understudy_web::{ApiResponse, AppConfig};
+use understudy_webhooks::{Rules, Webhooks};
+
+const NOW: i64 = 1_780_000_000;
+const RULES: &str = r#"{"restricted_pages": "grant", "rules": [
+    {"name": "footer", "events": ["page_created", "page_updated"], "spaces": ["DOCS"], "title": "^Release",
+     "edit": [{"append": "<p>Reviewed</p>"}]},
+    {"name": "perms", "events": ["content_permissions_updated"], "edit": [{"prepend": "<p>Restricted</p>"}]}]}"#;
+
+#[derive(Default)]
+struct RecordingQueue {
+    jobs: Mutex<Vec<EditJobMessage>>,
+    down: Mutex<bool>,
+}
+
+#[async_trait]
+impl EditQueue for RecordingQueue {
+    async fn enqueue(&self, job: &EditJobMessage) -> Result<(), QueueError> {
+        if *self.down.lock().unwrap() {
+            return Err(QueueError::Unavailable("queue is down".into()));
+        }
+        self.jobs.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+}
+
+struct Fixture {
+    app: Webhooks<MemoryStore, RecordingQueue, FixedClock>,
+    store: Arc<MemoryStore>,
+    queue: Arc<RecordingQueue>,
+}
+
+async fn install(store: &MemoryStore, client_key: &str, secret: &str) {
+    let payload = json!({"key": "understudy", "clientKey": client_key, "sharedSecret": secret,
+        "baseUrl": format!("https://{client_key}.atlassian.net/wiki"), "productType": "confluence",
+        "oauthClientId": "oauth-1"});
+    store
+        .save_install(&Tenant::from_install_payload(payload, NOW).unwrap(), NOW)
+        .await
+        .unwrap();
+}
+
+async fn fixture() -> Fixture {
+    let config = AppConfig::from_lookup(|name| {
+        (name == "APP_BASE_URL").then(|| "https://understudy.example.com".to_owned())
+    })
+    .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    install(&store, "tenant-a", "secret-a").await;
+    install(&store, "tenant-b", "secret-b").await;
+    let queue = Arc::new(RecordingQueue::default());
+    let app = Webhooks::new(
+        config,
+        Rules::parse(RULES).unwrap(),
+        store.clone(),
+        queue.clone(),
+        FixedClock(NOW),
+    );
+    Fixture { app, store, queue }
+}
+
+fn page_event(page_id: u64, title: &str, space: &str, version: u64) -> Value {
+    json!({"userAccountId": "557058:alice", "accountType": "customer", "updateTrigger": "edit_page",
+           "suppressNotifications": false,
+           "page": {"idAsString": page_id.to_string(), "id": page_id, "title": title, "spaceKey": space,
+                    "spaceId": 1149861892, "contentType": "page", "version": version,
+                    "creatorAccountId": "557058:alice", "lastModifierAccountId": "557058:alice",
+                    "creationDate": 1631605030794_i64, "modificationDate": 1631606188966_i64,
+                    "self": format!("https://tenant-a.atlassian.net/wiki/spaces/{space}/pages/{page_id}")},
+           "timestamp": 1631606188983_i64})
+}
+
+fn token(iss: &str, secret: &str, path: &str, qsh: Option<&str>) -> String {
+    let qsh = qsh.map_or_else(|| RequestParts::new("POST", path, "").qsh(), str::to_owned);
+    let claims = json!({"iss": iss, "sub": "557058:alice", "iat": NOW, "exp": NOW + 180, "qsh": qsh,
+                        "context": {}});
+    sign_hs256(&claims, &SecretString::from(secret)).unwrap()
+}
+
+fn event(path: &str, authorization: Option<String>, body: &str) -> lambda_http::Request {
+    let mut headers = json!({"host": "understudy.example.com", "content-type": "application/json"});
+    if let Some(auth) = authorization {
+        headers["authorization"] = json!(auth);
+    }
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"accountId": "1", "apiId": "a", "domainName": "understudy.example.com",
+            "domainPrefix": "understudy", "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
+            "sourceIp": "192.0.2.1", "userAgent": "Atlassian Connect"}, "requestId": "r", "routeKey": "$default",
+            "stage": "$default", "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 0},
+        "body": body, "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+async fn deliver(f: &Fixture, path: &str, iss: &str, secret: &str, body: &Value) -> ApiResponse {
+    let auth = format!("JWT {}", token(iss, secret, path, None));
+    f.app
+        .handle(to_api_request(event(path, Some(auth), &body.to_string())))
+        .await
+}
+
+fn jobs(f: &Fixture) -> Vec<EditJobMessage> {
+    f.queue.jobs.lock().unwrap().clone()
+}
+
+fn error_of(r: &ApiResponse) -> String {
+    serde_json::from_slice::<Value>(r.body()).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_matching_event_becomes_one_queued_job_with_everything_the_worker_needs() {
+    let f = fixture().await;
+    let r = deliver(
+        &f,
+        "/webhooks/page_updated",
+        "tenant-a",
+        "secret-a",
+        &page_event(42, "Release 1.0", "DOCS", 3),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let jobs = jobs(&f);
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.client_key.as_str(), "tenant-a");
+    assert_eq!(job.page_id.as_str(), "42");
+    assert_eq!(job.event, "page_updated");
+    assert_eq!(job.page_version, Some(3));
+    assert_eq!(job.user.as_ref().unwrap().as_str(), "557058:alice");
+    assert_eq!(job.policy, RestrictedPagePolicy::Grant);
+    assert_eq!(job.rules, ["footer"]);
+    assert_eq!(job.job_id, "page_updated:42:v3");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_make_one_job_even_when_concurrent() {
+    let f = Arc::new(fixture().await);
+    let body = page_event(42, "Release 1.0", "DOCS", 3);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (f, body) = (f.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body)
+                .await
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 204);
+    }
+    assert_eq!(jobs(&f).len(), 1);
+    // A new version is a new job.
+    deliver(
+        &f,
+        "/webhooks/page_updated",
+        "tenant-a",
+        "secret-a",
+        &page_event(42, "Release 1.0", "DOCS", 4),
+    )
+    .await;
+    assert_eq!(jobs(&f).len(), 2);
+}
+
+#[tokio::test]
+async fn events_no_rule_matches_are_acknowledged_and_not_queued() {
+    let f = fixture().await;
+    for body in [
+        page_event(42, "Notes", "DOCS", 1),
+        page_event(42, "Release 2", "HR", 1),
+    ] {
+        assert_eq!(
+            deliver(&f, "/webhooks/page_created", "tenant-a", "secret-a", &body)
+                .await
+                .status(),
+            204
+        );
+    }
+    assert!(jobs(&f).is_empty());
+}
+
+#[tokio::test]
+async fn restriction_changes_are_read_from_the_content_object() {
+    let f = fixture().await;
+    let body = json!({"userAccountId": "557058:bob", "content": {"id": 77, "title": "Secret plans"},
+                      "timestamp": 1_700_000_000_000_i64});
+    let r = deliver(
+        &f,
+        "/webhooks/content_permissions_updated",
+        "tenant-a",
+        "secret-a",
+        &body,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let job = &jobs(&f)[0];
+    assert_eq!(
+        (job.page_id.as_str(), job.rules[0].as_str()),
+        ("77", "perms")
+    );
+    assert_eq!(job.job_id, "content_permissions_updated:77:t1700000000000");
+}
+
+#[tokio::test]
+async fn tokens_that_do_not_verify_and_tenants_that_left_get_401() {
+    let f = fixture().await;
+    let body = page_event(42, "Release 1.0", "DOCS", 3);
+    let path = "/webhooks/page_updated";
+    let cases = [
+        (
+            format!("JWT {}", token("tenant-a", "wrong", path, None)),
+            "signature",
+        ),
+        (
+            format!("JWT {}", token("tenant-z", "secret-a", path, None)),
+            "unknown issuer",
+        ),
+        (
+            format!(
+                "JWT {}",
+                token("tenant-a", "secret-a", path, Some("context-qsh"))
+            ),
+            "context",
+        ),
+        (
+            format!(
+                "JWT {}",
+                token("tenant-a", "secret-a", "/webhooks/page_created", None)
+            ),
+            "qsh",
+        ),
+        // Tenant B's secret cannot speak for tenant A: no cross-tenant access.
+        (
+            format!("JWT {}", token("tenant-a", "secret-b", path, None)),
+            "signature",
+        ),
+    ];
+    for (auth, reason) in cases {
+        let r = f
+            .app
+            .handle(to_api_request(event(path, Some(auth), &body.to_string())))
+            .await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "JWT realm=\"understudy\"");
+        assert!(error_of(&r).contains(reason), "{reason}: {}", error_of(&r));
+    }
+    let r = f
+        .app
+        .handle(to_api_request(event(path, None, &body.to_string())))
+        .await;
+    assert_eq!(r.status(), 401);
+
+    f.store
+        .mark_uninstalled(&ClientKey::parse("tenant-a").unwrap(), NOW)
+        .await
+        .unwrap();
+    let r = deliver(&f, path, "tenant-a", "secret-a", &body).await;
+    assert_eq!(r.status(), 401, "a stale webhook after uninstall");
+    assert!(jobs(&f).is_empty());
+}
+
+#[tokio::test]
+async fn a_disabled_tenant_is_verified_acknowledged_and_ignored() {
+    let f = fixture().await;
+    f.store
+        .set_state(
+            &ClientKey::parse("tenant-a").unwrap(),
+            TenantState::Disabled,
+            NOW,
+        )
+        .await
+        .unwrap();
+    let body = page_event(42, "Release 1.0", "DOCS", 3);
+    assert_eq!(
+        deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        deliver(&f, "/webhooks/page_updated", "tenant-a", "wrong", &body)
+            .await
+            .status(),
+        401
+    );
+    assert!(jobs(&f).is_empty());
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_400_and_413() {
+    let f = fixture().await;
+    let path = "/webhooks/page_updated";
+    for body in [
+        json!({}),
+        json!({"page": {"title": "no id"}}),
+        json!({"page": {"id": "abc"}}),
+    ] {
+        let r = deliver(&f, path, "tenant-a", "secret-a", &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let auth = format!("JWT {}", token("tenant-a", "secret-a", path, None));
+    let r = f
+        .app
+        .handle(to_api_request(event(path, Some(auth.clone()), "not json")))
+        .await;
+    assert_eq!(r.status(), 400);
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(300 * 1024));
+    let r = f
+        .app
+        .handle(to_api_request(event(path, Some(auth), &big)))
+        .await;
+    assert_eq!(r.status(), 413);
+    assert!(jobs(&f).is_empty());
+}
+
+#[tokio::test]
+async fn when_the_queue_is_down_the_answer_is_503_and_a_redelivery_is_not_a_duplicate() {
+    let f = fixture().await;
+    let body = page_event(42, "Release 1.0", "DOCS", 3);
+    *f.queue.down.lock().unwrap() = true;
+    let r = deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body).await;
+    assert_eq!(r.status(), 503);
+    assert!(jobs(&f).is_empty());
+    *f.queue.down.lock().unwrap() = false;
+    assert_eq!(
+        deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(jobs(&f).len(), 1);
+}
+
+#[tokio::test]
+async fn a_tenants_own_rules_replace_the_default_and_invalid_ones_apply_nothing() {
+    let f = fixture().await;
+    let a = ClientKey::parse("tenant-a").unwrap();
+    let own = json!({"restricted_pages": "skip", "rules": [
+        {"name": "everything", "events": ["page_created"], "edit": [{"append": "<p>A</p>"}]}]});
+    f.store
+        .put_settings(&a, &TenantSettings { document: own }, NOW)
+        .await
+        .unwrap();
+    deliver(
+        &f,
+        "/webhooks/page_created",
+        "tenant-a",
+        "secret-a",
+        &page_event(1, "Anything", "HR", 1),
+    )
+    .await;
+    let job = &jobs(&f)[0];
+    assert_eq!(
+        (job.rules[0].as_str(), job.policy),
+        ("everything", RestrictedPagePolicy::Skip)
+    );
+    // Tenant B still has the deployment's rules.
+    deliver(
+        &f,
+        "/webhooks/page_created",
+        "tenant-b",
+        "secret-b",
+        &page_event(1, "Anything", "HR", 1),
+    )
+    .await;
+    assert_eq!(jobs(&f).len(), 1);
+
+    let broken = json!({"rules": [{"name": "x", "events": ["page_created"], "title": "(", "edit": [{"append": "a"}]}]});
+    f.store
+        .put_settings(&a, &TenantSettings { document: broken }, NOW)
+        .await
+        .unwrap();
+    let r = deliver(
+        &f,
+        "/webhooks/page_created",
+        "tenant-a",
+        "secret-a",
+        &page_event(2, "Release", "DOCS", 1),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(jobs(&f).len(), 1, "nothing half-applied");
+}
+
+#[tokio::test]
+async fn only_the_descriptor_webhook_routes_exist() {
+    let f = fixture().await;
+    let body = page_event(42, "Release 1.0", "DOCS", 3).to_string();
+    assert_eq!(
+        f.app
+            .handle(to_api_request(event("/webhooks/page_moved", None, &body)))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        f.app
+            .handle(to_api_request(event("/installed", None, &body)))
+            .await
+            .status(),
+        404
+    );
+}

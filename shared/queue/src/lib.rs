@@ -1,0 +1,27 @@
+//! The edit-job queue between the webhook function and the edit worker.
+//!
+//! - [`EditJobMessage`]: what a webhook decided to do, with everything the worker needs except
+//!   secrets (the worker loads the tenant itself).
+//! - [`EditQueue`]: the port the webhook function sends through.
+//! - [`SqsQueue`]: SQS FIFO on AWS. The message group is tenant + page, so edits of one page run in
+//!   order while other pages and tenants run in parallel; the de-duplication id is the job id.
+//! - [`LocalQueue`]: a durable queue in one redb file, for the local app: jobs survive a restart,
+//!   a leased job that is not finished becomes visible again, and a job that keeps failing moves to
+//!   a dead-letter table, as on SQS.
+
+mod job;
+mod local;
+mod sqs;
+
+pub use job::{EditJobMessage, QueueError};
+pub use local::{Lease, LocalQueue};
+pub use sqs::SqsQueue;
+
+use async_trait::async_trait;
+
+/// Where accepted edit jobs go.
+#[async_trait]
+pub trait EditQueue: Send + Sync {
+    /// Queues the job durably, or fails without having queued it.
+    async fn enqueue(&self, job: &EditJobMessage) -> Result<(), QueueError>;
+}
