@@ -83,6 +83,14 @@ impl TenantHosts {
         })
     }
 
+    /// True when a loopback host is named exactly: only then may the app call a tenant over plain
+    /// http (local testing against the simulator).
+    pub fn names_loopback_host(&self) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| matches!(p, Pattern::Exact(host) if is_loopback(host)))
+    }
+
     /// Checks a tenant base URL from an install payload and returns it parsed: https (or http on
     /// an exactly named loopback host), an allowed host, no credentials, query or fragment.
     pub fn allows(&self, base_url: &str) -> Result<Url, String> {
@@ -140,6 +148,8 @@ mod tests {
         assert!(hosts.allows("http://x.jira-dev.com/wiki").is_err());
         assert!(hosts.allows("https://x.jira-dev.com/wiki").is_ok());
         assert!(hosts.allows("http://127.0.0.2/wiki").is_err());
+        assert!(hosts.names_loopback_host());
+        assert!(!TenantHosts::default().names_loopback_host());
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! The edit worker: one queued job at a time, the same code on SQS and on the local queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use connect_auth::Clock;
+use understudy_confluence::{EditEngine, EditJob, EditMode, EditResult};
+use understudy_domain::{
+    ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, TenantState, TenantStore,
+};
+use understudy_queue::EditJobMessage;
+
+/// How many times a job is tried before it goes to the dead-letter queue (SQS's
+/// `maxReceiveCount` in template.yaml must be the same).
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// What the queue should do with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done (edited, unchanged, blocked or failed for good): delete it.
+    Done,
+    /// A passing failure: deliver it again later.
+    RetryLater {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// It kept failing: move it to the dead-letter queue (it has been audited).
+    DeadLetter {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs edit jobs.
+pub struct EditWorker<S: ?Sized, C> {
+    store: Arc<S>,
+    engine: EditEngine,
+    clock: C,
+    max_receives: u32,
+    audit_retention_seconds: i64,
+}
+
+impl<S: ?Sized, C: std::fmt::Debug> std::fmt::Debug for EditWorker<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EditWorker")
+            .field("max_receives", &self.max_receives)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> EditWorker<S, C>
+where
+    S: TenantStore + AuditLog + ?Sized,
+    C: Clock,
+{
+    /// A worker that dead-letters a job on its `max_receives`-th failed delivery.
+    pub fn new(store: Arc<S>, engine: EditEngine, clock: C, max_receives: u32) -> Self {
+        Self {
+            store,
+            engine,
+            clock,
+            max_receives: max_receives.max(1),
+            audit_retention_seconds: understudy_confluence::EngineSettings::default()
+                .audit_retention_seconds,
+        }
+    }
+
+    /// Runs one job, delivered for the `receives`-th time.
+    pub async fn run(&self, job: &EditJobMessage, receives: u32) -> JobOutcome {
+        let client_key = job.client_key.as_str();
+        let now = self.clock.now_unix();
+        let tenant = match self.store.get_tenant(&job.client_key, now).await {
+            Ok(Some(tenant)) => tenant,
+            Ok(None) => {
+                tracing::info!(client_key, job_id = %job.job_id, "tenant is gone: job dropped");
+                return JobOutcome::Done;
+            }
+            Err(err) => {
+                return self
+                    .retry_or_dead_letter(job, receives, format!("store unavailable: {err}"))
+                    .await;
+            }
+        };
+        match tenant.state {
+            TenantState::Uninstalled | TenantState::Disabled => {
+                tracing::info!(client_key, job_id = %job.job_id, state = tenant.state.as_str(),
+                    "tenant uninstalled or disabled the app: job dropped");
+                return JobOutcome::Done;
+            }
+            TenantState::Installed | TenantState::Enabled => {}
+        }
+        let mode = EditMode::AppFirst {
+            policy: job.policy,
+            user: job.user.clone(),
+        };
+        let report = self
+            .engine
+            .execute(EditJob {
+                tenant: &tenant,
+                page_id: &job.page_id,
+                edit: &job.edit,
+                mode: &mode,
+                job_id: &job.job_id,
+            })
+            .await;
+        if report.is_transient() {
+            return self
+                .retry_or_dead_letter(job, receives, report.reason())
+                .await;
+        }
+        if let EditResult::Failed(err) = &report.result {
+            tracing::warn!(client_key, job_id = %job.job_id, error = %err, "edit failed for good");
+        }
+        JobOutcome::Done
+    }
+
+    async fn retry_or_dead_letter(
+        &self,
+        job: &EditJobMessage,
+        receives: u32,
+        reason: String,
+    ) -> JobOutcome {
+        if receives < self.max_receives {
+            tracing::warn!(client_key = job.client_key.as_str(), job_id = %job.job_id, receives,
+                reason = %reason, "passing failure: the job will be delivered again");
+            return JobOutcome::RetryLater { reason };
+        }
+        let reason =
+            format!("gave up after {receives} attempts, moved to the dead-letter queue: {reason}");
+        let record = AuditRecord {
+            client_key: job.client_key.clone(),
+            page_id: job.page_id.clone(),
+            at_ms: self.clock.now_unix().saturating_mul(1000),
+            version_before: None,
+            version_after: None,
+            acted_as: ActedAs::App,
+            strategy: EditStrategy::AsApp,
+            outcome: EditOutcome::Failed,
+            reason: reason.clone(),
+            job_id: job.job_id.clone(),
+        };
+        if let Err(err) = self
+            .store
+            .append(&record, self.audit_retention_seconds)
+            .await
+        {
+            tracing::error!(error = %err, job_id = %job.job_id, "dead-letter audit record not written");
+        }
+        tracing::error!(client_key = job.client_key.as_str(), job_id = %job.job_id, reason = %reason, "job dead-lettered");
+        JobOutcome::DeadLetter { reason }
+    }
+}
+
+/// Runs an SQS FIFO batch and reports the records to deliver again.
+///
+/// Records are handled in order. Once a record of a page fails, the later records of that page in
+/// the batch are returned unprocessed too, so that SQS redelivers them after it: edits of one page
+/// never overtake each other. A message that is not a job is returned as failed every time, so
+/// that the redrive policy parks it in the dead-letter queue.
+pub async fn handle_sqs_batch<S, C>(worker: &EditWorker<S, C>, event: SqsEvent) -> SqsBatchResponse
+where
+    S: TenantStore + AuditLog + ?Sized,
+    C: Clock,
+{
+    let mut failed_groups = HashSet::new();
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        let outcome = if failed_groups.contains(&group) {
+            JobOutcome::RetryLater {
+                reason: "an earlier edit of this page is pending".into(),
+            }
+        } else {
+            let receives = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            match EditJobMessage::from_json(record.body.as_deref().unwrap_or_default()) {
+                Ok(job) => worker.run(&job, receives).await,
+                Err(err) => {
+                    tracing::error!(message_id = %id, error = %err, "unreadable message");
+                    JobOutcome::DeadLetter {
+                        reason: err.to_string(),
+                    }
+                }
+            }
+        };
+        if outcome != JobOutcome::Done {
+            failed_groups.insert(group);
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}

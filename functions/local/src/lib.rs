@@ -1,0 +1,348 @@
+//! The local app: every function's routes in one process on 127.0.0.1, with the embedded store and
+//! the local queue and worker, so it needs nothing from AWS.
+//!
+//! The routes are served by the very handlers the Lambda functions run (lifecycle, webhooks, edit
+//! API); only the transport differs (axum here, API Gateway there), and the edit worker is fed by
+//! the local queue instead of SQS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use connect_auth::{CachingKeyProvider, HttpKeyProvider, SystemClock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use understudy_confluence::ClientConfig;
+use understudy_edits::api::EditApi;
+use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
+use understudy_lifecycle::Lifecycle;
+use understudy_queue::LocalQueue;
+use understudy_store::EmbeddedStore;
+use understudy_web::{ApiError, ApiRequest, AppConfig};
+use understudy_webhooks::{Rules, Webhooks};
+
+/// Bodies above this are refused before any handler runs; every route's own limit is lower.
+const MAX_BODY: usize = 1024 * 1024;
+/// How long a leased job stays invisible: far longer than one edit may take.
+const LEASE_MS: i64 = 5 * 60 * 1000;
+
+/// Why the local app could not start; the message names what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+fn start_error(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StartError + '_ {
+    move |e| StartError(format!("{what}: {e}"))
+}
+
+/// Settings of the local app, from the environment (README, "Configuration").
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// `PORT` (default 3000; 0 picks a free port).
+    pub port: u16,
+    /// `DATA_DIR` (default `./.data`): the embedded store, its key file and the queue.
+    pub data_dir: PathBuf,
+    /// `LOCAL_RETRY_BASE_MS` (default 1000): the first retry delay of a job that failed for a
+    /// passing reason, doubled on each delivery up to a minute (SQS's visibility timeout on AWS).
+    pub retry_base: Duration,
+    /// `EDIT_MAX_RECEIVES` (default 5): deliveries before a job is dead-lettered.
+    pub max_receives: u32,
+}
+
+impl LocalSettings {
+    /// Reads the settings through `lookup`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |name: &str, default: u64| -> Result<u64, StartError> {
+            get(name).map_or(Ok(default), |v| {
+                v.parse().map_err(|_| {
+                    StartError(format!(
+                        "environment variable {name} must be a whole number"
+                    ))
+                })
+            })
+        };
+        Ok(Self {
+            port: u16::try_from(number("PORT", 3000)?).map_err(|_| {
+                StartError("environment variable PORT must be at most 65535".into())
+            })?,
+            data_dir: get("DATA_DIR").map_or_else(|| PathBuf::from(".data"), PathBuf::from),
+            retry_base: Duration::from_millis(number("LOCAL_RETRY_BASE_MS", 1000)?),
+            max_receives: u32::try_from(number(
+                "EDIT_MAX_RECEIVES",
+                u64::from(DEFAULT_MAX_RECEIVES),
+            )?)
+            .unwrap_or(DEFAULT_MAX_RECEIVES),
+        })
+    }
+}
+
+type LocalLifecycle = Lifecycle<EmbeddedStore, CachingKeyProvider<HttpKeyProvider>, SystemClock>;
+type LocalWebhooks = Webhooks<EmbeddedStore, LocalQueue, SystemClock>;
+type LocalApi = EditApi<EmbeddedStore, SystemClock>;
+
+struct Services {
+    base_path: String,
+    app_key: String,
+    lifecycle: LocalLifecycle,
+    webhooks: LocalWebhooks,
+    api: LocalApi,
+}
+
+/// A running local app.
+pub struct LocalApp {
+    addr: SocketAddr,
+    base_url: String,
+    store: Arc<EmbeddedStore>,
+    queue: LocalQueue,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    worker: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LocalApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalApp")
+            .field("addr", &self.addr)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalApp {
+    /// Starts the app from the process environment.
+    pub async fn start_from_env() -> Result<Self, StartError> {
+        Self::start(&|name| std::env::var(name).ok()).await
+    }
+
+    /// Starts the app with variables read through `lookup`: binds 127.0.0.1, opens the store and
+    /// the queue under the data directory, and starts the server and the worker.
+    pub async fn start(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+        let settings = LocalSettings::from_lookup(lookup)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
+            .await
+            .map_err(|e| {
+                start_error("cannot listen on 127.0.0.1")(&format!("port {}: {e}", settings.port))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| start_error("listener")(&e))?;
+        let default_base = format!("http://localhost:{}", addr.port());
+        let app_config = AppConfig::from_lookup(|name| match name {
+            "APP_BASE_URL" => lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| Some(default_base.clone())),
+            _ => lookup(name),
+        })
+        .map_err(|e| StartError(e.to_string()))?;
+        let rules = Rules::from_env_value(lookup("EDIT_RULES").as_deref())
+            .map_err(|e| StartError(e.to_string()))?;
+        let mut client_config = ClientConfig::from_lookup(|name| lookup(name))
+            .map_err(|e| StartError(e.to_string()))?;
+        // Plain http to a tenant only when the allow-list names a loopback host (the simulator).
+        client_config.allow_http_loopback = app_config.tenant_hosts.names_loopback_host();
+
+        let store = Arc::new(
+            EmbeddedStore::open_with_local_key(&settings.data_dir)
+                .map_err(|e| start_error("cannot open the store in DATA_DIR")(&e))?,
+        );
+        let queue = LocalQueue::open(&settings.data_dir)
+            .map_err(|e| start_error("cannot open the queue in DATA_DIR")(&e))?;
+        let http = HttpKeyProvider::default_client().map_err(|e| start_error("HTTP client")(&e))?;
+        let keys = match &app_config.connect_keys_url {
+            Some(url) => HttpKeyProvider::configured(http, url),
+            None => HttpKeyProvider::atlassian(http),
+        };
+        let keys = CachingKeyProvider::new(keys, CachingKeyProvider::<()>::DEFAULT_CAPACITY);
+        let lifecycle = Lifecycle::new(app_config.clone(), store.clone(), keys, SystemClock)
+            .map_err(|e| start_error("descriptor")(&e))?;
+        let webhooks = Webhooks::new(
+            app_config.clone(),
+            rules,
+            store.clone(),
+            Arc::new(queue.clone()),
+            SystemClock,
+        );
+        let api_engine =
+            understudy_edits::engine(client_config.clone(), store.clone(), &app_config.app_key)
+                .map_err(|e| start_error("Confluence client")(&e))?;
+        let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock);
+        let worker_engine =
+            understudy_edits::engine(client_config, store.clone(), &app_config.app_key)
+                .map_err(|e| start_error("Confluence client")(&e))?;
+        let worker = EditWorker::new(
+            store.clone(),
+            worker_engine,
+            SystemClock,
+            settings.max_receives,
+        );
+
+        let services = Arc::new(Services {
+            base_path: app_config.base_path().to_owned(),
+            app_key: app_config.app_key.clone(),
+            lifecycle,
+            webhooks,
+            api,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let router = Router::new().fallback(dispatch).with_state(services);
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %err, "server stopped");
+            }
+        });
+        let worker = tokio::spawn(run_worker(
+            worker,
+            queue.clone(),
+            settings.retry_base,
+            stopped,
+        ));
+        Ok(Self {
+            addr,
+            base_url: app_config
+                .app_base_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+            store,
+            queue,
+            stop,
+            server,
+            worker,
+        })
+    }
+
+    /// Where the app listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The app's base URL (the descriptor's `baseUrl`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.store
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &LocalQueue {
+        &self.queue
+    }
+
+    /// Waits until no job is queued or running, or `timeout` passes; true when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.queue.pending().await.unwrap_or(1) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops accepting requests, lets the job in flight finish, and returns. Jobs still queued stay
+    /// in the queue file and run after the next start.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let _ = self.worker.await;
+    }
+}
+
+/// Routes a request to the function that owns its path, as API Gateway does on AWS.
+async fn dispatch(State(services): State<Arc<Services>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return to_axum(
+                ApiError::PayloadTooLarge { limit: MAX_BODY }.into_response(&services.app_key),
+            );
+        }
+    };
+    let request = ApiRequest::from_http(http::Request::from_parts(parts, body));
+    let path = request.relative_path(&services.base_path);
+    let response = if path.starts_with("/webhooks/") {
+        services.webhooks.handle(request).await
+    } else if path.starts_with("/api/") || path.starts_with("/ui/") {
+        services.api.handle(request).await
+    } else {
+        services.lifecycle.handle(request).await
+    };
+    to_axum(response)
+}
+
+fn to_axum(response: understudy_web::ApiResponse) -> Response {
+    response.map(Body::from)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The local queue's consumer: one job at a time, in queue order per page.
+async fn run_worker(
+    worker: EditWorker<EmbeddedStore, SystemClock>,
+    queue: LocalQueue,
+    retry_base: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let lease = match queue.lease(now_ms(), LEASE_MS).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tokio::select! {
+                    () = queue.wait(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "local queue unavailable");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let result = match worker.run(&lease.message, lease.receives).await {
+            JobOutcome::Done => queue.complete(lease.seq).await,
+            JobOutcome::RetryLater { .. } => {
+                let factor = 1u32 << lease.receives.saturating_sub(1).min(6);
+                let delay = retry_base
+                    .saturating_mul(factor)
+                    .min(Duration::from_secs(60));
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(60_000);
+                queue
+                    .retry_later(lease.seq, now_ms().saturating_add(delay_ms))
+                    .await
+            }
+            JobOutcome::DeadLetter { reason } => queue.dead_letter(lease.seq, &reason).await,
+        };
+        if let Err(err) = result {
+            tracing::error!(error = %err, job_id = %lease.message.job_id, "could not record a job's outcome");
+        }
+    }
+}

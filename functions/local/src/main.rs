@@ -1,0 +1,77 @@
+//! `understudy`: the whole app on 127.0.0.1, no AWS needed.
+//!
+//! `cargo run --release --bin understudy` serves every route; `-- demo` plays the whole story
+//! against the Confluence simulator.
+
+use std::process::ExitCode;
+
+use understudy::LocalApp;
+
+async fn serve() -> Result<(), String> {
+    understudy_web::telemetry::init_text_logs();
+    let app = LocalApp::start_from_env()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("understudy is listening on http://{}", app.addr());
+    println!("  descriptor:  {}/atlassian-connect.json", app.base_url());
+    println!();
+    println!(
+        "To install it on a Confluence Cloud dev site, expose this port through a tunnel, e.g."
+    );
+    println!(
+        "  cloudflared tunnel --url http://localhost:{}   (or: ngrok http {})",
+        app.addr().port(),
+        app.addr().port()
+    );
+    println!(
+        "then restart with APP_BASE_URL=<the tunnel's https URL> and, in Confluence, Settings >"
+    );
+    println!(
+        "Manage apps > Upload app (development mode on) > <tunnel URL>/atlassian-connect.json."
+    );
+    println!("Ctrl-C stops it: the job in flight finishes, queued jobs resume at the next start.");
+    shutdown_signal().await;
+    println!("stopping...");
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None => serve().await,
+        Some(other) => Err(format!(
+            "unknown command `{other}` (run with no arguments to serve)"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("understudy: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
