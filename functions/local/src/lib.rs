@@ -17,7 +17,7 @@ use axum::response::Response;
 use connect_auth::{CachingKeyProvider, HttpKeyProvider, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use understudy_confluence::ClientConfig;
+use understudy_confluence::{ClientConfig, ENV_ALLOW_HTTP_LOOPBACK};
 use understudy_edits::api::EditApi;
 use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
 use understudy_lifecycle::Lifecycle;
@@ -146,10 +146,14 @@ impl LocalApp {
         .map_err(|e| StartError(e.to_string()))?;
         let rules = Rules::from_env_value(lookup("EDIT_RULES").as_deref())
             .map_err(|e| StartError(e.to_string()))?;
-        let mut client_config = ClientConfig::from_lookup(|name| lookup(name))
-            .map_err(|e| StartError(e.to_string()))?;
-        // Plain http to a tenant only when the allow-list names a loopback host (the simulator).
-        client_config.allow_http_loopback = app_config.tenant_hosts.names_loopback_host();
+        // Plain http to a tenant (and to a configured OAuth server) only when the allow-list names a
+        // loopback host exactly: local testing against the simulator.
+        let loopback = app_config.tenant_hosts.names_loopback_host().to_string();
+        let client_config = ClientConfig::from_lookup(|name| match name {
+            ENV_ALLOW_HTTP_LOOPBACK => Some(loopback.clone()),
+            _ => lookup(name),
+        })
+        .map_err(|e| StartError(e.to_string()))?;
 
         let store = Arc::new(
             EmbeddedStore::open_with_local_key(&settings.data_dir)
