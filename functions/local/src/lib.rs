@@ -5,6 +5,8 @@
 //! API); only the transport differs (axum here, API Gateway there), and the edit worker is fed by
 //! the local queue instead of SQS.
 
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -63,6 +63,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None => serve().await,
+        Some("demo") => understudy::demo::run().await.map(|story| print!("{story}")),
         Some(other) => Err(format!(
             "unknown command `{other}` (run with no arguments to serve)"
         )),
