@@ -5,10 +5,9 @@
 //! (DynamoDB and an embedded file); [`MemoryStore`] implements every port in memory for unit tests.
 //!
 //! Time is always passed in as `now` (unix seconds) so TTL behaviour is deterministic in tests;
-//! [`Clock`] gives handlers one place to read the real time.
+//! handlers read it from `connect_auth::Clock`, the one clock of the workspace.
 
 mod audit;
-mod clock;
 mod error;
 mod ids;
 mod memory;
@@ -18,7 +17,6 @@ mod tenant;
 mod token;
 
 pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
-pub use clock::{Clock, SystemClock};
 pub use error::{ParseError, StoreError};
 pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
