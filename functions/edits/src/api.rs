@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use connect_auth::{Claims, Clock, Hs256Verifier, QshMode, SystemClock, extract_token};
+use connect_auth::{Claims, Clock, QshMode, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use understudy_domain::{
     AccountId, AuditLog, AuditRecord, EditOutcome, PageId, Tenant, TenantState, TenantStore,
 };
 use understudy_web::request::json as json_response;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, StoreTenants};
+use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
 
 /// An edit request is a short list of operations.
 pub const MAX_EDIT_BODY: usize = 64 * 1024;
@@ -33,7 +33,7 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     config: AppConfig,
     store: Arc<S>,
     engine: EditEngine,
-    verifier: Hs256Verifier<C>,
+    auth: TenantAuth<C>,
     clock: C,
 }
 
@@ -82,13 +82,8 @@ where
 {
     /// Builds the API's state once per cold start.
     pub fn new(config: AppConfig, store: Arc<S>, engine: EditEngine, clock: C) -> Self {
-        Self {
-            config,
-            store,
-            engine,
-            verifier: Hs256Verifier::with_clock(clock.clone()),
-            clock,
-        }
+        let auth = TenantAuth::new(clock.clone(), config.base_path());
+        Self { config, store, engine, auth, clock }
     }
 
     /// Answers one request; never panics, whatever the caller sends.
@@ -111,17 +106,7 @@ where
         request: &ApiRequest,
         mode: QshMode,
     ) -> Result<(Tenant, Claims), ApiError> {
-        let token = extract_token(request.authorization(), &request.raw_query)?;
-        let now = self.clock.now_unix();
-        let verified = self
-            .verifier
-            .verify_request(
-                &StoreTenants::new(&*self.store, now),
-                token,
-                &request.parts(self.config.base_path()),
-                mode,
-            )
-            .await?;
+        let verified = self.auth.verify(&*self.store, request, mode).await?;
         if verified.tenant.state == TenantState::Disabled {
             return Err(ApiError::Forbidden(
                 "the app is disabled on this site".into(),

@@ -13,13 +13,34 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use connect_auth::{
-    Clock, Hs256Verifier, InstallVerifier, KeyProvider, QshMode, SystemClock, extract_token,
+    Clock, InstallVerifier, KeyProvider, QshMode, SystemClock, extract_token,
 };
 use http::{Method, StatusCode, header};
 use serde_json::Value;
 use understudy_domain::{ClientKey, InstallOutcome, Tenant, TenantState, TenantStore, TokenCache};
 use understudy_web::request::empty;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, StoreTenants};
+use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
+
+/// Every environment variable this function reads; template.yaml sets exactly these (checked by
+/// `tests/deployment`).
+///
+/// - `understudy_web::AppConfig`: `APP_KEY`, `APP_BASE_URL`, `INSTALL_AUDIENCES` (optional),
+///   `CONNECT_KEYS_URL` (optional), `ALLOWED_TENANT_HOSTS`;
+/// - `understudy_store::deployed_store_from_env`: `TABLE_NAME`, `KMS_KEY_ID`;
+/// - `understudy_web::telemetry`: `RUST_LOG`.
+///
+/// Variables that the AWS SDK and the Lambda runtime read (`AWS_REGION`, credentials,
+/// `AWS_LAMBDA_RUNTIME_API`, …) are Lambda's own and not listed.
+pub const ENV_VARS: &[&str] = &[
+    "APP_KEY",
+    "APP_BASE_URL",
+    "INSTALL_AUDIENCES",
+    "CONNECT_KEYS_URL",
+    "ALLOWED_TENANT_HOSTS",
+    "TABLE_NAME",
+    "KMS_KEY_ID",
+    "RUST_LOG",
+];
 
 /// Install payloads are a few KiB; anything much larger is not from Confluence.
 pub const MAX_LIFECYCLE_BODY: usize = 64 * 1024;
@@ -30,7 +51,7 @@ pub struct Lifecycle<S: ?Sized, K, C = SystemClock> {
     config: AppConfig,
     store: Arc<S>,
     installs: InstallVerifier<K, C>,
-    requests: Hs256Verifier<C>,
+    requests: TenantAuth<C>,
     clock: C,
     descriptor: Bytes,
 }
@@ -50,7 +71,7 @@ where
     ) -> Result<Self, serde_json::Error> {
         let descriptor = Bytes::from(descriptor::render(&config)?.to_string());
         let installs = InstallVerifier::with_clock(keys, &config.install_audiences, clock.clone());
-        let requests = Hs256Verifier::with_clock(clock.clone());
+        let requests = TenantAuth::new(clock.clone(), config.base_path());
         Ok(Self {
             config,
             store,
@@ -182,18 +203,9 @@ where
         state: TenantState,
     ) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
-        let token = extract_token(request.authorization(), &request.raw_query)?;
+        // Lifecycle routes never accept context tokens (CVE-2021-26073).
+        let verified = self.requests.verify(&*self.store, request, QshMode::Computed).await?;
         let now = self.clock.now_unix();
-        let verified = self
-            .requests
-            .verify_request(
-                &StoreTenants::new(&*self.store, now),
-                token,
-                &request.parts(self.config.base_path()),
-                // Lifecycle routes never accept context tokens (CVE-2021-26073).
-                QshMode::Computed,
-            )
-            .await?;
         let payload = parse_payload(body)?;
         if payload.get("clientKey").is_some() {
             require_issuer_is_client_key(&verified.claims.iss, &payload)?;

@@ -22,6 +22,24 @@ fn rules(policy: &str) -> serde_json::Value {
     })
 }
 
+/// The local app's environment for a run against `sim`: its key server and OAuth server, plain
+/// http to its loopback site, `edit_rules`, data under `data_dir`, a free port and quick retries.
+pub fn simulator_env(
+    sim: &Simulator,
+    edit_rules: &str,
+    data_dir: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PORT", "0".to_owned()),
+        ("DATA_DIR", data_dir.display().to_string()),
+        ("CONNECT_KEYS_URL", sim.keys_url()),
+        ("ATLASSIAN_OAUTH_URL", sim.oauth_url()),
+        ("ALLOWED_TENANT_HOSTS", "127.0.0.1".to_owned()),
+        ("EDIT_RULES", edit_rules.to_owned()),
+        ("LOCAL_RETRY_BASE_MS", "50".to_owned()),
+    ]
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -95,16 +113,7 @@ pub async fn run() -> Result<String, String> {
     };
     let data =
         std::env::temp_dir().join(format!("understudy-demo-{}-{}", std::process::id(), now()));
-    let rules_text = rules("impersonate").to_string();
-    let vars = [
-        ("PORT", "0".to_owned()),
-        ("DATA_DIR", data.display().to_string()),
-        ("CONNECT_KEYS_URL", sim.keys_url()),
-        ("ATLASSIAN_OAUTH_URL", sim.oauth_url()),
-        ("ALLOWED_TENANT_HOSTS", "127.0.0.1".to_owned()),
-        ("EDIT_RULES", rules_text),
-        ("LOCAL_RETRY_BASE_MS", "100".to_owned()),
-    ];
+    let vars = simulator_env(&sim, &rules("impersonate").to_string(), &data);
     let app = LocalApp::start(&move |name| {
         vars.iter()
             .find(|(k, _)| *k == name)

@@ -12,7 +12,7 @@ pub mod rules;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use connect_auth::{Clock, Hs256Verifier, QshMode, SystemClock, extract_token};
+use connect_auth::{Clock, QshMode, SystemClock};
 use http::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use understudy_domain::{
@@ -20,7 +20,7 @@ use understudy_domain::{
 };
 use understudy_queue::{EditJobMessage, EditQueue};
 use understudy_web::request::empty;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, StoreTenants};
+use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
 
 pub use payload::PageEvent;
 pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};
@@ -99,7 +99,7 @@ pub struct Webhooks<S: ?Sized, Q: ?Sized, C = SystemClock> {
     default_rules: Arc<Rules>,
     store: Arc<S>,
     queue: Arc<Q>,
-    verifier: Hs256Verifier<C>,
+    auth: TenantAuth<C>,
     clock: C,
     tenant_rules: RuleCache,
 }
@@ -119,12 +119,13 @@ where
         queue: Arc<Q>,
         clock: C,
     ) -> Self {
+        let auth = TenantAuth::new(clock.clone(), config.base_path());
         Self {
             config,
             default_rules: Arc::new(default_rules),
             store,
             queue,
-            verifier: Hs256Verifier::with_clock(clock.clone()),
+            auth,
             clock,
             tenant_rules: RuleCache::default(),
         }
@@ -151,18 +152,9 @@ where
         request: &ApiRequest,
     ) -> Result<Accepted, ApiError> {
         let body = request.json_body(MAX_WEBHOOK_BODY)?;
-        let token = extract_token(request.authorization(), &request.raw_query)?;
+        // Webhooks are request-bound: a context token is never accepted here.
+        let verified = self.auth.verify(&*self.store, request, QshMode::Computed).await?;
         let now = self.clock.now_unix();
-        let verified = self
-            .verifier
-            .verify_request(
-                &StoreTenants::new(&*self.store, now),
-                token,
-                &request.parts(self.config.base_path()),
-                // Webhooks are request-bound: a context token is never accepted here.
-                QshMode::Computed,
-            )
-            .await?;
         let tenant = verified.tenant;
         let client_key = tenant.client_key.as_str();
         if tenant.state == TenantState::Disabled {

@@ -20,4 +20,4 @@ pub use config::{AppConfig, ConfigError};
 pub use error::ApiError;
 pub use hosts::TenantHosts;
 pub use request::{ApiRequest, ApiResponse};
-pub use tenants::StoreTenants;
+pub use tenants::{StoreTenants, TenantAuth};

@@ -44,15 +44,7 @@ impl std::fmt::Debug for World {
 
 /// Starts a local app pointed at `sim` with `edit_rules`.
 pub async fn start_app(sim: &Simulator, edit_rules: &str, data: &std::path::Path) -> LocalApp {
-    let vars = [
-        ("PORT", "0".to_owned()),
-        ("DATA_DIR", data.display().to_string()),
-        ("CONNECT_KEYS_URL", sim.keys_url()),
-        ("ATLASSIAN_OAUTH_URL", sim.oauth_url()),
-        ("ALLOWED_TENANT_HOSTS", "127.0.0.1".to_owned()),
-        ("EDIT_RULES", edit_rules.to_owned()),
-        ("LOCAL_RETRY_BASE_MS", "20".to_owned()),
-    ];
+    let vars = understudy::demo::simulator_env(sim, edit_rules, data);
     LocalApp::start(&move |name| {
         vars.iter()
             .find(|(k, _)| *k == name)
