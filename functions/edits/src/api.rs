@@ -83,7 +83,13 @@ where
     /// Builds the API's state once per cold start.
     pub fn new(config: AppConfig, store: Arc<S>, engine: EditEngine, clock: C) -> Self {
         let auth = TenantAuth::new(clock.clone(), config.base_path());
-        Self { config, store, engine, auth, clock }
+        Self {
+            config,
+            store,
+            engine,
+            auth,
+            clock,
+        }
     }
 
     /// Answers one request; never panics, whatever the caller sends.

@@ -12,9 +12,7 @@ pub mod descriptor;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use connect_auth::{
-    Clock, InstallVerifier, KeyProvider, QshMode, SystemClock, extract_token,
-};
+use connect_auth::{Clock, InstallVerifier, KeyProvider, QshMode, SystemClock, extract_token};
 use http::{Method, StatusCode, header};
 use serde_json::Value;
 use understudy_domain::{ClientKey, InstallOutcome, Tenant, TenantState, TenantStore, TokenCache};
@@ -204,7 +202,10 @@ where
     ) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         // Lifecycle routes never accept context tokens (CVE-2021-26073).
-        let verified = self.requests.verify(&*self.store, request, QshMode::Computed).await?;
+        let verified = self
+            .requests
+            .verify(&*self.store, request, QshMode::Computed)
+            .await?;
         let now = self.clock.now_unix();
         let payload = parse_payload(body)?;
         if payload.get("clientKey").is_some() {

@@ -153,7 +153,10 @@ where
     ) -> Result<Accepted, ApiError> {
         let body = request.json_body(MAX_WEBHOOK_BODY)?;
         // Webhooks are request-bound: a context token is never accepted here.
-        let verified = self.auth.verify(&*self.store, request, QshMode::Computed).await?;
+        let verified = self
+            .auth
+            .verify(&*self.store, request, QshMode::Computed)
+            .await?;
         let now = self.clock.now_unix();
         let tenant = verified.tenant;
         let client_key = tenant.client_key.as_str();

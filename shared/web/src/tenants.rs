@@ -76,6 +76,9 @@ impl<C: Clock + Clone> TenantAuth<C> {
         let token = extract_token(request.authorization(), &request.raw_query)?;
         let tenants = StoreTenants::new(store, self.clock.now_unix());
         let parts = request.parts(&self.base_path);
-        Ok(self.verifier.verify_request(&tenants, token, &parts, mode).await?)
+        Ok(self
+            .verifier
+            .verify_request(&tenants, token, &parts, mode)
+            .await?)
     }
 }

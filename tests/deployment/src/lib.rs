@@ -1,0 +1,608 @@
+//! `template.yaml` and `descriptor/atlassian-connect.json` read as data, for the offline deployment
+//! checks in `tests/deployment.rs`.
+//!
+//! The template is SAM YAML with CloudFormation's short-form tags (`!Ref`, `!GetAtt`, `!If`, …);
+//! [`intrinsic`] reads them and their long forms (`Ref:`, `Fn::GetAtt:`) alike. Nothing here knows
+//! which routes or variables are right: the tests compare what the files say.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml::Value;
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file could not be read or parsed.
+#[derive(Debug)]
+pub struct LoadError(pub String);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// One HTTP route: upper-case method and path, as API Gateway matches it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// `/installed`, `/api/pages/{pageId}/edits`, …
+    pub path: String,
+}
+
+impl Route {
+    /// A route from a method (any case) and a path.
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+/// Which part of the descriptor a route comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    /// `GET /atlassian-connect.json`.
+    Descriptor,
+    /// A `lifecycle` URL (`POST`).
+    Lifecycle,
+    /// A `modules.webhooks[].url` (`POST`).
+    Webhook,
+    /// Any other module's `url`: a page Confluence loads in an iframe (`GET`).
+    ModulePage,
+}
+
+/// The routes the descriptor makes Confluence call, without query strings, each with its kind.
+pub fn descriptor_routes(descriptor: &serde_json::Value) -> BTreeMap<Route, RouteKind> {
+    use serde_json::Value as J;
+    let mut routes = BTreeMap::new();
+    routes.insert(
+        Route::new("GET", "/atlassian-connect.json"),
+        RouteKind::Descriptor,
+    );
+    if let Some(lifecycle) = descriptor.get("lifecycle").and_then(J::as_object) {
+        for url in lifecycle.values().filter_map(J::as_str) {
+            routes.insert(Route::new("POST", strip_query(url)), RouteKind::Lifecycle);
+        }
+    }
+    if let Some(modules) = descriptor.get("modules").and_then(J::as_object) {
+        for (kind, entries) in modules {
+            let Some(entries) = entries.as_array() else {
+                continue;
+            };
+            for url in entries
+                .iter()
+                .filter_map(|m| m.get("url").and_then(J::as_str))
+            {
+                let route = if kind == "webhooks" {
+                    (Route::new("POST", strip_query(url)), RouteKind::Webhook)
+                } else {
+                    (Route::new("GET", strip_query(url)), RouteKind::ModulePage)
+                };
+                routes.insert(route.0, route.1);
+            }
+        }
+    }
+    routes
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// An intrinsic function, short or long form: `("Ref", X)` for `!Ref X` and `{Ref: X}`,
+/// `("Fn::GetAtt", X)` for `!GetAtt X` and `{Fn::GetAtt: X}`, and so on.
+pub fn intrinsic(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let name = if name == "Ref" || name == "Condition" {
+                name.to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            Some((name, &tagged.value))
+        }
+        Value::Mapping(map) if map.len() == 1 => {
+            let (key, inner) = map.iter().next()?;
+            let key = key.as_str()?;
+            (key == "Ref" || key == "Condition" || key.starts_with("Fn::"))
+                .then(|| (key.to_owned(), inner))
+        }
+        _ => None,
+    }
+}
+
+/// The logical id in `!Ref X` (or `{Ref: X}`), and the `X` of `X.Stage`-style SAM references.
+pub fn ref_target(value: &Value) -> Option<&str> {
+    match intrinsic(value)? {
+        (name, Value::String(target)) if name == "Ref" => Some(target.as_str()),
+        _ => None,
+    }
+}
+
+/// `(logical id, attribute)` of `!GetAtt X.Attr`, `!GetAtt [X, Attr]` or the long form.
+pub fn get_att(value: &Value) -> Option<(String, String)> {
+    let (name, inner) = intrinsic(value)?;
+    if name != "Fn::GetAtt" {
+        return None;
+    }
+    match inner {
+        Value::String(text) => {
+            let (id, attr) = text.split_once('.')?;
+            Some((id.to_owned(), attr.to_owned()))
+        }
+        Value::Sequence(parts) => match parts.as_slice() {
+            [Value::String(id), Value::String(attr)] => Some((id.clone(), attr.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A value as a list: a sequence's items, or the value alone.
+pub fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// A scalar as text (strings, numbers, booleans).
+pub fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A whole number, from a number or a numeric string.
+pub fn number(value: &Value) -> Option<u64> {
+    scalar(value)?.trim().parse().ok()
+}
+
+/// `template.yaml`, parsed.
+#[derive(Debug, Clone)]
+pub struct Template {
+    doc: Value,
+}
+
+/// One `AWS::Serverless::Function`, with `Globals.Function` applied as SAM applies it.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The logical id.
+    pub logical_id: String,
+    /// The resource's `Metadata`.
+    pub metadata: Value,
+    /// Its properties, merged over `Globals.Function` (mappings merge key by key, the function's
+    /// own values win).
+    pub properties: Value,
+}
+
+impl Function {
+    /// A property.
+    pub fn property(&self, name: &str) -> Option<&Value> {
+        self.properties.get(name)
+    }
+
+    /// `Metadata.BuildProperties.Binary`: the cargo binary this function runs.
+    pub fn binary(&self) -> Option<&str> {
+        self.metadata
+            .get("BuildProperties")
+            .and_then(|p| p.get("Binary"))
+            .and_then(Value::as_str)
+    }
+
+    /// `Metadata.BuildMethod`.
+    pub fn build_method(&self) -> Option<&str> {
+        self.metadata.get("BuildMethod").and_then(Value::as_str)
+    }
+
+    /// The environment variables' names (conditional ones included: a variable whose value is
+    /// `!If [cond, value, !Ref AWS::NoValue]` is one the function may be given).
+    pub fn env_names(&self) -> BTreeSet<String> {
+        self.env()
+            .map(|vars| vars.keys().filter_map(scalar).collect())
+            .unwrap_or_default()
+    }
+
+    /// The environment variables.
+    pub fn env(&self) -> Option<&serde_yaml::Mapping> {
+        self.properties
+            .get("Environment")
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+    }
+
+    /// One environment variable's value.
+    pub fn env_value(&self, name: &str) -> Option<&Value> {
+        self.env()?.get(name)
+    }
+
+    /// The events, by name.
+    pub fn events(&self) -> Vec<(String, &Value)> {
+        self.properties
+            .get("Events")
+            .and_then(Value::as_mapping)
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|(k, v)| Some((scalar(k)?, v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The events of one `Type` (`HttpApi`, `SQS`).
+    pub fn events_of_type(&self, kind: &str) -> Vec<(String, &Value)> {
+        self.events()
+            .into_iter()
+            .filter(|(_, e)| e.get("Type").and_then(Value::as_str) == Some(kind))
+            .collect()
+    }
+
+    /// The routes of its `HttpApi` events.
+    pub fn http_routes(&self) -> Vec<Route> {
+        self.events_of_type("HttpApi")
+            .into_iter()
+            .filter_map(|(_, event)| {
+                let props = event.get("Properties")?;
+                Some(Route::new(
+                    props.get("Method").and_then(Value::as_str)?,
+                    props.get("Path").and_then(Value::as_str)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// `Timeout`, in seconds.
+    pub fn timeout(&self) -> Option<u64> {
+        self.property("Timeout").and_then(number)
+    }
+}
+
+/// One IAM policy statement of a role.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// `Allow` or `Deny`.
+    pub effect: String,
+    /// The actions, as written.
+    pub actions: Vec<String>,
+    /// The resources, as written (intrinsics included).
+    pub resources: Vec<Value>,
+    /// The `Condition` block, if any.
+    pub condition: Option<Value>,
+}
+
+impl Template {
+    /// Reads `template.yaml` at the workspace root.
+    pub fn load() -> Result<Self, LoadError> {
+        Self::from_path(&workspace_root().join("template.yaml"))
+    }
+
+    /// Reads a template file.
+    pub fn from_path(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Parses template text.
+    pub fn parse(text: &str) -> Result<Self, LoadError> {
+        let doc: Value = serde_yaml::from_str(text)
+            .map_err(|e| LoadError(format!("template.yaml is not valid YAML: {e}")))?;
+        if doc.get("Resources").and_then(Value::as_mapping).is_none() {
+            return Err(LoadError("template.yaml has no Resources".into()));
+        }
+        Ok(Self { doc })
+    }
+
+    /// The whole document.
+    pub fn doc(&self) -> &Value {
+        &self.doc
+    }
+
+    /// A resource by logical id.
+    pub fn resource(&self, logical_id: &str) -> Option<&Value> {
+        self.doc.get("Resources")?.get(logical_id)
+    }
+
+    /// A resource's `Type`.
+    pub fn resource_type(&self, logical_id: &str) -> Option<&str> {
+        self.resource(logical_id)?.get("Type")?.as_str()
+    }
+
+    /// A resource's properties.
+    pub fn properties(&self, logical_id: &str) -> Option<&Value> {
+        self.resource(logical_id)?.get("Properties")
+    }
+
+    /// Logical ids of the resources of one type.
+    pub fn resources_of_type(&self, kind: &str) -> Vec<String> {
+        self.doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+                    .filter_map(|(k, _)| scalar(k))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every `AWS::Serverless::Function`, with `Globals.Function` applied.
+    pub fn functions(&self) -> Vec<Function> {
+        let globals = self
+            .doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .cloned()
+            .unwrap_or(Value::Mapping(serde_yaml::Mapping::new()));
+        self.resources_of_type("AWS::Serverless::Function")
+            .into_iter()
+            .filter_map(|id| {
+                let resource = self.resource(&id)?;
+                let own = resource
+                    .get("Properties")
+                    .cloned()
+                    .unwrap_or(Value::Mapping(serde_yaml::Mapping::new()));
+                Some(Function {
+                    metadata: resource.get("Metadata").cloned().unwrap_or(Value::Null),
+                    properties: merge_globals(&globals, &own),
+                    logical_id: id,
+                })
+            })
+            .collect()
+    }
+
+    /// The function that runs a binary.
+    pub fn function_for_binary(&self, binary: &str) -> Option<Function> {
+        self.functions()
+            .into_iter()
+            .find(|f| f.binary() == Some(binary))
+    }
+
+    /// The `Allow` and `Deny` statements of a role's inline policies.
+    pub fn role_statements(&self, role_id: &str) -> Vec<Statement> {
+        let Some(policies) = self
+            .properties(role_id)
+            .and_then(|p| p.get("Policies"))
+            .and_then(Value::as_sequence)
+        else {
+            return Vec::new();
+        };
+        policies
+            .iter()
+            .filter_map(|p| p.get("PolicyDocument")?.get("Statement"))
+            .flat_map(as_list)
+            .map(|s| Statement {
+                effect: s.get("Effect").and_then(scalar).unwrap_or_default(),
+                actions: s
+                    .get("Action")
+                    .map(|a| as_list(a).into_iter().filter_map(scalar).collect())
+                    .unwrap_or_default(),
+                resources: s
+                    .get("Resource")
+                    .map(|r| as_list(r).into_iter().cloned().collect())
+                    .unwrap_or_default(),
+                condition: s.get("Condition").cloned(),
+            })
+            .collect()
+    }
+
+    /// Every mapping key anywhere in the document, for checks that a name appears nowhere.
+    pub fn all_keys(&self) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        collect_keys(&self.doc, &mut keys);
+        keys
+    }
+}
+
+fn collect_keys(value: &Value, keys: &mut BTreeSet<String>) {
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                if let Some(k) = scalar(k) {
+                    keys.insert(k);
+                }
+                collect_keys(v, keys);
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| collect_keys(v, keys)),
+        Value::Tagged(tagged) => collect_keys(&tagged.value, keys),
+        _ => {}
+    }
+}
+
+/// SAM's Globals rule: mappings merge key by key (the resource's values win), anything else is
+/// replaced by the resource's value. Intrinsics are values, not mappings to merge.
+fn merge_globals(global: &Value, own: &Value) -> Value {
+    match (global, own) {
+        (Value::Mapping(g), Value::Mapping(o))
+            if intrinsic(global).is_none() && intrinsic(own).is_none() =>
+        {
+            let mut merged = g.clone();
+            for (k, v) in o {
+                let value = match g.get(k) {
+                    Some(gv) => merge_globals(gv, v),
+                    None => v.clone(),
+                };
+                merged.insert(k.clone(), value);
+            }
+            Value::Mapping(merged)
+        }
+        (_, own) => own.clone(),
+    }
+}
+
+/// `descriptor/atlassian-connect.json`, parsed.
+pub fn load_descriptor() -> Result<serde_json::Value, LoadError> {
+    let path = workspace_root().join("descriptor/atlassian-connect.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| LoadError(format!("descriptor is not JSON: {e}")))
+}
+
+/// Binary name → package name, for every `bin` target of the workspace's members, from
+/// `cargo metadata` (so a function crate the template names is seen as soon as it joins).
+pub fn workspace_binaries() -> Result<BTreeMap<String, String>, LoadError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .output()
+        .map_err(|e| LoadError(format!("cannot run cargo metadata: {e}")))?;
+    if !output.status.success() {
+        return Err(LoadError(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| LoadError(format!("cargo metadata printed no JSON: {e}")))?;
+    let mut binaries = BTreeMap::new();
+    for package in metadata
+        .get("packages")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = package.get("name").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        for target in package
+            .get("targets")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let is_bin = target
+                .get("kind")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+            if let (true, Some(bin)) = (
+                is_bin,
+                target.get("name").and_then(serde_json::Value::as_str),
+            ) {
+                binaries.insert(bin.to_owned(), name.to_owned());
+            }
+        }
+    }
+    Ok(binaries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+Globals:
+  Function:
+    Runtime: provided.al2023
+    Environment:
+      Variables:
+        A: !Ref P
+        B: "1"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties: { Binary: f }
+    Properties:
+      Role: !GetAtt R.Arn
+      Environment:
+        Variables:
+          B: "2"
+          C: !If [Cond, x, !Ref AWS::NoValue]
+      Events:
+        E:
+          Type: HttpApi
+          Properties: { Method: post, Path: /p }
+  R:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyDocument:
+            Statement:
+              - { Effect: Allow, Action: s3:GetObject, Resource: { "Fn::GetAtt": [B, Arn] } }
+"#;
+
+    #[test]
+    fn globals_merge_and_short_and_long_intrinsics_read_alike() {
+        let template = Template::parse(SAMPLE).unwrap();
+        let f = template.function_for_binary("f").unwrap();
+        assert_eq!(
+            f.env_names().into_iter().collect::<Vec<_>>(),
+            ["A", "B", "C"]
+        );
+        assert_eq!(f.env_value("B").and_then(scalar).as_deref(), Some("2"));
+        assert_eq!(ref_target(f.env_value("A").unwrap()), Some("P"));
+        assert_eq!(
+            f.property("Runtime").and_then(scalar).as_deref(),
+            Some("provided.al2023")
+        );
+        assert_eq!(
+            get_att(f.property("Role").unwrap()),
+            Some(("R".into(), "Arn".into()))
+        );
+        assert_eq!(f.http_routes(), [Route::new("POST", "/p")]);
+        let statements = template.role_statements("R");
+        assert_eq!(statements.len(), 1);
+        assert_eq!(
+            get_att(&statements[0].resources[0]),
+            Some(("B".into(), "Arn".into()))
+        );
+    }
+
+    #[test]
+    fn descriptor_routes_drop_query_strings_and_know_their_kind() {
+        let descriptor = serde_json::json!({
+            "lifecycle": { "installed": "/installed" },
+            "modules": {
+                "webhooks": [{ "event": "page_created", "url": "/webhooks/page_created" }],
+                "contentBylineItems": [{ "key": "k", "url": "/ui/page?pageId={content.id}" }]
+            }
+        });
+        let routes = descriptor_routes(&descriptor);
+        let expected = [
+            (
+                Route::new("GET", "/atlassian-connect.json"),
+                RouteKind::Descriptor,
+            ),
+            (Route::new("GET", "/ui/page"), RouteKind::ModulePage),
+            (Route::new("POST", "/installed"), RouteKind::Lifecycle),
+            (
+                Route::new("POST", "/webhooks/page_created"),
+                RouteKind::Webhook,
+            ),
+        ];
+        assert_eq!(routes.into_iter().collect::<Vec<_>>(), expected);
+    }
+}
