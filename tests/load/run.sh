@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Load and timing runs for understudy, by hand (not CI). Figures go to stdout; RESULTS.md keeps the
+# last ones with the commands behind them.
+#
+#   bash tests/load/run.sh [load] [diag] [coldstart] [bench]      (no argument: load coldstart bench)
+#
+# load       The webhook acknowledgement path of the local app (verify HS256 + qsh, tenant lookup,
+#            rule match, idempotency mark, enqueue) under wrk, side by side with `hello-floor` (a
+#            trivial axum server, the floor) in the same run, same tool, same Lua script:
+#              - load-prep writes TENANTS tenants into a fresh embedded store (before the app opens it:
+#                redb locks the file), base URL http://127.0.0.1:9/wiki (closed port: the worker's
+#                Confluence calls fail at once), and a wrk script with one signed token per tenant;
+#                every request carries a new page version, so each is a new event that is queued;
+#              - the app runs with EDIT_RULES matching every event, ALLOWED_TENANT_HOSTS=127.0.0.1,
+#                EDIT_MAX_RECEIVES=1;
+#              - for CONNS in $CONN_LEVELS: floor, then app, each for DURATION (wrk measures over its
+#                whole duration, so runs are bounded by time; MAX_REQUESTS per wrk thread is only a
+#                safety stop, and a run that hits it is flagged because its requests/s would be
+#                wrong). Prints p50/p90/p99, requests/s, the app/floor ratio, and the app's peak
+#                memory (VmHWM) after the load. The app's run must reach 10 000 requests.
+# diag       Where the webhook path's time goes: the same app with DATA_DIR on tmpfs (/dev/shm: fsync
+#            costs nothing there); the app with rules that match nothing (the path stops before the
+#            idempotency mark and the enqueue, i.e. without its two store writes); and a count of
+#            the fsync-family system calls per request (strace -c, a separate, slower run).
+# coldstart  Each Lambda binary against a fake Runtime API (tests/load/coldstart.py lambda), and the
+#            local app's own start (coldstart.py local).
+# bench      cargo bench -p connect-auth, then node tests/interop/bench.js, then
+#            cargo bench -p understudy-store --bench store. Run it when the machine is quiet.
+#
+# Environment: TENANTS (50), DURATION (20s), MAX_REQUESTS (2000000), CONN_LEVELS ("1 50"),
+# WRK_THREADS (1), COLD_RUNS (15), SKIP_BUILD (set: use the release binaries already built, e.g.
+# while another build holds cargo's lock). Needs cargo, wrk, python3 (and node/npm for bench).
+# Everything it starts is killed on exit; scratch files live in a mktemp directory removed on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+TENANTS="${TENANTS:-50}"
+MAX_REQUESTS="${MAX_REQUESTS:-2000000}"
+DURATION="${DURATION:-20s}"
+CONN_LEVELS="${CONN_LEVELS:-1 50}"
+WRK_THREADS="${WRK_THREADS:-1}"
+COLD_RUNS="${COLD_RUNS:-15}"
+
+PHASES=("$@")
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(load coldstart bench)
+
+WORK="$(mktemp -d -t understudy-load.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '\n== %s  [load average: %s]\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+need() { command -v "$1" >/dev/null || { echo "run.sh: $1 is required" >&2; exit 1; }; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # URL: until it answers (10 s at most)
+    for _ in $(seq 1 200); do
+        python3 - "$1" <<'EOF' 2>/dev/null && return 0
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=1)
+EOF
+        sleep 0.05
+    done
+    echo "run.sh: $1 did not answer" >&2
+    return 1
+}
+hwm() { awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
+
+wanted() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+need cargo
+need python3
+if wanted load || wanted diag; then need wrk; fi
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    say "building (release): understudy, load-tests, the four Lambda binaries"
+    cargo build --release -p understudy -p load-tests \
+        -p understudy-lifecycle -p understudy-webhooks -p understudy-edits
+fi
+
+MATCHING_RULES='{"restricted_pages": "skip", "rules": [{"name": "load", "events": ["page_updated"], "edit": [{"append": "<p>load</p>"}]}]}'
+# Matches nothing the load sends: the path stops after the rule match (no mark, no enqueue).
+NO_MATCH_RULES='{"restricted_pages": "skip", "rules": [{"name": "load", "events": ["page_created"], "edit": [{"append": "<p>load</p>"}]}]}'
+RULES="$MATCHING_RULES"
+# Starts the local app on a prepared data directory, with EDIT_RULES=$RULES. Sets APP_PID, APP_URL.
+start_app() { # DATA_DIR LUA_OUT [WRAPPER...]
+    local data="$1" lua="$2"
+    shift 2
+    local port
+    port="$(free_port)"
+    APP_URL="http://127.0.0.1:$port"
+    "$TARGET/load-prep" --data-dir "$data" --lua "$lua" --app-base-url "$APP_URL" \
+        --tenants "$TENANTS" --tenant-base-url "http://127.0.0.1:9/wiki"
+    PORT="$port" DATA_DIR="$data" APP_BASE_URL="$APP_URL" \
+        EDIT_RULES="$RULES" \
+        ALLOWED_TENANT_HOSTS=127.0.0.1 EDIT_MAX_RECEIVES=1 LOCAL_RETRY_BASE_MS=1000 \
+        "$@" "$TARGET/understudy" >"$WORK/app-$port.log" 2>&1 &
+    APP_PID=$!
+    PIDS+=("$APP_PID")
+    wait_http "$APP_URL/atlassian-connect.json"
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+RUN=0
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process
+# One wrk run: LABEL URL CONNS LUA PID. Prints the RESULT line prefixed with the label, and the
+# server's CPU time per request (user + system, all its threads, from /proc/PID/stat).
+wrk_run() {
+    local label="$1" url="$2" conns="$3" lua="$4" pid="$5"
+    RUN=$((RUN + 1))
+    local ticks0
+    ticks0="$(cpu_ticks "$pid")"
+    local cap=$((MAX_REQUESTS / WRK_THREADS))
+    local out
+    out="$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout 10s -s "$lua" \
+        "$url/webhooks/page_updated" -- "$RUN" "$cap")"
+    echo "$out" >"$WORK/wrk-$RUN.txt"
+    local ticks1 line
+    ticks1="$(cpu_ticks "$pid")"
+    line="$(grep '^RESULT' <<<"$out" | sed 's/^RESULT //')"
+    line="$line cpu_us_per_req=$(awk -v t="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$(field requests "$line")" \
+        'BEGIN {printf "%.0f", t / hz * 1e6 / n}')"
+    printf '%-22s c=%-3s %s  [load: %s]\n' "$label" "$conns" "$line" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    grep '^FIRST_BAD' <<<"$out" || true
+    local sent
+    sent="$(field requests "$line")"
+    if [ "$sent" -ge "$cap" ]; then
+        echo "  (hit MAX_REQUESTS: its requests/s is understated; shorten DURATION)"
+    fi
+    LAST="$line"
+}
+
+if wanted load; then
+    say "load: $TENANTS tenants, $DURATION per run, wrk -t$WRK_THREADS"
+    start_app "$WORK/data" "$WORK/webhooks.lua"
+    floor_port="$(free_port)"
+    PORT="$floor_port" "$TARGET/hello-floor" >"$WORK/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_http "http://127.0.0.1:$floor_port/"
+    echo "app pid $APP_PID at $APP_URL; floor pid $FLOOR_PID on port $floor_port"
+    for conns in $CONN_LEVELS; do
+        wrk_run "floor (hello-floor)" "http://127.0.0.1:$floor_port" "$conns" "$WORK/webhooks.lua" "$FLOOR_PID"
+        floor="$LAST"
+        wrk_run "app (webhook path)" "$APP_URL" "$conns" "$WORK/webhooks.lua" "$APP_PID"
+        app="$LAST"
+        if [ "$(field requests "$app")" -lt 10000 ]; then
+            echo "  WARNING: fewer than 10 000 requests reached the app: raise DURATION" >&2
+        fi
+        python3 - "$conns" "$floor" "$app" <<'EOF'
+import re, sys
+conns, floor, app = sys.argv[1], dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[2])), dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[3]))
+f = lambda d, k: float(d[k])
+print(f"  ratio app/floor at c={conns}: p50 x{f(app,'p50_us')/f(floor,'p50_us'):.1f}, p99 x{f(app,'p99_us')/f(floor,'p99_us'):.1f}, "
+      f"throughput x{f(floor,'rps')/f(app,'rps'):.1f} lower, CPU per request x{f(app,'cpu_us_per_req')/max(f(floor,'cpu_us_per_req'),1):.1f}")
+EOF
+    done
+    echo "app peak memory after the load: VmHWM $(hwm "$APP_PID"); floor: VmHWM $(hwm "$FLOOR_PID")"
+    python3 - "$WORK/data" <<'EOF' || true
+import os, sys
+d = sys.argv[1]
+for name in sorted(os.listdir(d)):
+    print(f"  {name}: {os.path.getsize(os.path.join(d, name)) / 1048576:.1f} MiB")
+EOF
+    stop_pid "$APP_PID"
+    stop_pid "$FLOOR_PID"
+fi
+
+if wanted diag; then
+    need strace
+    say "diag: the same app with DATA_DIR on tmpfs (/dev/shm)"
+    SHM="$(mktemp -d -p /dev/shm understudy-load.XXXXXX)"
+    trap 'cleanup; rm -rf "$SHM"' EXIT
+    start_app "$SHM/data" "$WORK/webhooks-shm.lua"
+    for conns in $CONN_LEVELS; do
+        wrk_run "app, DATA_DIR on tmpfs" "$APP_URL" "$conns" "$WORK/webhooks-shm.lua" "$APP_PID"
+    done
+    echo "app (tmpfs) peak memory: VmHWM $(hwm "$APP_PID")"
+    stop_pid "$APP_PID"
+
+    say "diag: the app with rules that match nothing (verify + tenant lookup + rule match; no mark, no enqueue)"
+    RULES="$NO_MATCH_RULES"
+    start_app "$WORK/data-nomatch" "$WORK/webhooks-nomatch.lua"
+    RULES="$MATCHING_RULES"
+    for conns in $CONN_LEVELS; do
+        wrk_run "app, no rule matches" "$APP_URL" "$conns" "$WORK/webhooks-nomatch.lua" "$APP_PID"
+    done
+    stop_pid "$APP_PID"
+
+    say "diag: fsync-family system calls per request (strace -f -c; slower, figures are counts only)"
+    start_app "$WORK/data-strace" "$WORK/webhooks-strace.lua" \
+        strace -f -c -e trace=fsync,fdatasync,sync_file_range,msync -o "$WORK/strace.txt"
+    saved_duration="$DURATION"
+    DURATION=10s
+    wrk_run "app under strace" "$APP_URL" 50 "$WORK/webhooks-strace.lua" "$APP_PID"
+    DURATION="$saved_duration"
+    sleep 2 # let the worker catch up a little; what it commits is counted too
+    # Stop the traced app itself (strace would only detach on SIGTERM), then strace prints.
+    for child in $(pgrep -P "$APP_PID" || true); do kill "$child" 2>/dev/null || true; done
+    wait "$APP_PID" 2>/dev/null || true
+    cat "$WORK/strace.txt"
+    echo "(requests sent: $(field requests "$LAST"); the worker's commits are included)"
+fi
+
+if wanted coldstart; then
+    say "coldstart: Lambda binaries against a fake Runtime API ($COLD_RUNS runs each)"
+    python3 tests/load/coldstart.py lambda --bindir "$TARGET" --runs "$COLD_RUNS"
+    say "coldstart: the local app"
+    python3 tests/load/coldstart.py local --bin "$TARGET/understudy" --runs "$COLD_RUNS"
+fi
+
+if wanted bench; then
+    need node
+    need npm
+    say "bench: cargo bench -p connect-auth"
+    cargo bench -p connect-auth
+    say "bench: node tests/interop/bench.js"
+    if [ ! -d tests/interop/node_modules/atlassian-jwt ]; then
+        (cd tests/interop && npm ci --no-audit --no-fund)
+    fi
+    node tests/interop/bench.js
+    say "bench: cargo bench -p understudy-store --bench store"
+    cargo bench -p understudy-store --bench store
+fi
+say "done"
