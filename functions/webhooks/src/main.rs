@@ -15,8 +15,9 @@ async fn main() -> Result<(), Error> {
     let config = AppConfig::from_env()?;
     // An invalid rules document stops the cold start with its reason: never half-applied.
     let rules = Rules::from_env_value(std::env::var("EDIT_RULES").ok().as_deref())?;
-    let store = Arc::new(understudy_store::deployed_store_from_env().await?);
-    let queue = Arc::new(SqsQueue::from_env().await?);
+    let sdk = understudy_store::load_aws_config().await;
+    let store = Arc::new(understudy_store::deployed_store_from_env(&sdk)?);
+    let queue = Arc::new(SqsQueue::from_env(&sdk)?);
     let webhooks = Arc::new(Webhooks::new(config, rules, store, queue, SystemClock));
     lambda_http::run(service_fn(move |request| {
         let webhooks = webhooks.clone();

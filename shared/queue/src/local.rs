@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -48,6 +48,69 @@ pub struct Lease {
 pub struct LocalQueue {
     db: Arc<Database>,
     notify: Arc<Notify>,
+    enqueues: std::sync::mpsc::Sender<PendingEnqueue>,
+}
+
+/// A job waiting for the writer's next commit, and who to tell when it is durable.
+struct PendingEnqueue {
+    bytes: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), QueueError>>,
+}
+
+/// Most jobs one commit carries.
+const MAX_BATCH: usize = 512;
+
+/// Group commit: every enqueue waiting when the writer is free goes into one transaction with one
+/// fsync, and each waiter is answered only once that commit is durable. Under concurrent webhooks
+/// the cost of durability is shared instead of paid per event; a lone enqueue is committed at once.
+///
+/// The writer holds the database weakly, so that dropping the last queue closes the file at once
+/// (a restart in the same process can open it again).
+fn run_writer(
+    db: Weak<Database>,
+    notify: Arc<Notify>,
+    pending: std::sync::mpsc::Receiver<PendingEnqueue>,
+) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = match db.upgrade() {
+            Some(db) => commit_batch(&db, &batch),
+            None => Err(QueueError::Unavailable("local queue closed".into())),
+        };
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+        notify.notify_one();
+    }
+}
+
+fn commit_batch(db: &Database, batch: &[PendingEnqueue]) -> Result<(), QueueError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+        let next = jobs
+            .last()
+            .map_err(unavailable)?
+            .map_or(1, |(seq, _)| seq.value() + 1);
+        let dead_next = txn
+            .open_table(DEAD)
+            .map_err(unavailable)?
+            .last()
+            .map_err(unavailable)?
+            .map_or(1, |(seq, _)| seq.value() + 1);
+        // A new job never takes the place of a dead one.
+        for (seq, job) in (next.max(dead_next)..).zip(batch) {
+            jobs.insert(seq, job.bytes.as_slice())
+                .map_err(unavailable)?;
+        }
+    }
+    txn.commit().map_err(unavailable)
 }
 
 impl std::fmt::Debug for LocalQueue {
@@ -90,9 +153,18 @@ impl LocalQueue {
             }
         }
         txn.commit().map_err(unavailable)?;
+        let (db, notify) = (Arc::new(db), Arc::new(Notify::new()));
+        let (enqueues, pending) = std::sync::mpsc::channel();
+        let (writer_db, writer_notify) = (Arc::downgrade(&db), notify.clone());
+        // The writer ends when the last clone of the queue (and so of its sender) is dropped.
+        std::thread::Builder::new()
+            .name("local-queue-writer".into())
+            .spawn(move || run_writer(writer_db, writer_notify, pending))
+            .map_err(unavailable)?;
         Ok(Self {
-            db: Arc::new(db),
-            notify: Arc::new(Notify::new()),
+            db,
+            notify,
+            enqueues,
         })
     }
 
@@ -258,28 +330,15 @@ impl EditQueue for LocalQueue {
             visible_at_ms: 0,
             reason: None,
         };
-        let bytes = encode(&stored)?;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                let next = jobs
-                    .last()
-                    .map_err(unavailable)?
-                    .map_or(1, |(seq, _)| seq.value() + 1);
-                let dead_next = txn
-                    .open_table(DEAD)
-                    .map_err(unavailable)?
-                    .last()
-                    .map_err(unavailable)?
-                    .map_or(1, |(seq, _)| seq.value() + 1);
-                jobs.insert(next.max(dead_next), bytes.as_slice())
-                    .map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await?;
-        self.notify.notify_one();
-        Ok(())
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.enqueues
+            .send(PendingEnqueue {
+                bytes: encode(&stored)?,
+                done,
+            })
+            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?;
+        durable
+            .await
+            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?
     }
 }

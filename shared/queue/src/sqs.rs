@@ -1,7 +1,7 @@
 //! SQS FIFO.
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 
@@ -23,17 +23,15 @@ impl SqsQueue {
         }
     }
 
-    /// The queue of `EDIT_QUEUE_URL`, with the SDK's default chain (Lambda role, region;
-    /// `AWS_ENDPOINT_URL` for a local server).
-    pub async fn from_env() -> Result<Self, QueueError> {
+    /// The queue of `EDIT_QUEUE_URL`, with the function's shared SDK configuration.
+    pub fn from_env(sdk: &SdkConfig) -> Result<Self, QueueError> {
         let queue_url = std::env::var("EDIT_QUEUE_URL")
             .ok()
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 QueueError::Unavailable("environment variable EDIT_QUEUE_URL is not set".into())
             })?;
-        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-        Ok(Self::new(Client::new(&sdk), queue_url))
+        Ok(Self::new(Client::new(sdk), queue_url))
     }
 }
 

@@ -125,3 +125,31 @@ fn sqs_ids_carry_no_client_key_and_fit_sqs_limits() {
         job("t2", "1", "x").deduplication_id()
     );
 }
+
+#[tokio::test]
+async fn concurrent_enqueues_share_commits_and_every_one_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = LocalQueue::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            q.enqueue(&job("t1", &i.to_string(), &format!("j{i}")))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(q.pending().await.unwrap(), 200);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(lease) = q.lease(0, 60_000).await.unwrap() {
+        assert!(
+            seen.insert(lease.message.job_id.clone()),
+            "{} twice",
+            lease.message.job_id
+        );
+        q.complete(lease.seq).await.unwrap();
+    }
+    assert_eq!(seen.len(), 200);
+}

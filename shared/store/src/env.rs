@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::{DynamoConfig, DynamoStore, KmsCipher, KmsConfig};
 
@@ -18,23 +18,27 @@ fn required(name: &'static str) -> Result<String, MissingVariable> {
         .ok_or(MissingVariable(name))
 }
 
-/// DynamoDB table `TABLE_NAME`, secrets sealed under KMS key `KMS_KEY_ID`. Region and credentials
-/// come from the SDK's default chain (the Lambda role); `AWS_ENDPOINT_URL`, read by the SDK itself,
-/// points both services at a local server in tests.
-pub async fn deployed_store_from_env() -> Result<DynamoStore, MissingVariable> {
+/// The AWS SDK configuration from the default chain (the Lambda role, `AWS_REGION`;
+/// `AWS_ENDPOINT_URL` points every service at a local server in tests). Load it once per cold start
+/// and share it between clients.
+pub async fn load_aws_config() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+/// DynamoDB table `TABLE_NAME`, secrets sealed under KMS key `KMS_KEY_ID`.
+pub fn deployed_store_from_env(sdk: &SdkConfig) -> Result<DynamoStore, MissingVariable> {
     let table_name = required("TABLE_NAME")?;
     let key_id = required("KMS_KEY_ID")?;
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let kms = KmsConfig {
         key_id,
         endpoint_url: None,
         region: None,
     };
-    let cipher = Arc::new(KmsCipher::from_config(&sdk, &kms));
+    let cipher = Arc::new(KmsCipher::from_config(sdk, &kms));
     let table = DynamoConfig {
         table_name,
         endpoint_url: None,
         region: None,
     };
-    Ok(DynamoStore::from_config(&sdk, &table, cipher))
+    Ok(DynamoStore::from_config(sdk, &table, cipher))
 }

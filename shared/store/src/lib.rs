@@ -46,4 +46,5 @@ pub use dynamo::{DynamoConfig, DynamoStore};
 pub use embedded::EmbeddedStore;
 
 mod env;
-pub use env::{MissingVariable, deployed_store_from_env};
+pub use aws_config::SdkConfig;
+pub use env::{MissingVariable, deployed_store_from_env, load_aws_config};

@@ -12,7 +12,9 @@ use understudy_web::lambda::{to_api_request, to_lambda_response};
 async fn main() -> Result<(), Error> {
     understudy_web::telemetry::init_json_logs();
     let config = AppConfig::from_env()?;
-    let store = Arc::new(understudy_store::deployed_store_from_env().await?);
+    let store = Arc::new(understudy_store::deployed_store_from_env(
+        &understudy_store::load_aws_config().await,
+    )?);
     let engine = understudy_edits::engine_from_env(store.clone(), &config.app_key)?;
     let api = Arc::new(EditApi::new(config, store, engine, SystemClock));
     lambda_http::run(service_fn(move |request| {

@@ -22,7 +22,9 @@ async fn main() -> Result<(), Error> {
             .map_err(|_| "EDIT_MAX_RECEIVES must be a whole number")?,
         None => DEFAULT_MAX_RECEIVES,
     };
-    let store = Arc::new(understudy_store::deployed_store_from_env().await?);
+    let store = Arc::new(understudy_store::deployed_store_from_env(
+        &understudy_store::load_aws_config().await,
+    )?);
     let engine = understudy_edits::engine_from_env(store.clone(), &config.app_key)?;
     let worker = Arc::new(EditWorker::new(store, engine, SystemClock, max_receives));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
