@@ -259,6 +259,21 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// As [`Self::get_item`], treating an item whose TTL has passed as absent (DynamoDB deletes
+    /// expired items lazily, within days).
+    async fn get_live_item(
+        &self,
+        item_key: Item,
+        operation: &'static str,
+        what: &str,
+        now: i64,
+    ) -> Result<Option<Item>, StoreError> {
+        match self.get_item(item_key, operation).await? {
+            Some(item) if is_live(&item, now, what)? => Ok(Some(item)),
+            _ => Ok(None),
+        }
+    }
+
     async fn get_item(
         &self,
         item_key: Item,
@@ -432,14 +447,16 @@ impl TenantStore for DynamoStore {
         now: i64,
     ) -> Result<Option<Tenant>, StoreError> {
         let Some(item) = self
-            .get_item(key(client_key, TENANT_SK), "DynamoDB GetItem (tenant)")
+            .get_live_item(
+                key(client_key, TENANT_SK),
+                "DynamoDB GetItem (tenant)",
+                "tenant",
+                now,
+            )
             .await?
         else {
             return Ok(None);
         };
-        if !is_live(&item, now, "tenant")? {
-            return Ok(None);
-        }
         self.tenant_from_item(client_key, &item).await.map(Some)
     }
 
@@ -816,14 +833,16 @@ impl SettingsStore for DynamoStore {
         now: i64,
     ) -> Result<Option<TenantSettings>, StoreError> {
         let Some(item) = self
-            .get_item(key(client_key, SETTINGS_SK), "DynamoDB GetItem (settings)")
+            .get_live_item(
+                key(client_key, SETTINGS_SK),
+                "DynamoDB GetItem (settings)",
+                "settings",
+                now,
+            )
             .await?
         else {
             return Ok(None);
         };
-        if !is_live(&item, now, "settings")? {
-            return Ok(None);
-        }
         Ok(Some(TenantSettings {
             document: json_attr(&item, "document", "settings")?,
         }))
