@@ -22,6 +22,10 @@
 #            costs nothing there); the app with rules that match nothing (the path stops before the
 #            idempotency mark and the enqueue, i.e. without its two store writes); and a count of
 #            the fsync-family system calls per request (strace -c, a separate, slower run).
+# profile    Where the app's CPU goes on the webhook path: perf record (call graphs) of the app under
+#            wrk at 50 connections, then perf report's heaviest entries. Needs perf, and a build that
+#            keeps symbols: CARGO_TARGET_DIR=/tmp/prof-target CARGO_PROFILE_RELEASE_STRIP=none
+#            CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (run.sh passes both through to cargo).
 # coldstart  Each Lambda binary against a fake Runtime API (tests/load/coldstart.py lambda), and the
 #            local app's own start (coldstart.py local).
 # bench      cargo bench -p connect-auth, then node tests/interop/bench.js, then
@@ -216,6 +220,29 @@ if wanted diag; then
     wait "$APP_PID" 2>/dev/null || true
     cat "$WORK/strace.txt"
     echo "(requests sent: $(field requests "$LAST"); the worker's commits are included)"
+fi
+
+if wanted profile; then
+    need perf
+    say "profile: perf record of the app at 50 connections"
+    start_app "$WORK/data-perf" "$WORK/webhooks-perf.lua"
+    perf record -F 999 -g -o "$WORK/perf.data" -p "$APP_PID" >/dev/null 2>&1 &
+    PERF_PID=$!
+    wrk_run "app under perf" "$APP_URL" 50 "$WORK/webhooks-perf.lua" "$APP_PID"
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    stop_pid "$APP_PID"
+    PERF_DATA="${PERF_DATA:-/tmp/understudy-perf.data}"
+    cp "$WORK/perf.data" "$PERF_DATA"
+    # (head closes the pipe early: pipefail must not end the script for that)
+    top() { grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | cut -c1-160 | head -"$1" || true; }
+    echo "-- by thread"
+    perf report -i "$PERF_DATA" --no-children --sort comm --stdio 2>/dev/null | top 10
+    echo "-- by function, self time"
+    perf report -i "$PERF_DATA" --no-children --sort symbol --stdio 2>/dev/null | top 40
+    echo "-- by function, with callees"
+    perf report -i "$PERF_DATA" --children --sort symbol --stdio -g none 2>/dev/null | top 60
+    echo "(perf data kept in $PERF_DATA for perf report)"
 fi
 
 if wanted coldstart; then

@@ -2,9 +2,9 @@
 //!
 //! Confluence does not retry Connect webhooks, so an accepted event must never be lost and the
 //! answer must come fast: verify (HS256, computed qsh, never `context-qsh`), match the tenant's
-//! rules, take the event's idempotency mark, queue the job, answer 204. The edit itself runs in the
-//! edit worker. If the queue is down the mark is released and the answer is 503, so nothing is left
-//! half-done.
+//! rules, queue the job under the event's idempotency mark, answer 204. The edit itself runs in the
+//! edit worker. The mark and the job are one step ([`JobIntake`]): if either cannot be kept the
+//! answer is 503 and nothing is left half-done.
 
 pub mod payload;
 pub mod rules;
@@ -15,10 +15,8 @@ use std::sync::{Arc, Mutex};
 use connect_auth::{Clock, QshMode, SystemClock};
 use http::{Method, StatusCode};
 use sha2::{Digest, Sha256};
-use understudy_domain::{
-    IdempotencyKey, IdempotencyMarks, SettingsStore, Tenant, TenantState, TenantStore,
-};
-use understudy_queue::{EditJobMessage, EditQueue};
+use understudy_domain::{SettingsStore, Tenant, TenantState, TenantStore};
+use understudy_queue::{EditJobMessage, Enqueued, IntakeError, JobIntake};
 use understudy_web::request::empty;
 use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
 
@@ -94,29 +92,29 @@ pub enum Accepted {
 
 /// The webhook function.
 #[derive(Debug)]
-pub struct Webhooks<S: ?Sized, Q: ?Sized, C = SystemClock> {
+pub struct Webhooks<S: ?Sized, I: ?Sized, C = SystemClock> {
     config: AppConfig,
     default_rules: Arc<Rules>,
     store: Arc<S>,
-    queue: Arc<Q>,
+    intake: Arc<I>,
     auth: TenantAuth<C>,
     clock: C,
     tenant_rules: RuleCache,
 }
 
-impl<S, Q, C> Webhooks<S, Q, C>
+impl<S, I, C> Webhooks<S, I, C>
 where
-    S: TenantStore + SettingsStore + IdempotencyMarks + ?Sized,
-    Q: EditQueue + ?Sized,
+    S: TenantStore + SettingsStore + ?Sized,
+    I: JobIntake + ?Sized,
     C: Clock + Clone,
 {
     /// Builds the function's state once per cold start. `default_rules` apply to tenants without
-    /// rules of their own.
+    /// rules of their own; jobs go to `intake`.
     pub fn new(
         config: AppConfig,
         default_rules: Rules,
         store: Arc<S>,
-        queue: Arc<Q>,
+        intake: Arc<I>,
         clock: C,
     ) -> Self {
         let auth = TenantAuth::new(clock.clone(), config.base_path());
@@ -124,7 +122,7 @@ where
             config,
             default_rules: Arc::new(default_rules),
             store,
-            queue,
+            intake,
             auth,
             clock,
             tenant_rules: RuleCache::default(),
@@ -179,19 +177,8 @@ where
             return Ok(Accepted::NoRule);
         };
 
-        let job_id = job_id(event, &page, body);
-        let mark = IdempotencyKey::parse(format!("webhook:{job_id}"))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if !self
-            .store
-            .mark_once(&tenant.client_key, &mark, MARK_TTL_SECONDS, now)
-            .await?
-        {
-            tracing::info!(client_key, job_id, "duplicate delivery: already accepted");
-            return Ok(Accepted::Duplicate);
-        }
         let job = EditJobMessage {
-            job_id: job_id.clone(),
+            job_id: job_id(event, &page, body),
             client_key: tenant.client_key.clone(),
             page_id: page.page_id.clone(),
             event: event.as_str().to_owned(),
@@ -202,16 +189,19 @@ where
             rules: decision.rules,
             accepted_at: now,
         };
-        if let Err(err) = self.queue.enqueue(&job).await {
-            // Release the mark so the event is not taken for a duplicate if it comes again.
-            if let Err(clear) = self.store.clear_mark(&tenant.client_key, &mark).await {
-                tracing::error!(client_key, job_id, error = %clear,
-                    "could not release the mark of an event that was not queued");
+        let job_id = job.job_id.as_str();
+        match self.intake.enqueue_once(&job, MARK_TTL_SECONDS, now).await {
+            Ok(Enqueued::Queued) => {
+                tracing::info!(client_key, job_id, rules = ?job.rules, "edit queued");
+                Ok(Accepted::Queued)
             }
-            return Err(ApiError::Unavailable(err.to_string()));
+            Ok(Enqueued::Duplicate) => {
+                tracing::info!(client_key, job_id, "duplicate delivery: already accepted");
+                Ok(Accepted::Duplicate)
+            }
+            Err(IntakeError::Marks(err)) => Err(err.into()),
+            Err(IntakeError::Queue(err)) => Err(ApiError::Unavailable(err.to_string())),
         }
-        tracing::info!(client_key, job_id, rules = ?job.rules, "edit queued");
-        Ok(Accepted::Queued)
     }
 
     /// The tenant's own rules, else the deployment's. `None` when the tenant's are invalid.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use connect_auth::SystemClock;
 use lambda_http::{Error, service_fn};
-use understudy_queue::SqsQueue;
+use understudy_queue::{MarkedQueue, SqsQueue};
 use understudy_web::AppConfig;
 use understudy_web::lambda::{to_api_request, to_lambda_response};
 use understudy_webhooks::{Rules, Webhooks};
@@ -18,7 +18,9 @@ async fn main() -> Result<(), Error> {
     let sdk = understudy_store::load_aws_config().await;
     let store = Arc::new(understudy_store::deployed_store_from_env(&sdk)?);
     let queue = Arc::new(SqsQueue::from_env(&sdk)?);
-    let webhooks = Arc::new(Webhooks::new(config, rules, store, queue, SystemClock));
+    // Marks in DynamoDB (kept for days), jobs in SQS FIFO (whose own de-duplication lasts 5 minutes).
+    let intake = Arc::new(MarkedQueue::new(store.clone(), queue));
+    let webhooks = Arc::new(Webhooks::new(config, rules, store, intake, SystemClock));
     lambda_http::run(service_fn(move |request| {
         let webhooks = webhooks.clone();
         async move {

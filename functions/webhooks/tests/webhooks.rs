@@ -16,7 +16,7 @@ use understudy_confluence::RestrictedPagePolicy;
 use understudy_domain::{
     ClientKey, MemoryStore, SettingsStore, Tenant, TenantSettings, TenantState, TenantStore,
 };
-use understudy_queue::{EditJobMessage, EditQueue, QueueError};
+use understudy_queue::{EditJobMessage, EditQueue, MarkedQueue, QueueError};
 use understudy_web::lambda::to_api_request;
 use understudy_web::{ApiResponse, AppConfig};
 use understudy_webhooks::{Rules, Webhooks};
@@ -45,7 +45,7 @@ impl EditQueue for RecordingQueue {
 }
 
 struct Fixture {
-    app: Webhooks<MemoryStore, RecordingQueue, FixedClock>,
+    app: Webhooks<MemoryStore, MarkedQueue<MemoryStore, RecordingQueue>, FixedClock>,
     store: Arc<MemoryStore>,
     queue: Arc<RecordingQueue>,
 }
@@ -73,7 +73,7 @@ async fn fixture() -> Fixture {
         config,
         Rules::parse(RULES).unwrap(),
         store.clone(),
-        queue.clone(),
+        Arc::new(MarkedQueue::new(store.clone(), queue.clone())),
         FixedClock(NOW),
     );
     Fixture { app, store, queue }

@@ -2,17 +2,22 @@
 //!
 //! - [`EditJobMessage`]: what a webhook decided to do, with everything the worker needs except
 //!   secrets (the worker loads the tenant itself).
-//! - [`EditQueue`]: the port the webhook function sends through.
+//! - [`EditQueue`]: the port jobs are sent through.
+//! - [`JobIntake`]: the port the webhook function accepts events through: the job and its
+//!   idempotency mark as one step. [`MarkedQueue`] composes a mark store and a queue (AWS);
+//!   [`LocalQueue`] keeps both in one transaction.
 //! - [`SqsQueue`]: SQS FIFO on AWS. The message group is tenant + page, so edits of one page run in
 //!   order while other pages and tenants run in parallel; the de-duplication id is the job id.
 //! - [`LocalQueue`]: a durable queue in one redb file, for the local app: jobs survive a restart,
 //!   a leased job that is not finished becomes visible again, and a job that keeps failing moves to
-//!   a dead-letter table, as on SQS.
+//!   a dead-letter table, as on SQS. It also keeps the webhook's idempotency marks.
 
+mod intake;
 mod job;
 mod local;
 mod sqs;
 
+pub use intake::{Enqueued, IntakeError, JobIntake, MarkedQueue};
 pub use job::{EditJobMessage, QueueError};
 pub use local::{Lease, LocalQueue};
 pub use sqs::SqsQueue;

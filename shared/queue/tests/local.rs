@@ -8,7 +8,7 @@
 
 use understudy_confluence::{Edit, RestrictedPagePolicy};
 use understudy_domain::{ClientKey, PageId};
-use understudy_queue::{EditJobMessage, EditQueue, LocalQueue};
+use understudy_queue::{EditJobMessage, EditQueue, Enqueued, JobIntake, LocalQueue};
 
 fn job(tenant: &str, page: &str, id: &str) -> EditJobMessage {
     EditJobMessage {
@@ -152,4 +152,134 @@ async fn concurrent_enqueues_share_commits_and_every_one_lands_once() {
         q.complete(lease.seq).await.unwrap();
     }
     assert_eq!(seen.len(), 200);
+}
+
+const TTL: i64 = 3_600;
+
+#[tokio::test]
+async fn enqueue_once_queues_an_event_once_per_tenant_and_job_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = LocalQueue::open(dir.path()).unwrap();
+    let first = job("t1", "1", "page_updated:1:v2");
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 100).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 101).await.unwrap(),
+        Enqueued::Duplicate
+    );
+    // The same job id in another tenant is another event.
+    let other_tenant = job("t2", "1", "page_updated:1:v2");
+    assert_eq!(
+        q.enqueue_once(&other_tenant, TTL, 101).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(q.pending().await.unwrap(), 2);
+    assert_eq!(q.marks().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_make_exactly_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = LocalQueue::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let q = q.clone();
+        // Three events, each delivered twenty times, all at once.
+        let id = format!("page_updated:1:v{}", i % 3);
+        tasks.push(tokio::spawn(async move {
+            q.enqueue_once(&job("t1", "1", &id), TTL, 100).await
+        }));
+    }
+    let mut queued = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == Enqueued::Queued {
+            queued += 1;
+        }
+    }
+    assert_eq!(queued, 3);
+    assert_eq!(q.pending().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn marks_survive_a_restart_and_expire_after_their_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = job("t1", "1", "page_updated:1:v2");
+    {
+        let q = LocalQueue::open(dir.path()).unwrap();
+        assert_eq!(
+            q.enqueue_once(&event, 10, 100).await.unwrap(),
+            Enqueued::Queued
+        );
+    }
+    let q = LocalQueue::open(dir.path()).unwrap();
+    assert_eq!(
+        q.enqueue_once(&event, 10, 109).await.unwrap(),
+        Enqueued::Duplicate
+    );
+    // At its expiry the mark counts as absent: a delivery then is a new job.
+    assert_eq!(
+        q.enqueue_once(&event, 10, 110).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(q.pending().await.unwrap(), 2);
+    // The renewed mark holds for its own ttl.
+    assert_eq!(
+        q.enqueue_once(&event, 10, 119).await.unwrap(),
+        Enqueued::Duplicate
+    );
+    assert_eq!(q.marks().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn expired_marks_are_swept_a_few_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = LocalQueue::open(dir.path()).unwrap();
+    for i in 0..100 {
+        let event = job("t1", "1", &format!("page_updated:1:v{i}"));
+        assert_eq!(
+            q.enqueue_once(&event, 10, 100).await.unwrap(),
+            Enqueued::Queued
+        );
+    }
+    assert_eq!(q.marks().await.unwrap(), 100);
+    // Each later accepted event sweeps up to 64 expired marks: two commits sweep all 100.
+    let later = |i: u32| job("t1", "2", &format!("page_updated:2:v{i}"));
+    q.enqueue_once(&later(1), 10, 200).await.unwrap();
+    assert_eq!(q.marks().await.unwrap(), 100 - 64 + 1);
+    q.enqueue_once(&later(2), 10, 200).await.unwrap();
+    assert_eq!(q.marks().await.unwrap(), 2);
+    // A swept mark's event may come again as a new job (it is older than any redelivery).
+    let first = job("t1", "1", "page_updated:1:v0");
+    assert_eq!(
+        q.enqueue_once(&first, 10, 200).await.unwrap(),
+        Enqueued::Queued
+    );
+    // Plain enqueues take no mark.
+    q.enqueue(&job("t1", "3", "plain")).await.unwrap();
+    assert_eq!(q.marks().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn the_workers_quick_commits_are_kept_by_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = LocalQueue::open(dir.path()).unwrap();
+        for (page, id) in [("1", "a"), ("2", "b"), ("3", "c")] {
+            q.enqueue(&job("t1", page, id)).await.unwrap();
+        }
+        // Within the worker's sync interval of the open: these commits skip their fsync.
+        let a = q.lease(0, 60_000).await.unwrap().unwrap();
+        q.complete(a.seq).await.unwrap();
+        let b = q.lease(0, 60_000).await.unwrap().unwrap();
+        q.dead_letter(b.seq, "gave up").await.unwrap();
+    }
+    let q = LocalQueue::open(dir.path()).unwrap();
+    assert_eq!(q.pending().await.unwrap(), 1);
+    assert_eq!(q.dead_letters().await.unwrap().len(), 1);
+    assert_eq!(
+        q.lease(0, 60_000).await.unwrap().unwrap().message.job_id,
+        "c"
+    );
 }

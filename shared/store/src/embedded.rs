@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadOnlyTable, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -234,21 +234,9 @@ impl EmbeddedStore {
             + Send
             + 'static,
     {
-        self.write_with(Durability::Immediate, f).await
-    }
-
-    /// As [`Self::write`], with the commit's durability chosen by the caller.
-    async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Table<'_, &'static str, &'static [u8]>) -> Result<T, StoreError>
-            + Send
-            + 'static,
-    {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(db_error)?;
-            txn.set_durability(durability);
+            let txn = db.begin_write().map_err(db_error)?;
             let result = {
                 let mut table = txn.open_table(ITEMS).map_err(db_error)?;
                 f(&mut table)?
@@ -496,10 +484,7 @@ impl IdempotencyMarks for EmbeddedStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         let item = item_key(client_key, &mark_sk(key));
-        // A mark is committed without waiting for the disk: the job it guards is queued durably
-        // right after, and a mark lost in a crash can only let a redelivered event queue a second
-        // job, which finds its edit already made and changes nothing. One fsync per webhook fewer.
-        self.write_with(Durability::Eventual, move |table| {
+        self.write(move |table| {
             if let Some(old) = get_row::<MarkRow>(table, &item, "mark")?
                 && old.expires_at > now
             {
