@@ -13,18 +13,20 @@
 #                every request carries a new page version, so each is a new event that is queued;
 #              - the app runs with EDIT_RULES matching every event, ALLOWED_TENANT_HOSTS=127.0.0.1,
 #                EDIT_MAX_RECEIVES=1;
-#              - for CONNS in $CONN_LEVELS: floor, then app, each for DURATION (wrk measures over its
+#              - for CONNS in $CONN_LEVELS: the floor, a fresh app as run (its worker draining the
+#                queue on the same cores), and a fresh app with LOCAL_WORKER=off (the
+#                acknowledgement path alone), each for DURATION (wrk measures over its
 #                whole duration, so runs are bounded by time; MAX_REQUESTS per wrk thread is only a
 #                safety stop, and a run that hits it is flagged because its requests/s would be
 #                wrong). Prints p50/p90/p99, requests/s, the app/floor ratio, and the app's peak
 #                memory (VmHWM) after the load. The app's run must reach 10 000 requests.
 # diag       Where the webhook path's time goes: the same app with DATA_DIR on tmpfs (/dev/shm: fsync
 #            costs nothing there); the app with rules that match nothing (the path stops before the
-#            idempotency mark and the enqueue, i.e. without its two store writes); and a count of
+#            idempotency mark and the enqueue, i.e. without its store write); and a count of
 #            the fsync-family system calls per request (strace -c, a separate, slower run).
 # profile    Where the app's CPU goes on the webhook path: perf record (call graphs) of the app under
-#            wrk at 50 connections, then perf report's heaviest entries. Needs perf, and a build that
-#            keeps symbols: CARGO_TARGET_DIR=/tmp/prof-target CARGO_PROFILE_RELEASE_STRIP=none
+#            wrk at PROFILE_CONNS (50) connections, then perf report's heaviest entries. Needs
+#            perf, and a build that keeps symbols: CARGO_TARGET_DIR=/tmp/prof-target CARGO_PROFILE_RELEASE_STRIP=none
 #            CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (run.sh passes both through to cargo).
 # coldstart  Each Lambda binary against a fake Runtime API (tests/load/coldstart.py lambda), and the
 #            local app's own start (coldstart.py local).
@@ -150,39 +152,72 @@ wrk_run() {
     LAST="$line"
 }
 
+ratio() { # CONNS FLOOR_LINE APP_LINE LABEL
+    python3 - "$@" <<'EOF'
+import re, sys
+conns, floor, app, label = sys.argv[1], dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[2])), dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[3])), sys.argv[4]
+f = lambda d, k: float(d[k])
+print(f"  ratio {label}/floor at c={conns}: p50 x{f(app,'p50_us')/f(floor,'p50_us'):.1f}, p99 x{f(app,'p99_us')/f(floor,'p99_us'):.1f}, "
+      f"throughput x{f(floor,'rps')/f(app,'rps'):.1f} lower, CPU per request x{f(app,'cpu_us_per_req')/max(f(floor,'cpu_us_per_req'),1):.1f}")
+EOF
+}
+
 if wanted load; then
     say "load: $TENANTS tenants, $DURATION per run, wrk -t$WRK_THREADS"
-    start_app "$WORK/data" "$WORK/webhooks.lua"
     floor_port="$(free_port)"
     PORT="$floor_port" "$TARGET/hello-floor" >"$WORK/floor.log" 2>&1 &
     FLOOR_PID=$!
     PIDS+=("$FLOOR_PID")
     wait_http "http://127.0.0.1:$floor_port/"
-    echo "app pid $APP_PID at $APP_URL; floor pid $FLOOR_PID on port $floor_port"
+    echo "floor pid $FLOOR_PID on port $floor_port; each app run below starts a fresh app on a fresh store"
+    # The floor gets the same requests (its own copy of the script; it ignores what they say).
+    "$TARGET/load-prep" --data-dir "$WORK/data-floor" --lua "$WORK/webhooks.lua" \
+        --app-base-url "http://127.0.0.1:$floor_port" --tenants "$TENANTS" \
+        --tenant-base-url "http://127.0.0.1:9/wiki"
     for conns in $CONN_LEVELS; do
         wrk_run "floor (hello-floor)" "http://127.0.0.1:$floor_port" "$conns" "$WORK/webhooks.lua" "$FLOOR_PID"
         floor="$LAST"
-        wrk_run "app (webhook path)" "$APP_URL" "$conns" "$WORK/webhooks.lua" "$APP_PID"
+        # As run: the worker drains the queue meanwhile (every job fails at once on the closed
+        # port and is dead-lettered: the busiest the worker can be), on the same two cores.
+        start_app "$WORK/data-c$conns" "$WORK/webhooks-c$conns.lua"
+        wrk_run "app (webhook path)" "$APP_URL" "$conns" "$WORK/webhooks-c$conns.lua" "$APP_PID"
         app="$LAST"
         if [ "$(field requests "$app")" -lt 10000 ]; then
             echo "  WARNING: fewer than 10 000 requests reached the app: raise DURATION" >&2
         fi
-        python3 - "$conns" "$floor" "$app" <<'EOF'
-import re, sys
-conns, floor, app = sys.argv[1], dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[2])), dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[3]))
-f = lambda d, k: float(d[k])
-print(f"  ratio app/floor at c={conns}: p50 x{f(app,'p50_us')/f(floor,'p50_us'):.1f}, p99 x{f(app,'p99_us')/f(floor,'p99_us'):.1f}, "
-      f"throughput x{f(floor,'rps')/f(app,'rps'):.1f} lower, CPU per request x{f(app,'cpu_us_per_req')/max(f(floor,'cpu_us_per_req'),1):.1f}")
-EOF
-    done
-    echo "app peak memory after the load: VmHWM $(hwm "$APP_PID"); floor: VmHWM $(hwm "$FLOOR_PID")"
-    python3 - "$WORK/data" <<'EOF' || true
+        ratio "$conns" "$floor" "$app" app
+        echo "  app peak memory after the load: VmHWM $(hwm "$APP_PID")"
+        python3 - "$WORK/data-c$conns" <<'EOF' || true
 import os, sys
 d = sys.argv[1]
-for name in sorted(os.listdir(d)):
-    print(f"  {name}: {os.path.getsize(os.path.join(d, name)) / 1048576:.1f} MiB")
+print("  data directory: " + ", ".join(f"{n} {os.path.getsize(os.path.join(d, n)) / 1048576:.1f} MiB" for n in sorted(os.listdir(d))))
 EOF
-    stop_pid "$APP_PID"
+        stop_pid "$APP_PID"
+        # The acknowledgement path alone: LOCAL_WORKER=off, so no edit competes for the cores.
+        start_app "$WORK/data-c$conns-off" "$WORK/webhooks-c$conns-off.lua" env LOCAL_WORKER=off
+        wrk_run "app, worker off" "$APP_URL" "$conns" "$WORK/webhooks-c$conns-off.lua" "$APP_PID"
+        ratio "$conns" "$floor" "$LAST" "app (worker off)"
+        echo "  app (worker off) peak memory after the load: VmHWM $(hwm "$APP_PID")"
+        stop_pid "$APP_PID"
+    done
+    echo "floor peak memory: VmHWM $(hwm "$FLOOR_PID")"
+    # The app answers an accepted event only once it is on disk: what one durable write costs here.
+    python3 - "$WORK" <<'EOF'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+samples = []
+for i in range(500):
+    start = time.perf_counter()
+    os.pwrite(fd, b"x" * 4096, (i % 64) * 4096)
+    os.fdatasync(fd)
+    samples.append(time.perf_counter() - start)
+os.close(fd)
+os.unlink(path)
+samples.sort()
+print(f"one 4 KiB write + fdatasync in the data directory's file system: p50 {statistics.median(samples) * 1e6:.0f} us, "
+      f"p99 {samples[int(len(samples) * 0.99)] * 1e6:.0f} us (500 samples)")
+EOF
     stop_pid "$FLOOR_PID"
 fi
 
@@ -224,11 +259,11 @@ fi
 
 if wanted profile; then
     need perf
-    say "profile: perf record of the app at 50 connections"
+    say "profile: perf record of the app at ${PROFILE_CONNS:-50} connections"
     start_app "$WORK/data-perf" "$WORK/webhooks-perf.lua"
     perf record -F 999 -g -o "$WORK/perf.data" -p "$APP_PID" >/dev/null 2>&1 &
     PERF_PID=$!
-    wrk_run "app under perf" "$APP_URL" 50 "$WORK/webhooks-perf.lua" "$APP_PID"
+    wrk_run "app under perf" "$APP_URL" "${PROFILE_CONNS:-50}" "$WORK/webhooks-perf.lua" "$APP_PID"
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
     stop_pid "$APP_PID"

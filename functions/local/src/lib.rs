@@ -54,6 +54,10 @@ pub struct LocalSettings {
     pub retry_base: Duration,
     /// `EDIT_MAX_RECEIVES` (default 5): deliveries before a job is dead-lettered.
     pub max_receives: u32,
+    /// `LOCAL_WORKER` (`on`, the default, or `off`). Off, the app accepts and queues events but
+    /// edits nothing: the jobs wait in the queue for a later run with the worker on. For looking
+    /// at what the rules queue before any page is touched, and for timing the webhook path alone.
+    pub worker: bool,
 }
 
 impl LocalSettings {
@@ -84,6 +88,15 @@ impl LocalSettings {
                 u64::from(DEFAULT_MAX_RECEIVES),
             )?)
             .unwrap_or(DEFAULT_MAX_RECEIVES),
+            worker: match get("LOCAL_WORKER").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(_) => {
+                    return Err(StartError(
+                        "environment variable LOCAL_WORKER must be on or off".into(),
+                    ));
+                }
+            },
         })
     }
 }
@@ -108,7 +121,8 @@ pub struct LocalApp {
     queue: LocalQueue,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
-    worker: JoinHandle<()>,
+    /// `None` when `LOCAL_WORKER=off`.
+    worker: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for LocalApp {
@@ -213,12 +227,17 @@ impl LocalApp {
                 tracing::error!(error = %err, "server stopped");
             }
         });
-        let worker = tokio::spawn(run_worker(
-            worker,
-            queue.clone(),
-            settings.retry_base,
-            stopped,
-        ));
+        let worker = settings.worker.then(|| {
+            tokio::spawn(run_worker(
+                worker,
+                queue.clone(),
+                settings.retry_base,
+                stopped,
+            ))
+        });
+        if worker.is_none() {
+            tracing::warn!("LOCAL_WORKER=off: events are queued, no page is edited");
+        }
         Ok(Self {
             addr,
             base_url: app_config
@@ -273,7 +292,9 @@ impl LocalApp {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
-        let _ = self.worker.await;
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
     }
 }
 

@@ -105,6 +105,9 @@ struct PendingMark {
     expires_at: i64,
 }
 
+/// The queue file's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Most jobs one commit carries.
 const MAX_BATCH: usize = 512;
 
@@ -275,7 +278,11 @@ impl LocalQueue {
     /// stopped are visible again at once: nobody else can be working on them.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, QueueError> {
         std::fs::create_dir_all(data_dir.as_ref()).map_err(unavailable)?;
-        let db = Database::create(data_dir.as_ref().join("queue.redb")).map_err(unavailable)?;
+        // redb's page cache defaults to 1 GiB: bounded here, as the queue is mostly appended to.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(data_dir.as_ref().join("queue.redb"))
+            .map_err(unavailable)?;
         let mut marks = MarkIndex::new();
         let txn = db.begin_write().map_err(unavailable)?;
         {

@@ -44,9 +44,21 @@ impl std::fmt::Debug for World {
 
 /// Starts a local app pointed at `sim` with `edit_rules`.
 pub async fn start_app(sim: &Simulator, edit_rules: &str, data: &std::path::Path) -> LocalApp {
-    let vars = understudy::demo::simulator_env(sim, edit_rules, data);
+    start_app_with(sim, edit_rules, data, &[]).await
+}
+
+/// As [`start_app`], with more environment variables (these win).
+pub async fn start_app_with(
+    sim: &Simulator,
+    edit_rules: &str,
+    data: &std::path::Path,
+    more: &[(&str, &str)],
+) -> LocalApp {
+    let mut vars = understudy::demo::simulator_env(sim, edit_rules, data);
+    vars.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
     LocalApp::start(&move |name| {
         vars.iter()
+            .rev()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone())
     })

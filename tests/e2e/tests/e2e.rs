@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use confluence_sim::{EditVia, Endpoint, Fault, SimConfig, Simulator};
 use connect_auth::{SecretString, sign_hs256};
-use e2e_tests::{REVIEWED, World, now, rules, start_app};
+use e2e_tests::{REVIEWED, World, now, rules, start_app, start_app_with};
 use serde_json::json;
 use understudy_domain::{ActedAs, AuditLog, EditOutcome, EditStrategy, TenantStore};
 
@@ -534,6 +534,32 @@ async fn queued_jobs_survive_a_restart_of_the_local_app() {
         base_url,
         "a new port; the job needs no callback to the app"
     );
+    assert!(app.wait_idle(Duration::from_secs(60)).await);
+    assert!(sim.page(&demo.open_page).unwrap().body.ends_with(REVIEWED));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_worker_off_events_wait_in_the_queue_and_no_page_is_touched() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let demo = sim.seed_demo().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let off = [("LOCAL_WORKER", "off")];
+    let app = start_app_with(&sim, &rules("impersonate"), data.path(), &off).await;
+    sim.install(app.base_url()).await.unwrap();
+    sim.edit_page_as(&demo.bob, &demo.open_page, "<p>x</p>")
+        .await
+        .unwrap();
+    let deliveries = sim.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert!(sim.redeliver(&deliveries[0]).await.acknowledged());
+    // Long enough for a running worker to have made the edit (the other scenarios take less).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.queue().pending().await.unwrap(), 1, "queued once");
+    assert!(!sim.page(&demo.open_page).unwrap().body.contains(REVIEWED));
+    app.shutdown().await;
+
+    let app = start_app(&sim, &rules("impersonate"), data.path()).await;
     assert!(app.wait_idle(Duration::from_secs(60)).await);
     assert!(sim.page(&demo.open_page).unwrap().body.ends_with(REVIEWED));
     app.shutdown().await;
