@@ -14,8 +14,10 @@
 
 mod intake;
 mod job;
+mod journal;
 mod local;
 mod sqs;
+mod writer;
 
 pub use intake::{Enqueued, IntakeError, JobIntake, MarkedQueue};
 pub use job::{EditJobMessage, QueueError};

@@ -1,52 +1,30 @@
-//! A durable local queue in one redb file (`queue.redb` under the data directory).
+//! A durable local queue under the data directory: `queue.redb` (jobs, dead letters, idempotency
+//! marks) fed through `queue.journal` by one writer thread ([`crate::writer`]).
 //!
 //! It behaves like the SQS FIFO queue where it matters to the worker: jobs of one page run in
 //! order (a later job of a page waits while an earlier one is leased or waiting to retry), a leased
 //! job that is not finished comes back, a job leased `max_receives` times goes to the dead-letter
-//! table, and everything survives a restart.
+//! table, and everything survives a restart or a crash. As on SQS, an accepted job becomes visible
+//! to leases shortly after its answer (here within 20 ms; at once after [`LocalQueue::flush`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::writer::{MARKS, PendingEnqueue, PendingMark, Request, Writer, mark_id, recover};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
-const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
-const DEAD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("dead");
-/// Idempotency marks, as (expiry in unix seconds, [`MarkId`]). Ordered by expiry, so that new
-/// marks are appended at the end (a commit touches a few pages, not one per mark) and expired ones
-/// are swept from the front. The writer looks marks up in memory ([`MarkIndex`]), loaded from here.
-const MARKS: TableDefinition<'static, (i64, MarkId), ()> = TableDefinition::new("marks_by_expiry");
-
-/// A mark's identity: the first 128 bits of SHA-256(clientKey NUL mark key). Fixed-size, so the
-/// table and the index stay small; no client key is kept in the queue's file.
-type MarkId = [u8; 16];
-
-fn mark_id(client_key: &str, key: &str) -> MarkId {
-    let digest = Sha256::new()
-        .chain_update(client_key.as_bytes())
-        .chain_update([0])
-        .chain_update(key.as_bytes())
-        .finalize();
-    let mut id = [0; 16];
-    id.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-    id
-}
-
-/// The marks' expiries by id, owned by the writer thread (the only one that reads or changes
-/// marks, so it needs no lock).
-type MarkIndex = HashMap<MarkId, i64>;
-
+pub(crate) const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
+pub(crate) const DEAD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("dead");
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
     message: EditJobMessage,
@@ -76,7 +54,9 @@ pub struct Lease {
 pub struct LocalQueue {
     db: Arc<Database>,
     notify: Arc<Notify>,
-    enqueues: std::sync::mpsc::Sender<PendingEnqueue>,
+    requests: std::sync::mpsc::Sender<Request>,
+    /// Accepted jobs the writer has not applied to the file yet.
+    unapplied: Arc<AtomicU64>,
     /// When one of the worker's commits last waited for the disk.
     worker_synced_at: Arc<Mutex<Instant>>,
 }
@@ -84,176 +64,15 @@ pub struct LocalQueue {
 /// The worker's own commits (lease, complete, retry, dead-letter) skip the fsync unless the last
 /// one that waited for the disk is older than this.
 ///
-/// Why that is safe: a job itself is always committed durably (by the writer, before the webhook
-/// answers); a worker commit lost in a crash only makes a job run again, which the queue allows
+/// Why that is safe: a job itself is always durable before the webhook answers (the writer's
+/// journal, then its own durable commits); a worker commit lost in a crash only makes a job run again, which the queue allows
 /// anyway (it is at-least-once, as SQS is) and which the engine turns into "nothing to change".
 /// Why it matters: the worker shares the file's single write lock with the webhooks' commits, and
 /// three fsyncs per job there would hold every webhook behind them.
 const WORKER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
-/// A job waiting for the writer's next commit, and who to tell when it is durable.
-struct PendingEnqueue {
-    bytes: Vec<u8>,
-    /// The idempotency mark to take in the same transaction ([`JobIntake::enqueue_once`]).
-    mark: Option<PendingMark>,
-    done: tokio::sync::oneshot::Sender<Result<Enqueued, QueueError>>,
-}
-
-struct PendingMark {
-    id: MarkId,
-    now: i64,
-    expires_at: i64,
-}
-
 /// The queue file's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-/// Most jobs one commit carries.
-const MAX_BATCH: usize = 512;
-
-/// Most expired marks one commit removes, so that a backlog of them never delays an answer much.
-const MARK_SWEEP_PER_COMMIT: usize = 64;
-
-/// Group commit: every enqueue waiting when the writer is free goes into one transaction with one
-/// fsync, and each waiter is answered only once that commit is durable. Under concurrent webhooks
-/// the cost of durability is shared instead of paid per event; a lone enqueue is committed at once.
-///
-/// The writer holds the database weakly, so that dropping the last queue closes the file at once
-/// (a restart in the same process can open it again).
-fn run_writer(
-    db: Weak<Database>,
-    notify: Arc<Notify>,
-    pending: std::sync::mpsc::Receiver<PendingEnqueue>,
-    mut marks: MarkIndex,
-) {
-    while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let result = match db.upgrade() {
-            Some(db) => commit_batch(&db, &batch, &mut marks),
-            None => Err(QueueError::Unavailable("local queue closed".into())),
-        };
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = job.done.send(Ok(outcome));
-                }
-            }
-            Err(err) => {
-                for job in batch {
-                    let _ = job.done.send(Err(err.clone()));
-                }
-            }
-        }
-        notify.notify_one();
-    }
-}
-
-/// One transaction for the whole batch: every job and its mark, or nothing at all. The in-memory
-/// index follows the file: its changes are undone if the commit fails.
-fn commit_batch(
-    db: &Database,
-    batch: &[PendingEnqueue],
-    index: &mut MarkIndex,
-) -> Result<Vec<Enqueued>, QueueError> {
-    let mut undo = Vec::new();
-    let result = write_batch(db, batch, index, &mut undo);
-    if result.is_err() {
-        for (id, before) in undo.into_iter().rev() {
-            match before {
-                Some(expires_at) => index.insert(id, expires_at),
-                None => index.remove(&id),
-            };
-        }
-    }
-    result
-}
-
-fn write_batch(
-    db: &Database,
-    batch: &[PendingEnqueue],
-    index: &mut MarkIndex,
-    undo: &mut Vec<(MarkId, Option<i64>)>,
-) -> Result<Vec<Enqueued>, QueueError> {
-    let txn = db.begin_write().map_err(unavailable)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    {
-        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-        let mut marks = txn.open_table(MARKS).map_err(unavailable)?;
-        let next = jobs
-            .last()
-            .map_err(unavailable)?
-            .map_or(1, |(seq, _)| seq.value() + 1);
-        let dead_next = txn
-            .open_table(DEAD)
-            .map_err(unavailable)?
-            .last()
-            .map_err(unavailable)?
-            .map_or(1, |(seq, _)| seq.value() + 1);
-        // A new job never takes the place of a dead one.
-        let mut seq = next.max(dead_next);
-        for job in batch {
-            if let Some(mark) = &job.mark {
-                let before = index.get(&mark.id).copied();
-                if let Some(expires_at) = before {
-                    if expires_at > mark.now {
-                        outcomes.push(Enqueued::Duplicate);
-                        continue;
-                    }
-                    marks.remove((expires_at, mark.id)).map_err(unavailable)?;
-                }
-                marks
-                    .insert((mark.expires_at, mark.id), ())
-                    .map_err(unavailable)?;
-                undo.push((mark.id, before));
-                index.insert(mark.id, mark.expires_at);
-            }
-            jobs.insert(seq, job.bytes.as_slice())
-                .map_err(unavailable)?;
-            seq += 1;
-            outcomes.push(Enqueued::Queued);
-        }
-        if let Some(now) = batch
-            .iter()
-            .filter_map(|job| job.mark.as_ref())
-            .map(|m| m.now)
-            .max()
-        {
-            sweep_expired_marks(&mut marks, index, undo, now)?;
-        }
-    }
-    txn.commit().map_err(unavailable)?;
-    Ok(outcomes)
-}
-
-/// Removes a few marks that expired by `now`, oldest first.
-fn sweep_expired_marks(
-    marks: &mut Table<'_, (i64, MarkId), ()>,
-    index: &mut MarkIndex,
-    undo: &mut Vec<(MarkId, Option<i64>)>,
-    now: i64,
-) -> Result<(), QueueError> {
-    let mut expired = Vec::new();
-    for entry in marks
-        .range(..(now.saturating_add(1), [0; 16]))
-        .map_err(unavailable)?
-        .take(MARK_SWEEP_PER_COMMIT)
-    {
-        expired.push(entry.map_err(unavailable)?.0.value());
-    }
-    for (expires_at, id) in expired {
-        marks.remove((expires_at, id)).map_err(unavailable)?;
-        if index.get(&id) == Some(&expires_at) {
-            undo.push((id, index.remove(&id)));
-        }
-    }
-    Ok(())
-}
 
 impl std::fmt::Debug for LocalQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -261,7 +80,7 @@ impl std::fmt::Debug for LocalQueue {
     }
 }
 
-fn unavailable(err: impl std::fmt::Display) -> QueueError {
+pub(crate) fn unavailable(err: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(format!("local queue: {err}"))
 }
 
@@ -283,20 +102,12 @@ impl LocalQueue {
             .set_cache_size(CACHE_BYTES)
             .create(data_dir.as_ref().join("queue.redb"))
             .map_err(unavailable)?;
-        let mut marks = MarkIndex::new();
+        let (journal, index, next_seq) = recover(&db, &data_dir.as_ref().join("queue.journal"))?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
             let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
             txn.open_table(DEAD).map_err(unavailable)?;
-            for entry in txn
-                .open_table(MARKS)
-                .map_err(unavailable)?
-                .iter()
-                .map_err(unavailable)?
-            {
-                let (expires_at, id) = entry.map_err(unavailable)?.0.value();
-                marks.insert(id, expires_at);
-            }
+            txn.open_table(MARKS).map_err(unavailable)?;
             let mut stored = Vec::new();
             for item in jobs.iter().map_err(unavailable)? {
                 let (seq, bytes) = item.map_err(unavailable)?;
@@ -310,17 +121,29 @@ impl LocalQueue {
         }
         txn.commit().map_err(unavailable)?;
         let (db, notify) = (Arc::new(db), Arc::new(Notify::new()));
-        let (enqueues, pending) = std::sync::mpsc::channel();
-        let (writer_db, writer_notify) = (Arc::downgrade(&db), notify.clone());
+        let (requests, received) = std::sync::mpsc::channel();
+        let unapplied = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            db: Arc::downgrade(&db),
+            notify: notify.clone(),
+            journal,
+            index,
+            next_seq,
+            backlog: Vec::new(),
+            backlog_since: None,
+            unapplied: unapplied.clone(),
+            now: None,
+        };
         // The writer ends when the last clone of the queue (and so of its sender) is dropped.
         std::thread::Builder::new()
             .name("local-queue-writer".into())
-            .spawn(move || run_writer(writer_db, writer_notify, pending, marks))
+            .spawn(move || writer.run(received))
             .map_err(unavailable)?;
         Ok(Self {
             db,
             notify,
-            enqueues,
+            requests,
+            unapplied,
             worker_synced_at: Arc::new(Mutex::new(Instant::now())),
         })
     }
@@ -366,7 +189,8 @@ impl LocalQueue {
     }
 
     /// Leases the first visible job whose page has no earlier job leased or waiting, for
-    /// `visibility_ms` milliseconds.
+    /// `visibility_ms` milliseconds. Jobs accepted in the last few milliseconds may not be
+    /// visible yet ([`LocalQueue::flush`]).
     pub async fn lease(
         &self,
         now_ms: i64,
@@ -465,16 +289,32 @@ impl LocalQueue {
         Ok(())
     }
 
-    /// How many jobs wait or run.
+    /// How many jobs wait or run (accepted ones the writer has not applied yet included).
     pub async fn pending(&self) -> Result<u64, QueueError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            txn.open_table(JOBS)
-                .map_err(unavailable)?
-                .len()
-                .map_err(unavailable)
-        })
-        .await
+        // Unapplied first: an apply in between then counts its jobs twice, never not at all.
+        let unapplied = self.unapplied.load(Ordering::Acquire);
+        let stored = self
+            .blocking(|db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                txn.open_table(JOBS)
+                    .map_err(unavailable)?
+                    .len()
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(stored + unapplied)
+    }
+
+    /// Makes every accepted job visible to [`LocalQueue::lease`] now. Without it they become
+    /// visible within the writer's apply interval (20 ms) of their answer.
+    pub async fn flush(&self) -> Result<(), QueueError> {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Flush(done))
+            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?;
+        applied
+            .await
+            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?
     }
 
     /// How many idempotency marks are kept (an expired one counts until it is swept).
@@ -520,12 +360,12 @@ impl LocalQueue {
             reason: None,
         };
         let (done, durable) = tokio::sync::oneshot::channel();
-        self.enqueues
-            .send(PendingEnqueue {
+        self.requests
+            .send(Request::Enqueue(PendingEnqueue {
                 bytes: encode(&stored)?,
                 mark,
                 done,
-            })
+            }))
             .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?;
         durable
             .await

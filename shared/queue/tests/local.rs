@@ -32,6 +32,7 @@ async fn jobs_of_one_page_wait_for_the_earlier_one_while_other_pages_go_ahead() 
     q.enqueue(&job("t1", "1", "a")).await.unwrap();
     q.enqueue(&job("t1", "1", "b")).await.unwrap();
     q.enqueue(&job("t1", "2", "c")).await.unwrap();
+    q.flush().await.unwrap();
 
     let first = q.lease(1_000, 30_000).await.unwrap().unwrap();
     assert_eq!(first.message.job_id, "a");
@@ -63,6 +64,7 @@ async fn a_lease_that_is_never_finished_comes_back_after_its_visibility() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
     q.enqueue(&job("t1", "1", "a")).await.unwrap();
+    q.flush().await.unwrap();
     q.lease(0, 1_000).await.unwrap().unwrap();
     assert!(q.lease(999, 1_000).await.unwrap().is_none());
     assert_eq!(q.lease(1_000, 1_000).await.unwrap().unwrap().receives, 2);
@@ -73,6 +75,7 @@ async fn dead_letters_keep_the_job_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
     q.enqueue(&job("t1", "1", "a")).await.unwrap();
+    q.flush().await.unwrap();
     let lease = q.lease(0, 1_000).await.unwrap().unwrap();
     q.dead_letter(lease.seq, "kept failing: rate limited")
         .await
@@ -94,6 +97,7 @@ async fn a_restart_resumes_queued_and_leased_jobs() {
         let q = LocalQueue::open(dir.path()).unwrap();
         q.enqueue(&job("t1", "1", "a")).await.unwrap();
         q.enqueue(&job("t1", "2", "b")).await.unwrap();
+        q.flush().await.unwrap();
         q.lease(0, 60_000).await.unwrap().unwrap();
     }
     let q = LocalQueue::open(dir.path()).unwrap();
@@ -143,6 +147,7 @@ async fn concurrent_enqueues_share_commits_and_every_one_lands_once() {
     }
     assert_eq!(q.pending().await.unwrap(), 200);
     let mut seen = std::collections::HashSet::new();
+    q.flush().await.unwrap();
     while let Some(lease) = q.lease(0, 60_000).await.unwrap() {
         assert!(
             seen.insert(lease.message.job_id.clone()),
@@ -176,6 +181,7 @@ async fn enqueue_once_queues_an_event_once_per_tenant_and_job_id() {
         Enqueued::Queued
     );
     assert_eq!(q.pending().await.unwrap(), 2);
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 2);
 }
 
@@ -229,6 +235,7 @@ async fn marks_survive_a_restart_and_expire_after_their_ttl() {
         q.enqueue_once(&event, 10, 119).await.unwrap(),
         Enqueued::Duplicate
     );
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 1);
 }
 
@@ -243,12 +250,15 @@ async fn expired_marks_are_swept_a_few_per_commit() {
             Enqueued::Queued
         );
     }
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 100);
     // Each later accepted event sweeps up to 64 expired marks: two commits sweep all 100.
     let later = |i: u32| job("t1", "2", &format!("page_updated:2:v{i}"));
     q.enqueue_once(&later(1), 10, 200).await.unwrap();
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 100 - 64 + 1);
     q.enqueue_once(&later(2), 10, 200).await.unwrap();
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 2);
     // A swept mark's event may come again as a new job (it is older than any redelivery).
     let first = job("t1", "1", "page_updated:1:v0");
@@ -258,6 +268,7 @@ async fn expired_marks_are_swept_a_few_per_commit() {
     );
     // Plain enqueues take no mark.
     q.enqueue(&job("t1", "3", "plain")).await.unwrap();
+    q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 3);
 }
 
@@ -270,6 +281,7 @@ async fn the_workers_quick_commits_are_kept_by_a_clean_shutdown() {
             q.enqueue(&job("t1", page, id)).await.unwrap();
         }
         // Within the worker's sync interval of the open: these commits skip their fsync.
+        q.flush().await.unwrap();
         let a = q.lease(0, 60_000).await.unwrap().unwrap();
         q.complete(a.seq).await.unwrap();
         let b = q.lease(0, 60_000).await.unwrap().unwrap();
@@ -282,4 +294,68 @@ async fn the_workers_quick_commits_are_kept_by_a_clean_shutdown() {
         q.lease(0, 60_000).await.unwrap().unwrap().message.job_id,
         "c"
     );
+}
+
+const CRASH_DIR: &str = "UNDERSTUDY_QUEUE_CRASH_DIR";
+const CRASH_JOBS: usize = 50;
+
+/// Not a test of its own: the crash test runs it in a child process, which enqueues and then dies
+/// at once, without any shutdown, as a killed process would.
+#[tokio::test]
+#[ignore = "run by accepted_jobs_survive_a_crash_right_after_their_answer in a child process"]
+async fn crash_child() {
+    let dir = std::env::var(CRASH_DIR).expect("run by the crash test");
+    let q = LocalQueue::open(&dir).unwrap();
+    for i in 0..CRASH_JOBS {
+        // A pause halfway, longer than the writer's apply interval: the first half is then in
+        // redb (and the journal starts over), the second half only in the journal.
+        if i == CRASH_JOBS / 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let event = job("t1", &i.to_string(), &format!("page_updated:{i}:v1"));
+        assert_eq!(
+            q.enqueue_once(&event, TTL, 100).await.unwrap(),
+            Enqueued::Queued
+        );
+    }
+    std::process::abort();
+}
+
+#[test]
+fn accepted_jobs_survive_a_crash_right_after_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crash_child", "--test-threads=1"])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to abort");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let q = LocalQueue::open(dir.path()).unwrap();
+        assert_eq!(q.pending().await.unwrap(), CRASH_JOBS as u64);
+        assert_eq!(q.marks().await.unwrap(), CRASH_JOBS as u64);
+        // The marks came back too: a redelivery is still a duplicate.
+        let again = job("t1", "7", "page_updated:7:v1");
+        assert_eq!(
+            q.enqueue_once(&again, TTL, 101).await.unwrap(),
+            Enqueued::Duplicate
+        );
+        let mut seen = std::collections::HashSet::new();
+        while let Some(lease) = q.lease(0, 60_000).await.unwrap() {
+            assert!(seen.insert(lease.message.job_id.clone()));
+            q.complete(lease.seq).await.unwrap();
+        }
+        assert_eq!(seen.len(), CRASH_JOBS);
+        // New jobs after the recovery take new positions.
+        q.enqueue(&job("t1", "99", "after")).await.unwrap();
+        q.flush().await.unwrap();
+        assert_eq!(
+            q.lease(0, 60_000).await.unwrap().unwrap().message.job_id,
+            "after"
+        );
+    });
 }
