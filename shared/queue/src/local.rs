@@ -380,7 +380,7 @@ impl EditQueue for LocalQueue {
     }
 }
 
-/// The mark and the job in one transaction of the queue's own file: atomic without a second store.
+/// The mark and the job in one journal append of the queue's own: atomic without a second store.
 #[async_trait]
 impl JobIntake for LocalQueue {
     async fn enqueue_once(
