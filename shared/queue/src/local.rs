@@ -5,7 +5,8 @@
 //! order (a later job of a page waits while an earlier one is leased or waiting to retry), a leased
 //! job that is not finished comes back, a job leased `max_receives` times goes to the dead-letter
 //! table, and everything survives a restart or a crash. As on SQS, an accepted job becomes visible
-//! to leases shortly after its answer (here within 20 ms; at once after [`LocalQueue::flush`]).
+//! to leases shortly after its answer (here once the applier's next commit ends, typically within
+//! milliseconds; [`LocalQueue::flush`] waits for it).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,7 +21,9 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::writer::{MARKS, PendingEnqueue, PendingMark, Request, Writer, mark_id, recover};
+use crate::writer::{
+    MARKS, PendingEnqueue, PendingMark, Request, Threads, mark_id, recover, start,
+};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
 pub(crate) const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
@@ -52,9 +55,11 @@ pub struct Lease {
 /// The local queue. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalQueue {
+    /// The writer and applier. Before `db`: dropping the last handle joins the threads while the
+    /// database is still open, so they can finish their work.
+    threads: Arc<Threads>,
     db: Arc<Database>,
     notify: Arc<Notify>,
-    requests: std::sync::mpsc::Sender<Request>,
     /// Accepted jobs the writer has not applied to the file yet.
     unapplied: Arc<AtomicU64>,
     /// When one of the worker's commits last waited for the disk.
@@ -102,7 +107,7 @@ impl LocalQueue {
             .set_cache_size(CACHE_BYTES)
             .create(data_dir.as_ref().join("queue.redb"))
             .map_err(unavailable)?;
-        let (journal, index, next_seq) = recover(&db, &data_dir.as_ref().join("queue.journal"))?;
+        let recovered = recover(&db, &data_dir.as_ref().join("queue.journal"))?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
             let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -121,28 +126,17 @@ impl LocalQueue {
         }
         txn.commit().map_err(unavailable)?;
         let (db, notify) = (Arc::new(db), Arc::new(Notify::new()));
-        let (requests, received) = std::sync::mpsc::channel();
         let unapplied = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            db: Arc::downgrade(&db),
-            notify: notify.clone(),
-            journal,
-            index,
-            next_seq,
-            backlog: Vec::new(),
-            backlog_since: None,
-            unapplied: unapplied.clone(),
-            now: None,
-        };
-        // The writer ends when the last clone of the queue (and so of its sender) is dropped.
-        std::thread::Builder::new()
-            .name("local-queue-writer".into())
-            .spawn(move || writer.run(received))
-            .map_err(unavailable)?;
+        let threads = start(
+            Arc::downgrade(&db),
+            notify.clone(),
+            recovered,
+            unapplied.clone(),
+        )?;
         Ok(Self {
+            threads: Arc::new(threads),
             db,
             notify,
-            requests,
             unapplied,
             worker_synced_at: Arc::new(Mutex::new(Instant::now())),
         })
@@ -305,13 +299,19 @@ impl LocalQueue {
         Ok(stored + unapplied)
     }
 
-    /// Makes every accepted job visible to [`LocalQueue::lease`] now. Without it they become
-    /// visible within the writer's apply interval (20 ms) of their answer.
+    fn send(&self, request: Request) -> Result<(), QueueError> {
+        self.threads
+            .sender()
+            .ok_or_else(|| QueueError::Unavailable("local queue closed".into()))?
+            .send(request)
+            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))
+    }
+
+    /// Waits until every job accepted so far is visible to [`LocalQueue::lease`] (the applier
+    /// commits them on its own within milliseconds; this is for callers that must know).
     pub async fn flush(&self) -> Result<(), QueueError> {
         let (done, applied) = tokio::sync::oneshot::channel();
-        self.requests
-            .send(Request::Flush(done))
-            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?;
+        self.send(Request::Flush(done))?;
         applied
             .await
             .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?
@@ -360,13 +360,11 @@ impl LocalQueue {
             reason: None,
         };
         let (done, durable) = tokio::sync::oneshot::channel();
-        self.requests
-            .send(Request::Enqueue(PendingEnqueue {
-                bytes: encode(&stored)?,
-                mark,
-                done,
-            }))
-            .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?;
+        self.send(Request::Enqueue(PendingEnqueue {
+            bytes: encode(&stored)?,
+            mark,
+            done,
+        }))?;
         durable
             .await
             .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?

@@ -1,30 +1,33 @@
-//! The local queue's writer thread: where accepted jobs and their idempotency marks are decided,
-//! made durable and applied, one batch at a time.
+//! The local queue's intake: a writer thread that decides, journals and answers, and an applier
+//! thread that moves accepted jobs into `queue.redb`.
 //!
 //! Every enqueue waiting when the writer is free forms one batch (group commit):
 //!
 //! 1. duplicates are decided against the marks in memory ([`MarkIndex`]);
 //! 2. the new jobs and marks are appended to the intake [`Journal`] with one `fdatasync`;
-//! 3. each waiter is answered: its job is durable.
+//! 3. each waiter is answered: its job is durable;
+//! 4. the batch is handed to the applier.
 //!
-//! Accepted jobs reach `queue.redb` (where the worker leases them) in one transaction per
-//! [`APPLY_INTERVAL`], or sooner when [`crate::LocalQueue::flush`] asks or the journal is full;
-//! after each such commit the journal starts over. A redb commit costs a few hundred microseconds
-//! (page writes, checksums, allocator state, its fsync): paid once per interval instead of once per
-//! batch, it stays off the webhook's answer.
+//! The applier commits every batch waiting for it in one durable redb transaction, which makes
+//! the jobs visible to the worker's leases. A redb commit costs a few hundred microseconds (page
+//! writes, checksums, allocator state, its fsync); on its own thread it is shared by every batch
+//! that arrived meanwhile and never delays an answer. The journal starts a new cycle whenever the
+//! applier has caught up with it; a full journal waits for that.
 //!
-//! A crash loses no answered job: the journal holds every job since the last apply, and
-//! [`recover`] applies them when the queue opens again. The writer holds the
-//! database weakly, so that dropping the last queue closes the file at once.
+//! A crash loses no answered job: the journal holds every job the applier may not have committed,
+//! and [`recover`] applies them when the queue opens again. Both threads hold the database weakly;
+//! [`Threads`] ends and joins them when the last queue handle is dropped.
 
 use std::collections::HashMap;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use crate::journal::{Journal, MarkId, Record};
 use crate::local::{DEAD, JOBS, unavailable};
@@ -51,12 +54,15 @@ const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Most jobs one batch carries.
 const MAX_BATCH: usize = 512;
 
-/// How long an accepted job may wait in the journal before it is applied to redb (and visible to
-/// the worker): one redb commit (with its fsync) per interval instead of one per batch.
-const APPLY_INTERVAL: Duration = Duration::from_millis(20);
+/// The applier commits at most this often while jobs trickle in (a commit waits for the disk):
+/// under load a commit takes longer than this and the next one follows at once.
+const APPLY_INTERVAL: Duration = Duration::from_millis(10);
 
-/// A backlog this long is applied at once, whatever its age.
-const APPLY_RECORDS: usize = 1_024;
+/// How long the applier waits before trying a failed commit again.
+const RETRY_APPLY: Duration = Duration::from_secs(1);
+
+/// How long a full journal waits for the applier to catch up before refusing jobs (503).
+const FULL_JOURNAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Most expired marks one commit removes, so that a backlog of them never delays an answer much.
 const MARK_SWEEP_PER_COMMIT: usize = 64;
@@ -145,12 +151,12 @@ pub(crate) fn recover(
     Ok((journal, index, next_seq))
 }
 
-/// Writes `records` (jobs, marks and the applied-through number) into `txn`; sweeps a few expired
-/// marks when `sweep` gives the time and the index to keep in step.
+/// Writes `records` (jobs, marks and the applied-through number) into `txn`, and sweeps a few
+/// marks that expired by `now`.
 fn apply_records(
     txn: &WriteTransaction,
     records: &[Record],
-    sweep: Option<(i64, &mut MarkIndex)>,
+    now: Option<i64>,
 ) -> Result<(), QueueError> {
     let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
     let mut marks = txn.open_table(MARKS).map_err(unavailable)?;
@@ -167,16 +173,16 @@ fn apply_records(
             .insert(APPLIED_THROUGH, last.seq)
             .map_err(unavailable)?;
     }
-    if let Some((now, index)) = sweep {
-        sweep_expired_marks(&mut marks, index, now)?;
+    if let Some(now) = now {
+        sweep_expired_marks(&mut marks, now)?;
     }
     Ok(())
 }
 
-/// Removes a few marks that expired by `now`, oldest first, from the table and the index.
+/// Removes a few marks that expired by `now`, oldest first. (The writer's index drops them on its
+/// own: an expired mark counts as absent there already.)
 fn sweep_expired_marks(
     marks: &mut Table<'_, (i64, MarkId), ()>,
-    index: &mut MarkIndex,
     now: i64,
 ) -> Result<(), QueueError> {
     let mut expired = Vec::new();
@@ -187,11 +193,8 @@ fn sweep_expired_marks(
     {
         expired.push(entry.map_err(unavailable)?.0.value());
     }
-    for (expires_at, id) in expired {
-        marks.remove((expires_at, id)).map_err(unavailable)?;
-        if index.get(&id) == Some(&expires_at) {
-            index.remove(&id);
-        }
+    for key in expired {
+        marks.remove(key).map_err(unavailable)?;
     }
     Ok(())
 }
@@ -204,63 +207,148 @@ pub(crate) enum Request {
     Flush(tokio::sync::oneshot::Sender<Result<(), QueueError>>),
 }
 
-/// The writer thread's state.
-pub(crate) struct Writer {
-    pub db: Weak<Database>,
-    pub notify: std::sync::Arc<tokio::sync::Notify>,
-    pub journal: Journal,
-    pub index: MarkIndex,
-    pub next_seq: u64,
-    /// Accepted (journaled) jobs not yet in redb, in order, and since when the oldest waits.
-    pub backlog: Vec<Record>,
-    pub backlog_since: Option<Instant>,
-    /// The backlog's length, for [`crate::LocalQueue::pending`].
-    pub unapplied: std::sync::Arc<AtomicU64>,
-    /// The latest time a mark was taken at, for sweeping expired ones.
-    pub now: Option<i64>,
+/// What the applier is handed: journaled jobs, or a flush to answer once all before it are applied.
+enum ToApply {
+    Records {
+        records: Vec<Record>,
+        now: Option<i64>,
+    },
+    Flush(tokio::sync::oneshot::Sender<Result<(), QueueError>>),
+}
+
+/// How far the applier has come: every job up to this sequence number is durable in redb.
+#[derive(Default)]
+struct Applied {
+    through: Mutex<u64>,
+    changed: Condvar,
+}
+
+/// Starts the writer and its applier; the returned handle ends both (after they finish their
+/// work) when dropped.
+pub(crate) fn start(
+    db: Weak<Database>,
+    notify: Arc<Notify>,
+    recovered: (Journal, MarkIndex, u64),
+    unapplied: Arc<AtomicU64>,
+) -> Result<Threads, QueueError> {
+    let (journal, index, next_seq) = recovered;
+    let applied = Arc::new(Applied {
+        through: Mutex::new(next_seq.saturating_sub(1)),
+        changed: Condvar::new(),
+    });
+    let (to_apply, apply_rx) = std::sync::mpsc::channel();
+    let applier = Applier {
+        db,
+        notify,
+        applied: applied.clone(),
+        unapplied: unapplied.clone(),
+    };
+    let applier = std::thread::Builder::new()
+        .name("local-queue-applier".into())
+        .spawn(move || applier.run(&apply_rx))
+        .map_err(unavailable)?;
+    let writer = Writer {
+        journal,
+        index,
+        next_seq,
+        cycle_last: None,
+        to_apply,
+        applied,
+        unapplied,
+        pruned_at: None,
+    };
+    let (requests, received) = std::sync::mpsc::channel();
+    let writer = std::thread::Builder::new()
+        .name("local-queue-writer".into())
+        .spawn(move || writer.run(&received))
+        .map_err(unavailable)?;
+    Ok(Threads {
+        requests: Some(requests),
+        writer: Some(writer),
+        applier: Some(applier),
+    })
+}
+
+/// Owns the writer and applier threads: dropping the last queue handle drops this, which lets
+/// them finish what they hold and joins them, so the files are closed when the drop returns (a
+/// restart in the same process can open them again at once).
+pub(crate) struct Threads {
+    requests: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    applier: Option<JoinHandle<()>>,
+}
+
+impl Threads {
+    /// Where requests go (until the threads are ended).
+    pub(crate) fn sender(&self) -> Option<&Sender<Request>> {
+        self.requests.as_ref()
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.requests.take();
+        for thread in [self.writer.take(), self.applier.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: decides, journals and answers.
+struct Writer {
+    journal: Journal,
+    index: MarkIndex,
+    next_seq: u64,
+    /// The last sequence number written in the journal's current cycle.
+    cycle_last: Option<u64>,
+    to_apply: Sender<ToApply>,
+    applied: Arc<Applied>,
+    unapplied: Arc<AtomicU64>,
+    /// When (in marks' time) expired marks were last dropped from the index.
+    pruned_at: Option<i64>,
 }
 
 impl Writer {
-    /// Runs until the last queue handle is dropped, then applies what is left.
-    pub(crate) fn run(mut self, requests: Receiver<Request>) {
-        loop {
-            let request = match self.backlog_since {
-                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => {
-                    requests.recv_timeout(APPLY_INTERVAL.saturating_sub(since.elapsed()))
+    fn run(mut self, requests: &Receiver<Request>) {
+        while let Ok(request) = requests.recv() {
+            let first = match request {
+                Request::Flush(done) => {
+                    self.forward_flush(done);
+                    continue;
                 }
+                Request::Enqueue(first) => first,
             };
-            match request {
-                Ok(Request::Flush(done)) => {
-                    let _ = done.send(self.apply());
-                }
-                Ok(Request::Enqueue(first)) => {
-                    let mut batch = vec![first];
-                    let mut bytes = batch.iter().map(|p| p.bytes.len()).sum::<usize>();
-                    let mut flush = None;
-                    while batch.len() < MAX_BATCH && bytes < BATCH_BYTES && flush.is_none() {
-                        match requests.try_recv() {
-                            Ok(Request::Enqueue(next)) => {
-                                bytes += next.bytes.len();
-                                batch.push(next);
-                            }
-                            Ok(Request::Flush(done)) => flush = Some(done),
-                            Err(_) => break,
-                        }
+            let mut batch = vec![first];
+            let mut bytes = batch.iter().map(|p| p.bytes.len()).sum::<usize>();
+            let mut flush = None;
+            while batch.len() < MAX_BATCH && bytes < BATCH_BYTES && flush.is_none() {
+                match requests.try_recv() {
+                    Ok(Request::Enqueue(next)) => {
+                        bytes += next.bytes.len();
+                        batch.push(next);
                     }
-                    self.accept(batch);
-                    if let Some(done) = flush {
-                        let _ = done.send(self.apply());
-                    } else if self.backlog.len() >= APPLY_RECORDS {
-                        self.apply_or_log();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => self.apply_or_log(),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.apply_or_log();
-                    return;
+                    Ok(Request::Flush(done)) => flush = Some(done),
+                    Err(_) => break,
                 }
             }
+            self.accept(batch);
+            if let Some(done) = flush {
+                self.forward_flush(done);
+            }
+        }
+        // Dropping `to_apply` lets the applier finish what it was handed, then end.
+    }
+
+    fn forward_flush(&self, done: tokio::sync::oneshot::Sender<Result<(), QueueError>>) {
+        if let Err(std::sync::mpsc::SendError(ToApply::Flush(done))) =
+            self.to_apply.send(ToApply::Flush(done))
+        {
+            let _ = done.send(Err(QueueError::Unavailable(
+                "local queue applier stopped".into(),
+            )));
         }
     }
 
@@ -270,10 +358,11 @@ impl Writer {
         let mut records = Vec::new();
         let mut undo = Vec::new();
         let mut waiters = Vec::with_capacity(batch.len());
+        let mut now = None;
         for job in batch {
             waiters.push(job.done);
             if let Some(mark) = &job.mark {
-                self.now = self.now.max(Some(mark.now));
+                now = now.max(Some(mark.now));
                 let before = self.index.get(&mark.id).copied();
                 if before.is_some_and(|expires_at| expires_at > mark.now) {
                     outcomes.push(Enqueued::Duplicate);
@@ -289,7 +378,7 @@ impl Writer {
             });
             outcomes.push(Enqueued::Queued);
         }
-        // 2. Durable: the journal (when it is full, the backlog is applied and it starts over).
+        // 2. Durable: the journal.
         let result = match self.journal_append(&records) {
             Err(err) => {
                 // Nothing was kept: undo the marks, so that a redelivery is not a duplicate.
@@ -302,31 +391,41 @@ impl Writer {
                 Err(err)
             }
             Ok(()) => {
-                self.next_seq += records.len() as u64;
-                if !records.is_empty() {
-                    self.backlog_since.get_or_insert_with(Instant::now);
+                if let Some(last) = records.last() {
+                    self.next_seq = last.seq + 1;
+                    self.cycle_last = Some(last.seq);
+                    self.unapplied
+                        .fetch_add(records.len() as u64, Ordering::AcqRel);
+                    // 3. To the applier, which makes them visible in redb. If it has stopped,
+                    // they stay journaled and are applied when the queue opens next.
+                    let _ = self.to_apply.send(ToApply::Records { records, now });
                 }
-                self.backlog.extend(records);
-                self.unapplied
-                    .store(self.backlog.len() as u64, Ordering::Release);
                 Ok(())
             }
         };
-        // 3. Answer: each accepted job is durable; redb gets it with the next apply.
+        // 4. Answer: each accepted job is durable.
         for (done, outcome) in waiters.into_iter().zip(outcomes) {
             let _ = done.send(result.clone().map(|()| outcome));
         }
+        if let Some(now) = now {
+            self.prune_index(now);
+        }
     }
 
+    /// Appends to the journal, starting a new cycle first when everything in it is applied.
     fn journal_append(&mut self, records: &[Record]) -> Result<(), QueueError> {
         if records.is_empty() {
             return Ok(());
         }
+        if self.applied_through() >= self.cycle_last.unwrap_or(0) {
+            self.restart();
+        }
         if self.journal.append(records).map_err(unavailable)? {
             return Ok(());
         }
-        // Full: make everything journaled so far durable in redb, which starts the journal over.
-        self.apply()?;
+        // Full: wait until the applier has caught up with this cycle, then start over.
+        self.wait_applied(self.cycle_last.unwrap_or(0))?;
+        self.restart();
         if self.journal.append(records).map_err(unavailable)? {
             Ok(())
         } else {
@@ -336,40 +435,149 @@ impl Writer {
         }
     }
 
-    fn apply_or_log(&mut self) {
-        if let Err(err) = self.apply() {
-            tracing::error!(error = %err, "local queue: accepted jobs not applied yet (kept in the journal, retried)");
+    fn restart(&mut self) {
+        self.journal.restart();
+        self.cycle_last = None;
+    }
+
+    fn applied_through(&self) -> u64 {
+        self.applied.through.lock().map_or(0, |through| *through)
+    }
+
+    fn wait_applied(&self, seq: u64) -> Result<(), QueueError> {
+        let timeout = || {
+            QueueError::Unavailable(
+                "local queue: the journal is full and jobs are not being applied".into(),
+            )
+        };
+        let mut through = self.applied.through.lock().map_err(|_| timeout())?;
+        let deadline = Instant::now() + FULL_JOURNAL_WAIT;
+        while *through < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timeout());
+            }
+            through = self
+                .applied
+                .changed
+                .wait_timeout(through, left)
+                .map_err(|_| timeout())?
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Drops expired marks from the index once a minute (they already count as absent).
+    fn prune_index(&mut self, now: i64) {
+        if self.pruned_at.is_none_or(|at| now >= at + 60) {
+            self.index.retain(|_, expires_at| *expires_at > now);
+            self.pruned_at = Some(now);
+        }
+    }
+}
+
+/// The applier thread: takes journaled jobs in order and commits them to redb, all that are
+/// waiting in one durable transaction.
+struct Applier {
+    db: Weak<Database>,
+    notify: Arc<Notify>,
+    applied: Arc<Applied>,
+    unapplied: Arc<AtomicU64>,
+}
+
+/// What the applier holds between commits.
+#[derive(Default)]
+struct Work {
+    records: Vec<Record>,
+    now: Option<i64>,
+    flushes: Vec<tokio::sync::oneshot::Sender<Result<(), QueueError>>>,
+}
+
+impl Work {
+    fn take(&mut self, message: ToApply) {
+        match message {
+            ToApply::Records { records, now } => {
+                self.records.extend(records);
+                self.now = self.now.max(now);
+            }
+            ToApply::Flush(done) => self.flushes.push(done),
+        }
+    }
+}
+
+impl Applier {
+    fn run(self, received: &Receiver<ToApply>) {
+        let mut work = Work::default();
+        let mut open = true;
+        let mut last_commit: Option<Instant> = None;
+        loop {
+            // Wait for work: without limit when idle, a while when a failed commit waits.
+            let waited = if work.records.is_empty() {
+                received.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                received.recv_timeout(RETRY_APPLY)
+            };
+            match waited {
+                Ok(message) => work.take(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            // Gather what else comes until APPLY_INTERVAL has passed since the last commit, so that
+            // a trickle of jobs shares commits too (unless a flush is waiting, or the end came).
+            while open && work.flushes.is_empty() {
+                let due = last_commit.map_or_else(Instant::now, |at| at + APPLY_INTERVAL);
+                let left = due.saturating_duration_since(Instant::now());
+                match received.recv_timeout(left) {
+                    Ok(message) => work.take(message),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            while let Ok(message) = received.try_recv() {
+                work.take(message);
+            }
+            if work.records.is_empty() && work.flushes.is_empty() {
+                if open {
+                    continue;
+                }
+                return;
+            }
+            last_commit = Some(Instant::now());
+            let result = self.commit(&work.records, work.now);
+            match &result {
+                Ok(()) => work.records.clear(),
+                Err(err) => {
+                    tracing::error!(error = %err, jobs = work.records.len(),
+                        "local queue: accepted jobs not applied yet (kept in the journal, retried)");
+                    if !open {
+                        return; // applied from the journal when the queue opens next
+                    }
+                }
+            }
+            for done in work.flushes.drain(..) {
+                let _ = done.send(result.clone());
+            }
         }
     }
 
-    /// Applies the backlog to redb in one transaction that waits for the disk; then the journal
-    /// starts over. On failure the backlog stays (journaled) and is retried after the interval.
-    fn apply(&mut self) -> Result<(), QueueError> {
-        if self.backlog.is_empty() {
+    fn commit(&self, records: &[Record], now: Option<i64>) -> Result<(), QueueError> {
+        let Some(last) = records.last() else {
             return Ok(());
+        };
+        let db = self
+            .db
+            .upgrade()
+            .ok_or_else(|| QueueError::Unavailable("local queue closed".into()))?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        apply_records(&txn, records, now)?;
+        txn.commit().map_err(unavailable)?;
+        if let Ok(mut through) = self.applied.through.lock() {
+            *through = last.seq;
         }
-        let result = self.db.upgrade().map_or_else(
-            || Err(QueueError::Unavailable("local queue closed".into())),
-            |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
-                let sweep = self.now.map(|now| (now, &mut self.index));
-                apply_records(&txn, &self.backlog, sweep)?;
-                txn.commit().map_err(unavailable)
-            },
-        );
-        match result {
-            Ok(()) => {
-                self.backlog.clear();
-                self.backlog_since = None;
-                self.unapplied.store(0, Ordering::Release);
-                self.journal.restart();
-                self.notify.notify_one();
-                Ok(())
-            }
-            Err(err) => {
-                self.backlog_since = Some(Instant::now());
-                Err(err)
-            }
-        }
+        self.applied.changed.notify_all();
+        self.unapplied
+            .fetch_sub(records.len() as u64, Ordering::AcqRel);
+        self.notify.notify_one();
+        Ok(())
     }
 }
