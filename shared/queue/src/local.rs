@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::writer::{
-    MARKS, PendingEnqueue, PendingMark, Request, Threads, mark_id, recover, start,
+    APPLIED_THROUGH, MARKS, META, PendingEnqueue, PendingMark, Request, Threads, mark_id, recover,
+    start,
 };
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
@@ -61,7 +62,7 @@ pub struct LocalQueue {
     db: Arc<Database>,
     notify: Arc<Notify>,
     /// Accepted jobs the writer has not applied to the file yet.
-    unapplied: Arc<AtomicU64>,
+    accepted_through: Arc<AtomicU64>,
     /// When one of the worker's commits last waited for the disk.
     worker_synced_at: Arc<Mutex<Instant>>,
 }
@@ -126,18 +127,18 @@ impl LocalQueue {
         }
         txn.commit().map_err(unavailable)?;
         let (db, notify) = (Arc::new(db), Arc::new(Notify::new()));
-        let unapplied = Arc::new(AtomicU64::new(0));
+        let accepted_through = Arc::new(AtomicU64::new(recovered.2.saturating_sub(1)));
         let threads = start(
             Arc::downgrade(&db),
             notify.clone(),
             recovered,
-            unapplied.clone(),
+            accepted_through.clone(),
         )?;
         Ok(Self {
             threads: Arc::new(threads),
             db,
             notify,
-            unapplied,
+            accepted_through,
             worker_synced_at: Arc::new(Mutex::new(Instant::now())),
         })
     }
@@ -283,20 +284,28 @@ impl LocalQueue {
         Ok(())
     }
 
-    /// How many jobs wait or run (accepted ones the writer has not applied yet included).
+    /// How many jobs wait or run, accepted ones not yet applied to the file included.
     pub async fn pending(&self) -> Result<u64, QueueError> {
-        // Unapplied first: an apply in between then counts its jobs twice, never not at all.
-        let unapplied = self.unapplied.load(Ordering::Acquire);
-        let stored = self
-            .blocking(|db| {
-                let txn = db.begin_read().map_err(unavailable)?;
-                txn.open_table(JOBS)
-                    .map_err(unavailable)?
-                    .len()
-                    .map_err(unavailable)
-            })
-            .await?;
-        Ok(stored + unapplied)
+        let accepted = self.accepted_through.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let stored = txn
+                .open_table(JOBS)
+                .map_err(unavailable)?
+                .len()
+                .map_err(unavailable)?;
+            let applied = txn
+                .open_table(META)
+                .map_err(unavailable)?
+                .get(APPLIED_THROUGH)
+                .map_err(unavailable)?
+                .map_or(0, |v| v.value());
+            // Read after the snapshot, so every job the snapshot lacks is counted, none twice
+            // (sequence numbers of accepted jobs have no gaps).
+            let accepted = accepted.load(Ordering::Acquire);
+            Ok(stored + accepted.saturating_sub(applied))
+        })
+        .await
     }
 
     fn send(&self, request: Request) -> Result<(), QueueError> {

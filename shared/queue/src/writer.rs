@@ -40,10 +40,11 @@ pub(crate) const MARKS: TableDefinition<'static, (i64, MarkId), ()> =
     TableDefinition::new("marks_by_expiry");
 
 /// The queue's bookkeeping: [`APPLIED_THROUGH`].
-const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 
-/// The highest job sequence number applied from the journal.
-const APPLIED_THROUGH: &str = "journal_applied_through";
+/// The highest job sequence number applied from the journal: every job up to it is in redb (or
+/// was, and has finished).
+pub(crate) const APPLIED_THROUGH: &str = "journal_applied_through";
 
 /// The journal file's size.
 pub(crate) const JOURNAL_BYTES: u64 = 8 * 1024 * 1024;
@@ -131,7 +132,12 @@ pub(crate) fn recover(
         };
         // A new job never takes the place of a dead or a finished one.
         let applied = lost.last().map_or(applied, |r| r.seq);
-        last(JOBS)?.max(last(DEAD)?).max(applied) + 1
+        let through = last(JOBS)?.max(last(DEAD)?).max(applied);
+        txn.open_table(META)
+            .map_err(unavailable)?
+            .insert(APPLIED_THROUGH, through)
+            .map_err(unavailable)?;
+        through + 1
     };
     txn.commit().map_err(unavailable)?;
     journal.restart();
@@ -229,7 +235,7 @@ pub(crate) fn start(
     db: Weak<Database>,
     notify: Arc<Notify>,
     recovered: (Journal, MarkIndex, u64),
-    unapplied: Arc<AtomicU64>,
+    accepted_through: Arc<AtomicU64>,
 ) -> Result<Threads, QueueError> {
     let (journal, index, next_seq) = recovered;
     let applied = Arc::new(Applied {
@@ -241,7 +247,6 @@ pub(crate) fn start(
         db,
         notify,
         applied: applied.clone(),
-        unapplied: unapplied.clone(),
     };
     let applier = std::thread::Builder::new()
         .name("local-queue-applier".into())
@@ -254,7 +259,7 @@ pub(crate) fn start(
         cycle_last: None,
         to_apply,
         applied,
-        unapplied,
+        accepted_through,
         pruned_at: None,
     };
     let (requests, received) = std::sync::mpsc::channel();
@@ -306,7 +311,8 @@ struct Writer {
     cycle_last: Option<u64>,
     to_apply: Sender<ToApply>,
     applied: Arc<Applied>,
-    unapplied: Arc<AtomicU64>,
+    /// The last sequence number journaled (shared with [`crate::LocalQueue::pending`]).
+    accepted_through: Arc<AtomicU64>,
     /// When (in marks' time) expired marks were last dropped from the index.
     pruned_at: Option<i64>,
 }
@@ -394,8 +400,7 @@ impl Writer {
                 if let Some(last) = records.last() {
                     self.next_seq = last.seq + 1;
                     self.cycle_last = Some(last.seq);
-                    self.unapplied
-                        .fetch_add(records.len() as u64, Ordering::AcqRel);
+                    self.accepted_through.store(last.seq, Ordering::Release);
                     // 3. To the applier, which makes them visible in redb. If it has stopped,
                     // they stay journaled and are applied when the queue opens next.
                     let _ = self.to_apply.send(ToApply::Records { records, now });
@@ -482,7 +487,6 @@ struct Applier {
     db: Weak<Database>,
     notify: Arc<Notify>,
     applied: Arc<Applied>,
-    unapplied: Arc<AtomicU64>,
 }
 
 /// What the applier holds between commits.
@@ -575,8 +579,6 @@ impl Applier {
             *through = last.seq;
         }
         self.applied.changed.notify_all();
-        self.unapplied
-            .fetch_sub(records.len() as u64, Ordering::AcqRel);
         self.notify.notify_one();
         Ok(())
     }
