@@ -166,6 +166,11 @@ impl Journal {
         Ok(true)
     }
 
+    /// The file's size in bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// Starts a new cycle: call only once every record so far is durable elsewhere.
     pub(crate) fn restart(&mut self) {
         self.offset = 0;

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::writer::{
-    APPLIED_THROUGH, MARKS, META, PendingEnqueue, PendingMark, Request, Threads, mark_id, recover,
-    start,
+    APPLIED_THROUGH, JOURNAL_BYTES, MARKS, META, PendingEnqueue, PendingMark, Request, Threads,
+    mark_id, recover, start,
 };
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
@@ -102,13 +102,20 @@ impl LocalQueue {
     /// Opens (or creates) `queue.redb` in `data_dir`. Jobs that were leased when the last process
     /// stopped are visible again at once: nobody else can be working on them.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, QueueError> {
+        Self::open_with_journal(data_dir, JOURNAL_BYTES)
+    }
+
+    fn open_with_journal(
+        data_dir: impl AsRef<Path>,
+        journal_bytes: u64,
+    ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(data_dir.as_ref()).map_err(unavailable)?;
         // redb's page cache defaults to 1 GiB: bounded here, as the queue is mostly appended to.
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(data_dir.as_ref().join("queue.redb"))
             .map_err(unavailable)?;
-        let recovered = recover(&db, &data_dir.as_ref().join("queue.journal"))?;
+        let recovered = recover(&db, &data_dir.as_ref().join("queue.journal"), journal_bytes)?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
             let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -402,5 +409,56 @@ impl JobIntake for LocalQueue {
             expires_at: now.saturating_add(ttl_seconds),
         };
         Ok(self.submit(job, Some(mark)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use understudy_confluence::{Edit, RestrictedPagePolicy};
+    use understudy_domain::{ClientKey, PageId};
+
+    fn job(page: u64) -> EditJobMessage {
+        EditJobMessage {
+            job_id: format!("page_updated:{page}:v1"),
+            client_key: ClientKey::parse("t1").unwrap(),
+            page_id: PageId::parse(page.to_string()).unwrap(),
+            event: "page_updated".into(),
+            page_version: Some(1),
+            user: None,
+            policy: RestrictedPagePolicy::Impersonate,
+            edit: Edit::from_json(r#"[{"append": "<p>x</p>"}]"#).unwrap(),
+            rules: vec!["r".into()],
+            accepted_at: 0,
+        }
+    }
+
+    /// A journal with room for a few jobs fills again and again: each time the writer waits for
+    /// the applier to catch up, starts a new cycle, and loses nothing, concurrent callers included.
+    #[tokio::test]
+    async fn a_full_journal_waits_for_the_applier_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::open_with_journal(dir.path(), 4 * 1024).unwrap();
+        let mut tasks = Vec::new();
+        for page in 1..=300 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                q.enqueue_once(&job(page), 3_600, 100).await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Enqueued::Queued);
+        }
+        assert_eq!(q.pending().await.unwrap(), 300);
+        drop(q);
+        let q = LocalQueue::open_with_journal(dir.path(), 4 * 1024).unwrap();
+        assert_eq!(q.pending().await.unwrap(), 300);
+        assert_eq!(q.marks().await.unwrap(), 300);
+        assert_eq!(
+            q.enqueue_once(&job(7), 3_600, 101).await.unwrap(),
+            Enqueued::Duplicate
+        );
     }
 }

@@ -49,9 +49,6 @@ pub(crate) const APPLIED_THROUGH: &str = "journal_applied_through";
 /// The journal file's size.
 pub(crate) const JOURNAL_BYTES: u64 = 8 * 1024 * 1024;
 
-/// A batch stops growing past this many journal bytes, so that it always fits in a fresh journal.
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
-
 /// Most jobs one batch carries.
 const MAX_BATCH: usize = 512;
 
@@ -104,8 +101,9 @@ pub(crate) struct PendingMark {
 pub(crate) fn recover(
     db: &Database,
     journal_path: &std::path::Path,
+    journal_bytes: u64,
 ) -> Result<(Journal, MarkIndex, u64), QueueError> {
-    let (mut journal, records) = Journal::open(journal_path, JOURNAL_BYTES).map_err(unavailable)?;
+    let (mut journal, records) = Journal::open(journal_path, journal_bytes).map_err(unavailable)?;
     let txn = db.begin_write().map_err(unavailable)?;
     let next_seq = {
         let applied = txn
@@ -238,6 +236,8 @@ pub(crate) fn start(
     accepted_through: Arc<AtomicU64>,
 ) -> Result<Threads, QueueError> {
     let (journal, index, next_seq) = recovered;
+    // A batch stops growing past a quarter of the journal, so that it always fits in a fresh one.
+    let batch_bytes = usize::try_from(journal.capacity() / 4).unwrap_or(usize::MAX);
     let applied = Arc::new(Applied {
         through: Mutex::new(next_seq.saturating_sub(1)),
         changed: Condvar::new(),
@@ -257,6 +257,7 @@ pub(crate) fn start(
         index,
         next_seq,
         cycle_last: None,
+        batch_bytes,
         to_apply,
         applied,
         accepted_through,
@@ -309,6 +310,8 @@ struct Writer {
     next_seq: u64,
     /// The last sequence number written in the journal's current cycle.
     cycle_last: Option<u64>,
+    /// Where a batch stops growing (journal bytes).
+    batch_bytes: usize,
     to_apply: Sender<ToApply>,
     applied: Arc<Applied>,
     /// The last sequence number journaled (shared with [`crate::LocalQueue::pending`]).
@@ -330,7 +333,7 @@ impl Writer {
             let mut batch = vec![first];
             let mut bytes = batch.iter().map(|p| p.bytes.len()).sum::<usize>();
             let mut flush = None;
-            while batch.len() < MAX_BATCH && bytes < BATCH_BYTES && flush.is_none() {
+            while batch.len() < MAX_BATCH && bytes < self.batch_bytes && flush.is_none() {
                 match requests.try_recv() {
                     Ok(Request::Enqueue(next)) => {
                         bytes += next.bytes.len();
