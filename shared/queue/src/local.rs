@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::writer::{
-    APPLIED_THROUGH, JOURNAL_BYTES, MARKS, META, PendingEnqueue, PendingMark, Request, Threads,
+    JOURNAL_BYTES, MARKS, META, PendingEnqueue, PendingMark, Request, Threads, applied_through,
     mark_id, recover, start,
 };
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
@@ -301,12 +301,7 @@ impl LocalQueue {
                 .map_err(unavailable)?
                 .len()
                 .map_err(unavailable)?;
-            let applied = txn
-                .open_table(META)
-                .map_err(unavailable)?
-                .get(APPLIED_THROUGH)
-                .map_err(unavailable)?
-                .map_or(0, |v| v.value());
+            let applied = applied_through(&txn.open_table(META).map_err(unavailable)?)?;
             // Read after the snapshot, so every job the snapshot lacks is counted, none twice
             // (sequence numbers of accepted jobs have no gaps).
             let accepted = accepted.load(Ordering::Acquire);

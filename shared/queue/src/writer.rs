@@ -106,12 +106,7 @@ pub(crate) fn recover(
     let (mut journal, records) = Journal::open(journal_path, journal_bytes).map_err(unavailable)?;
     let txn = db.begin_write().map_err(unavailable)?;
     let next_seq = {
-        let applied = txn
-            .open_table(META)
-            .map_err(unavailable)?
-            .get(APPLIED_THROUGH)
-            .map_err(unavailable)?
-            .map_or(0, |v| v.value());
+        let applied = applied_through(&txn.open_table(META).map_err(unavailable)?)?;
         let lost: Vec<Record> = records.into_iter().filter(|r| r.seq > applied).collect();
         if !lost.is_empty() {
             tracing::warn!(
@@ -153,6 +148,16 @@ pub(crate) fn recover(
         index.insert(id, expires_at);
     }
     Ok((journal, index, next_seq))
+}
+
+/// The [`APPLIED_THROUGH`] number in `meta` (0 before the first apply).
+pub(crate) fn applied_through(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<u64, QueueError> {
+    Ok(meta
+        .get(APPLIED_THROUGH)
+        .map_err(unavailable)?
+        .map_or(0, |v| v.value()))
 }
 
 /// Writes `records` (jobs, marks and the applied-through number) into `txn`, and sweeps a few
@@ -221,7 +226,6 @@ enum ToApply {
 }
 
 /// How far the applier has come: every job up to this sequence number is durable in redb.
-#[derive(Default)]
 struct Applied {
     through: Mutex<u64>,
     changed: Condvar,
@@ -276,8 +280,8 @@ pub(crate) fn start(
 }
 
 /// Owns the writer and applier threads: dropping the last queue handle drops this, which lets
-/// them finish what they hold and joins them, so the files are closed when the drop returns (a
-/// restart in the same process can open them again at once).
+/// them finish what they hold and joins them, so that once the handle is gone nothing holds the
+/// files (a restart in the same process can open them again at once).
 pub(crate) struct Threads {
     requests: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
