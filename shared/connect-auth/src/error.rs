@@ -3,6 +3,9 @@
 //! Messages are short and safe to return to the caller: they never contain a token, a claim value
 //! chosen by the caller, or a secret.
 
+/// What [`AuthError::UnknownIssuer`] and [`AuthError::BadSignature`] both say.
+pub const UNVERIFIABLE_MESSAGE: &str = "JWT could not be verified";
+
 /// Why a token was refused, or why it could not be checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -10,6 +13,10 @@ pub enum AuthError {
     /// No `Authorization: JWT …` header and no `jwt` query parameter.
     #[error("no JWT in the Authorization header or the jwt query parameter")]
     MissingToken,
+    /// A `jwt` query parameter on a route that takes its token from the `Authorization` header
+    /// only (the app's API): tokens in URLs end up in logs and `Referer` headers.
+    #[error("token must be in the Authorization header")]
+    TokenInQuery,
     /// The header and the query parameter carry two different tokens.
     #[error("two different JWTs on one request")]
     ConflictingTokens,
@@ -23,10 +30,15 @@ pub enum AuthError {
         expected: &'static str,
     },
     /// `iss` names no installed tenant.
-    #[error("unknown issuer")]
+    ///
+    /// Displays exactly as [`AuthError::BadSignature`] does: a caller must not learn from a refusal
+    /// which clientKeys are installed. The variant stays distinct for logs and tests.
+    #[error("{}", UNVERIFIABLE_MESSAGE)]
     UnknownIssuer,
     /// The signature does not verify with the key of the claimed issuer.
-    #[error("JWT signature does not verify")]
+    ///
+    /// Displays exactly as [`AuthError::UnknownIssuer`] does (see there).
+    #[error("{}", UNVERIFIABLE_MESSAGE)]
     BadSignature,
     /// `exp` is in the past (beyond the leeway).
     #[error("JWT expired")]
@@ -34,6 +46,12 @@ pub enum AuthError {
     /// `nbf` or `iat` is in the future (beyond the leeway).
     #[error("JWT not yet valid")]
     NotYetValid,
+    /// `exp - iat` exceeds the longest lifetime the route accepts (context JWTs on the app's API).
+    #[error("JWT lifetime is longer than this route accepts")]
+    LifetimeTooLong,
+    /// `iat` lies further in the past than the longest lifetime (plus the leeway) the route accepts.
+    #[error("JWT was issued too long ago")]
+    IssuedTooLongAgo,
     /// A claim the protocol requires is absent or of the wrong type.
     #[error("JWT claim `{0}` is missing or not of the expected type")]
     MissingClaim(&'static str),

@@ -23,7 +23,7 @@ pub mod verify;
 
 pub use claims::{Audience, Claims};
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use error::AuthError;
+pub use error::{AuthError, UNVERIFIABLE_MESSAGE};
 pub use install::InstallVerifier;
 #[cfg(feature = "http-keys")]
 pub use keys::HttpKeyProvider;
@@ -34,5 +34,8 @@ pub use mint::{
 };
 pub use qsh::{CONTEXT_QSH, RequestParts, canonical_request, query_string_hash};
 pub use secrecy::{ExposeSecret, SecretString};
-pub use token::{MAX_TOKEN_LEN, extract_token};
-pub use verify::{DEFAULT_LEEWAY_SECONDS, Hs256Verifier, QshMode, TenantSecrets, Verified};
+pub use token::{MAX_TOKEN_LEN, TokenSource, extract_token, extract_token_from};
+pub use verify::{
+    CONTEXT_TOKEN_MAX_LIFETIME_SECONDS, DEFAULT_LEEWAY_SECONDS, Hs256Verifier, QshMode,
+    TenantSecrets, Verified,
+};

@@ -9,10 +9,32 @@ use crate::error::AuthError;
 /// Longest token accepted. Atlassian's tokens are well under 2 KiB; a bound keeps parsing cheap.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
+/// Where a route accepts its token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: JWT <token>` or the `jwt` query parameter: lifecycle callbacks, webhooks and
+    /// iframe loads (Confluence puts the token in the iframe's URL).
+    HeaderOrQuery,
+    /// `Authorization: JWT <token>` only: the app's own API, called with `AP.context.getToken()`.
+    /// Any `jwt` query parameter is refused ([`AuthError::TokenInQuery`]), even one equal to the
+    /// header's token, so that no caller gets used to putting API tokens in URLs (logs, `Referer`).
+    HeaderOnly,
+}
+
 /// Finds the token: `Authorization: JWT <token>` (exact prefix, one space) or the `jwt` query
 /// parameter (iframe loads). Both present and different: refused, so a proxy cannot smuggle a second
-/// identity past the one it checked.
+/// identity past the one it checked. The same as [`extract_token_from`] with
+/// [`TokenSource::HeaderOrQuery`].
 pub fn extract_token<'a>(
+    authorization: Option<&'a str>,
+    raw_query: &'a str,
+) -> Result<&'a str, AuthError> {
+    extract_token_from(TokenSource::HeaderOrQuery, authorization, raw_query)
+}
+
+/// Finds the token where `source` allows it.
+pub fn extract_token_from<'a>(
+    source: TokenSource,
     authorization: Option<&'a str>,
     raw_query: &'a str,
 ) -> Result<&'a str, AuthError> {
@@ -22,15 +44,13 @@ pub fn extract_token<'a>(
         ))?),
         None => None,
     };
-    let mut from_query = None;
-    for pair in raw_query.split('&') {
-        if let Some(value) = pair.strip_prefix("jwt=") {
-            if from_query.is_some_and(|seen| seen != value) {
-                return Err(AuthError::ConflictingTokens);
-            }
-            from_query = Some(value);
+    let from_query = match source {
+        TokenSource::HeaderOrQuery => query_token(raw_query)?,
+        TokenSource::HeaderOnly if has_jwt_parameter(raw_query) => {
+            return Err(AuthError::TokenInQuery);
         }
-    }
+        TokenSource::HeaderOnly => None,
+    };
     let token = match (from_header, from_query) {
         (Some(h), Some(q)) if h != q => return Err(AuthError::ConflictingTokens),
         (Some(h), _) => h,
@@ -44,6 +64,30 @@ pub fn extract_token<'a>(
         return Err(AuthError::Malformed("token too long"));
     }
     Ok(token)
+}
+
+/// The `jwt` query parameter; two different ones are refused.
+fn query_token(raw_query: &str) -> Result<Option<&str>, AuthError> {
+    let mut from_query = None;
+    for pair in raw_query.split('&') {
+        if let Some(value) = pair.strip_prefix("jwt=") {
+            if from_query.is_some_and(|seen| seen != value) {
+                return Err(AuthError::ConflictingTokens);
+            }
+            from_query = Some(value);
+        }
+    }
+    Ok(from_query)
+}
+
+/// Whether any parameter is named `jwt`, with or without a value, in any case, percent-encoded or
+/// not: on a header-only route none may be.
+fn has_jwt_parameter(raw_query: &str) -> bool {
+    raw_query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        decoded.eq_ignore_ascii_case("jwt")
+    })
 }
 
 /// The three segments of a compact JWS.

@@ -1,5 +1,7 @@
 //! Verifying incoming HS256 tokens: webhooks, `enabled`/`disabled`, context JWTs (§3).
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,6 +17,11 @@ use crate::token::require_alg;
 
 /// The clock skew tolerated on `exp`, `nbf` and `iat`, as Atlassian's Java reader allows.
 pub const DEFAULT_LEEWAY_SECONDS: i64 = 30;
+
+/// The longest lifetime (`exp - iat`) the app's own API accepts on a context JWT: 15 minutes.
+/// Confluence's context tokens are short-lived; a leaked one must not stay useful for long. See
+/// [`Hs256Verifier::max_lifetime`].
+pub const CONTEXT_TOKEN_MAX_LIFETIME_SECONDS: i64 = 15 * 60;
 
 /// How a route checks the `qsh` claim. There is deliberately no "skip".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,7 @@ pub trait TenantSecrets: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Hs256Verifier<C = SystemClock> {
     leeway_seconds: i64,
+    max_lifetime_seconds: Option<i64>,
     clock: C,
     validation: Validation,
 }
@@ -103,6 +111,31 @@ pub(crate) fn check_times(claims: &Claims, now: i64, leeway: i64) -> Result<(), 
     Ok(())
 }
 
+/// With a bound on the lifetime: `exp - iat` at most `max`, and `iat` no more than `max + leeway`
+/// in the past. Checked after [`check_times`], so an expired token is still "expired".
+pub(crate) fn check_lifetime(
+    claims: &Claims,
+    now: i64,
+    leeway: i64,
+    max: i64,
+) -> Result<(), AuthError> {
+    if claims.iat < now.saturating_sub(max.saturating_add(leeway)) {
+        return Err(AuthError::IssuedTooLongAgo);
+    }
+    if claims.exp.saturating_sub(claims.iat) > max {
+        return Err(AuthError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
+/// The key an unknown issuer's token is checked with, only so that refusing it costs what refusing
+/// a bad signature costs. Nothing is ever accepted with it.
+fn decoy_secret() -> &'static SecretString {
+    static DECOY: LazyLock<SecretString> =
+        LazyLock::new(|| SecretString::from("understudy-decoy-key-for-unknown-issuers-0000"));
+    &DECOY
+}
+
 /// Compares the qsh claim with what the route requires, in constant time.
 pub(crate) fn check_qsh(
     claimed: &str,
@@ -124,6 +157,7 @@ impl<C: Clock> Hs256Verifier<C> {
     pub fn with_clock(clock: C) -> Self {
         Self {
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            max_lifetime_seconds: None,
             clock,
             validation: signature_only(Algorithm::HS256),
         }
@@ -135,8 +169,17 @@ impl<C: Clock> Hs256Verifier<C> {
         self
     }
 
+    /// The same verifier, refusing tokens whose lifetime (`exp - iat`) is longer than `seconds`
+    /// ([`AuthError::LifetimeTooLong`]) or whose `iat` is more than `seconds` plus the leeway in the
+    /// past ([`AuthError::IssuedTooLongAgo`]). For the app's API, which takes context JWTs
+    /// ([`CONTEXT_TOKEN_MAX_LIFETIME_SECONDS`]); lifecycle and webhook routes keep no bound.
+    pub fn max_lifetime(mut self, seconds: i64) -> Self {
+        self.max_lifetime_seconds = Some(seconds.max(0));
+        self
+    }
+
     /// Verifies `token` against `secret` and `request`: algorithm HS256 only, signature, required
-    /// claims, times, then qsh per `mode`.
+    /// claims, times (and the lifetime bound, when set), then qsh per `mode`.
     pub fn verify(
         &self,
         token: &str,
@@ -151,13 +194,22 @@ impl<C: Clock> Hs256Verifier<C> {
             .map_err(|e| map_jwt_error(&e))?
             .claims;
         let claims = raw.into_claims()?;
-        check_times(&claims, self.clock.now_unix(), self.leeway_seconds)?;
+        let now = self.clock.now_unix();
+        check_times(&claims, now, self.leeway_seconds)?;
+        if let Some(max) = self.max_lifetime_seconds {
+            check_lifetime(&claims, now, self.leeway_seconds, max)?;
+        }
         check_qsh(&claims.qsh, mode, request)?;
         Ok(claims)
     }
 
     /// Verifies a request from a tenant: reads the issuer (unverified) only to find the tenant's
     /// secret, then verifies everything with that secret.
+    ///
+    /// An unknown issuer ([`AuthError::UnknownIssuer`]) and a bad signature
+    /// ([`AuthError::BadSignature`]) read the same to the caller, and an unknown issuer's token is
+    /// still put through an HMAC (with a decoy key, result discarded) so that the verifier's own
+    /// work does not tell them apart either. The tenant lookup's own timing is the store's.
     pub async fn verify_request<L: TenantSecrets>(
         &self,
         lookup: &L,
@@ -168,10 +220,10 @@ impl<C: Clock> Hs256Verifier<C> {
         // Fail cheaply on the wrong algorithm before touching the store.
         require_alg(token, "HS256")?;
         let issuer = dangerous::unverified_issuer(token)?;
-        let tenant = lookup
-            .find_tenant(&issuer)
-            .await?
-            .ok_or(AuthError::UnknownIssuer)?;
+        let Some(tenant) = lookup.find_tenant(&issuer).await? else {
+            std::hint::black_box(self.verify(token, decoy_secret(), request, mode)).ok();
+            return Err(AuthError::UnknownIssuer);
+        };
         let claims = self.verify(token, lookup.shared_secret(&tenant), request, mode)?;
         Ok(Verified { tenant, claims })
     }

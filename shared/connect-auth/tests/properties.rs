@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use connect_auth::{
-    FixedClock, Hs256Verifier, QshMode, RequestParts, SecretString, dangerous, extract_token,
+    FixedClock, Hs256Verifier, QshMode, RequestParts, SecretString, TokenSource, dangerous,
+    extract_token, extract_token_from,
 };
 use proptest::prelude::*;
 
@@ -73,6 +74,9 @@ proptest! {
         let _ = dangerous::unverified_issuer(&token);
         let _ = dangerous::decode_unverified(&token);
         let _ = extract_token(header.as_deref(), &query);
+        let _ = extract_token_from(TokenSource::HeaderOnly, header.as_deref(), &query);
+        let bounded = verifier.clone().max_lifetime(900);
+        let _ = bounded.verify(&token, &secret, &request, QshMode::Context);
     }
 
     #[test]

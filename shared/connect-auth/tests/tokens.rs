@@ -15,8 +15,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use connect_auth::{
     AuthError, CachingKeyProvider, FixedClock, Hs256Verifier, HttpKeyProvider,
     ImpersonationRequest, InMemoryKeys, InstallVerifier, KeyError, KeyProvider, Kid, QshMode,
-    RequestParts, SecretString, TenantSecrets, extract_token, mint_app_token,
-    mint_impersonation_assertion, sign_hs256,
+    RequestParts, SecretString, TenantSecrets, TokenSource, extract_token, extract_token_from,
+    mint_app_token, mint_impersonation_assertion, sign_hs256,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
@@ -71,6 +71,111 @@ fn a_webhook_token_signed_with_the_tenant_secret_verifies() {
 fn a_token_signed_with_another_secret_is_a_bad_signature() {
     let token = sign_hs256(&claims_for(&webhook()), &SecretString::from("other")).unwrap();
     assert_eq!(verify(&token), Err(AuthError::BadSignature));
+}
+
+#[test]
+fn an_unknown_issuer_and_a_bad_signature_read_alike() {
+    assert_eq!(
+        AuthError::UnknownIssuer.to_string(),
+        AuthError::BadSignature.to_string()
+    );
+    assert_eq!(
+        AuthError::BadSignature.to_string(),
+        connect_auth::UNVERIFIABLE_MESSAGE
+    );
+    assert_ne!(AuthError::UnknownIssuer, AuthError::BadSignature);
+}
+
+// ---- context tokens on the app's API: a bounded lifetime ---------------------------------------
+
+fn api() -> RequestParts<'static> {
+    RequestParts::new("POST", "/api/pages/1/edits", "")
+}
+
+fn context_token(iat: i64, exp: i64) -> String {
+    let claims =
+        json!({"iss": "client-1", "sub": "user-1", "iat": iat, "exp": exp, "qsh": "context-qsh"});
+    sign_hs256(&claims, &secret()).unwrap()
+}
+
+fn verify_api(token: &str) -> Result<connect_auth::Claims, AuthError> {
+    verifier()
+        .max_lifetime(connect_auth::CONTEXT_TOKEN_MAX_LIFETIME_SECONDS)
+        .verify(token, &secret(), &api(), QshMode::Context)
+}
+
+#[test]
+fn a_context_token_may_live_at_most_15_minutes_on_the_api() {
+    assert_eq!(connect_auth::CONTEXT_TOKEN_MAX_LIFETIME_SECONDS, 900);
+    assert!(verify_api(&context_token(NOW, NOW + 180)).is_ok());
+    assert!(verify_api(&context_token(NOW, NOW + 900)).is_ok());
+    assert!(verify_api(&context_token(NOW - 600, NOW + 300)).is_ok());
+    assert_eq!(
+        verify_api(&context_token(NOW, NOW + 901)),
+        Err(AuthError::LifetimeTooLong)
+    );
+    assert_eq!(
+        verify_api(&context_token(NOW - 10, NOW + 10 * 365 * 86_400)),
+        Err(AuthError::LifetimeTooLong)
+    );
+    // A token that also says it was issued far in the future is "not yet valid" first.
+    assert_eq!(
+        verify_api(&context_token(NOW + 31, NOW + 2000)),
+        Err(AuthError::NotYetValid)
+    );
+    // Expired stays "expired".
+    assert_eq!(
+        verify_api(&context_token(NOW - 2000, NOW - 1000)),
+        Err(AuthError::Expired)
+    );
+}
+
+#[test]
+fn a_context_token_issued_long_ago_is_refused_on_the_api() {
+    // 15 minutes and the 30 s leeway ago is the limit.
+    assert_eq!(
+        verify_api(&context_token(NOW - 931, NOW + 60)),
+        Err(AuthError::IssuedTooLongAgo)
+    );
+    assert_eq!(
+        verify_api(&context_token(NOW - 86_400, NOW + 60)),
+        Err(AuthError::IssuedTooLongAgo)
+    );
+    assert_ne!(
+        verify_api(&context_token(NOW - 930, NOW + 60)),
+        Err(AuthError::IssuedTooLongAgo)
+    );
+    assert_ne!(
+        AuthError::IssuedTooLongAgo.to_string(),
+        AuthError::LifetimeTooLong.to_string()
+    );
+    // The leeway counts: with none, one second past 15 minutes is too long ago.
+    let strict = verifier().leeway(0).max_lifetime(900);
+    assert_eq!(
+        strict.verify(
+            &context_token(NOW - 901, NOW + 1),
+            &secret(),
+            &api(),
+            QshMode::Context
+        ),
+        Err(AuthError::IssuedTooLongAgo)
+    );
+}
+
+#[test]
+fn without_a_bound_long_lived_tokens_verify_as_before() {
+    // Webhook and lifecycle verification keep no bound on the lifetime.
+    let token = with_claim(|c| {
+        c["iat"] = json!(NOW - 86_400);
+        c["exp"] = json!(NOW + 86_400);
+    });
+    assert!(verify(&token).is_ok());
+    let context = context_token(NOW - 86_400, NOW + 86_400);
+    assert!(
+        verifier()
+            .verify(&context, &secret(), &api(), QshMode::Context)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -223,6 +328,49 @@ fn tokens_come_from_the_jwt_header_or_the_query_and_two_different_ones_are_refus
     ));
 }
 
+#[test]
+fn api_routes_take_the_token_from_the_authorization_header_only() {
+    let only = |header, query| extract_token_from(TokenSource::HeaderOnly, header, query);
+    assert_eq!(only(Some("JWT abc"), ""), Ok("abc"));
+    assert_eq!(only(Some("JWT abc"), "pageId=1&x=jwt"), Ok("abc"));
+    assert_eq!(only(Some("JWT abc"), "jwtx=1&xjwt=2"), Ok("abc"));
+    for query in [
+        "jwt=abc",
+        "x=1&jwt=abc",
+        "jwt=",
+        "jwt",
+        "JWT=abc",
+        "j%77t=abc",
+        "%6A%77%74=abc",
+    ] {
+        assert_eq!(only(None, query), Err(AuthError::TokenInQuery), "{query}");
+        // Even when the header carries the same token.
+        assert_eq!(
+            only(Some("JWT abc"), query),
+            Err(AuthError::TokenInQuery),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        AuthError::TokenInQuery.to_string(),
+        "token must be in the Authorization header"
+    );
+    assert_eq!(only(None, "pageId=1"), Err(AuthError::MissingToken));
+    assert!(matches!(
+        only(Some("Bearer abc"), ""),
+        Err(AuthError::Malformed(_))
+    ));
+    // Iframe loads, lifecycle and webhooks: as before.
+    assert_eq!(
+        extract_token_from(TokenSource::HeaderOrQuery, None, "x=1&jwt=abc"),
+        Ok("abc")
+    );
+    assert_eq!(
+        extract_token_from(TokenSource::HeaderOrQuery, Some("JWT abc"), "jwt=abc"),
+        Ok("abc")
+    );
+}
+
 struct Tenants {
     unavailable: bool,
 }
@@ -255,7 +403,9 @@ async fn a_request_is_verified_with_the_secret_of_the_tenant_it_names() {
     let err = verifier()
         .verify_request(&tenants, &stranger, &webhook(), QshMode::Computed)
         .await;
-    assert_eq!(err.unwrap_err(), AuthError::UnknownIssuer);
+    let err = err.unwrap_err();
+    assert_eq!(err, AuthError::UnknownIssuer);
+    assert_eq!(err.to_string(), AuthError::BadSignature.to_string());
 
     let down = Tenants { unavailable: true };
     let err = verifier()
@@ -495,11 +645,14 @@ async fn the_http_key_provider_requires_200_and_caches_by_kid() {
         "the second lookup must come from the cache"
     );
 
-    // A 404 page is not a key (the Node framework parsed it as one).
-    assert_eq!(
-        keys.public_key(&Kid::parse("kid-404").unwrap()).await.err(),
-        Some(KeyError::NotFound)
-    );
+    // A 404 page is not a key (the Node framework parsed it as one), and is remembered a while.
+    for _ in 0..2 {
+        assert_eq!(
+            keys.public_key(&Kid::parse("kid-404").unwrap()).await.err(),
+            Some(KeyError::NotFound)
+        );
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
     assert!(matches!(
         keys.public_key(&Kid::parse("broken").unwrap()).await,
         Err(KeyError::Unavailable(_))
@@ -508,7 +661,48 @@ async fn the_http_key_provider_requires_200_and_caches_by_kid() {
         keys.public_key(&Kid::parse("garbage").unwrap()).await,
         Err(KeyError::Unavailable(_))
     ));
-    assert_eq!(keys.cached(), 1, "failures are not cached");
+    assert_eq!(keys.cached(), 1, "failures are not cached as keys");
+    assert_eq!(keys.remembered_misses(), 1, "only the 404 is remembered");
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_installs_reaches_the_key_server_a_bounded_number_of_times() {
+    let server = key_server().await;
+    let client = HttpKeyProvider::default_client().unwrap();
+    let keys = CachingKeyProvider::with_clock(
+        HttpKeyProvider::configured(client, &server.base),
+        CachingKeyProvider::<()>::DEFAULT_CAPACITY,
+        FixedClock(NOW),
+    );
+    let verifier = InstallVerifier::with_clock(keys, [APP], FixedClock(NOW));
+    // The real key first, as Atlassian's install would.
+    verifier
+        .verify(&rs256(Some("kid-1"), &install_claims()), &install_request())
+        .await
+        .unwrap();
+    let mut refused = 0;
+    let mut unavailable = 0;
+    for i in 0..100 {
+        let token = rs256(Some(&format!("forged-{i}")), &install_claims());
+        match verifier.verify(&token, &install_request()).await {
+            Err(AuthError::UnknownKey) => refused += 1,
+            Err(err) if err.is_unavailable() => unavailable += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let hits = server.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        hits,
+        CachingKeyProvider::<()>::DEFAULT_MAX_FETCHES,
+        "the first lookup plus 9 forged kids"
+    );
+    assert_eq!((refused, unavailable), (9, 91));
+    // The genuine key is still answered, from the cache.
+    verifier
+        .verify(&rs256(Some("kid-1"), &install_claims()), &install_request())
+        .await
+        .unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits);
 }
 
 #[tokio::test]
@@ -540,7 +734,7 @@ async fn the_key_cache_stays_within_its_bound() {
     }
     let inner = InMemoryKeys::new();
     inner.insert_pem("kid-1", PUBLIC_PEM).unwrap();
-    let keys = CachingKeyProvider::new(Counting(inner), 3);
+    let keys = CachingKeyProvider::new(Counting(inner), 3).fetch_budget(100, 10);
     for i in 0..10 {
         keys.public_key(&Kid::parse(&format!("k{i}")).unwrap())
             .await
