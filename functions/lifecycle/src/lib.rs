@@ -131,16 +131,25 @@ where
     async fn installed(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         let issuer = self.verify_signed(request).await?;
-        let payload = parse_payload(body)?;
+        let payload = parse_payload(body, "the install payload")?;
         require_issuer_is_client_key(&issuer, &payload)?;
         self.check_install(&payload)?;
         let now = self.clock.now_unix();
         let tenant = Tenant::from_install_payload(payload, now)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        // The reason may name the payload's host: it goes to the log (escaped), not to the answer.
         self.config
             .tenant_hosts
             .allows(&tenant.base_url)
-            .map_err(|reason| ApiError::Forbidden(format!("install refused: {reason}")))?;
+            .map_err(|reason| {
+                tracing::info!(client_key = %tenant.client_key.as_str(), reason = %reason,
+                    "install from a site that may not install");
+                ApiError::Forbidden(
+                    "install refused: baseUrl is not an https URL of a Confluence site allowed \
+                     to install this app"
+                        .into(),
+                )
+            })?;
         let outcome = self.store.save_install(&tenant, now).await?;
         if outcome == InstallOutcome::Updated {
             // A re-install may carry a new secret (rotation): tokens got under the old one go.
@@ -185,7 +194,7 @@ where
     async fn uninstalled(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         let issuer = self.verify_signed(request).await?;
-        let payload = parse_payload(body)?;
+        let payload = parse_payload(body, "the uninstall payload")?;
         let client_key = require_issuer_is_client_key(&issuer, &payload)?;
         let known = self
             .store
@@ -207,7 +216,7 @@ where
             .verify(&*self.store, request, QshMode::Computed)
             .await?;
         let now = self.clock.now_unix();
-        let payload = parse_payload(body)?;
+        let payload = parse_payload(body, "the lifecycle payload")?;
         if payload.get("clientKey").is_some() {
             require_issuer_is_client_key(&verified.claims.iss, &payload)?;
         }
@@ -221,13 +230,14 @@ where
     }
 }
 
-fn parse_payload(body: &[u8]) -> Result<Value, ApiError> {
-    let payload: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+/// The payload as a JSON object, kept whole (the stored install payload keeps fields this app does
+/// not know). Errors are in fixed words: never the caller's text.
+fn parse_payload(body: &[u8], what: &'static str) -> Result<Value, ApiError> {
+    let payload: Value = understudy_web::parse_json(body, what)?;
     if payload.is_object() {
         Ok(payload)
     } else {
-        Err(ApiError::BadRequest("body must be a JSON object".into()))
+        Err(ApiError::BadRequest(format!("{what} is not a JSON object")))
     }
 }
 
@@ -236,7 +246,9 @@ fn require_issuer_is_client_key(issuer: &str, payload: &Value) -> Result<ClientK
     let client_key = payload
         .get("clientKey")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest("payload: clientKey is missing".into()))?;
+        .ok_or_else(|| {
+            ApiError::BadRequest("the payload lacks the field `clientKey` (a string)".into())
+        })?;
     if client_key != issuer {
         return Err(ApiError::Unauthorized(
             "token issuer is not the payload's clientKey".into(),

@@ -269,7 +269,7 @@ async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored(
         &body,
     )
     .await;
-    assert_refused_because(&r, 401, "signature");
+    assert_refused_because(&r, 401, connect_auth::UNVERIFIABLE_MESSAGE);
 
     // HS256 with the secret the body itself carries.
     let hs = sign_hs256(&install_claims("/installed"), &SecretString::from("evil")).unwrap();
@@ -561,7 +561,7 @@ async fn after_uninstall_requests_signed_with_the_old_secret_are_refused() {
         &body,
     )
     .await;
-    assert_refused_because(&r, 401, "unknown issuer");
+    assert_refused_because(&r, 401, connect_auth::UNVERIFIABLE_MESSAGE);
 
     // A later install by Atlassian brings it back.
     assert_eq!(install(&app, "secret-3").await.status(), 204);
@@ -593,4 +593,77 @@ async fn unknown_routes_and_methods_are_404_and_405() {
             .status(),
         405
     );
+}
+
+/// Fails unless `response` is a refusal with `status` whose body repeats nothing the caller sent.
+fn assert_refused_in_own_words(response: &ApiResponse, status: u16, sent: &str) {
+    assert_refused(response, status);
+    let said = String::from_utf8_lossy(response.body()).to_lowercase();
+    for caller_text in ["marker", "evil", "forged"] {
+        assert!(
+            !said.contains(caller_text),
+            "the answer repeats the caller's text: {said} (sent {sent})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_say_what_was_wrong_without_repeating_the_body() {
+    let (app, store) = app();
+    let auth = signed("/installed");
+    let evil = "evil\nINFO forged line";
+    let with = |name: &str, value: Value| {
+        let mut p = install_payload("s");
+        p[evil] = json!("MARKER-1");
+        p[name] = value;
+        p.to_string()
+    };
+    for (body, status) in [
+        ("{\"evil\\nINFO forged line\": MARKER-2}".to_owned(), 400),
+        ("\"MARKER-3\"".to_owned(), 400),
+        (with("clientKey", json!(["MARKER-4"])), 400),
+        (with("sharedSecret", json!({"MARKER-5": 1})), 400),
+        (with("oauthClientId", json!({"x": "MARKER-6"})), 400),
+        (with("productType", json!("MARKER-7")), 400),
+        (with("key", json!("MARKER-8")), 400),
+        (
+            with("baseUrl", json!("https://marker-9.example.com/wiki")),
+            403,
+        ),
+        (with("baseUrl", json!("MARKER-10 is no URL")), 403),
+    ] {
+        let r = send(&app, "POST", "/installed", Some(&auth), &body).await;
+        assert_refused_in_own_words(&r, status, &body);
+    }
+    assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
+    let r = send(
+        &app,
+        "POST",
+        "/installed",
+        Some(&auth),
+        &format!("{{\"clientKey\": \"{CLIENT}\", \"evil\\nINFO forged line\": [MARKER]}}"),
+    )
+    .await;
+    assert_refused(&r, 400);
+    assert_eq!(
+        body(&r)["error"],
+        "the install payload is not valid JSON (line 1, column 82)"
+    );
+
+    // The tenant's own callbacks, too.
+    install(&app, "secret-1").await;
+    for body in [
+        "{\"evil\\nINFO forged line\": MARKER}".to_owned(),
+        json!({"clientKey": ["MARKER"], "evil\nINFO forged line": 1}).to_string(),
+    ] {
+        let r = send(
+            &app,
+            "POST",
+            "/disabled",
+            Some(&hs256("/disabled", "secret-1", None)),
+            &body,
+        )
+        .await;
+        assert_refused_in_own_words(&r, 400, &body);
+    }
 }

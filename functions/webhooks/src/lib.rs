@@ -162,7 +162,7 @@ where
             tracing::info!(client_key, event = %event, "tenant disabled the app: event ignored");
             return Ok(Accepted::TenantDisabled);
         }
-        let page = payload::parse(event, body).map_err(ApiError::BadRequest)?;
+        let page = payload::parse(event, body)?;
         let page_id = page.page_id.as_str();
         let rules = match self.rules_for(&tenant, now).await? {
             Some(rules) => rules,

@@ -1,8 +1,10 @@
-//! Webhook bodies: lenient where Confluence is known to vary, strict everywhere else.
+//! Webhook bodies: lenient where Confluence is known to vary, strict everywhere else. Refusals
+//! say what was wrong in fixed words, never with the caller's text.
 
 use serde::Deserialize;
 use serde_json::Value;
 use understudy_domain::{AccountId, PageId};
+use understudy_web::{ApiError, parse_json};
 
 use crate::rules::WebhookEvent;
 
@@ -47,32 +49,36 @@ struct Content {
 
 /// Parses a page webhook body. `page.idAsString` first, then `page.id` as a number or a string
 /// (older captures sent numbers); `content_permissions_updated` names its subject `content`.
-pub fn parse(event: WebhookEvent, body: &[u8]) -> Result<PageEvent, String> {
-    let body: Body =
-        serde_json::from_slice(body).map_err(|e| format!("body is not a page event: {e}"))?;
+pub fn parse(event: WebhookEvent, body: &[u8]) -> Result<PageEvent, ApiError> {
+    let body: Body = parse_json(body, "the page event")?;
     let content = match event {
         WebhookEvent::ContentPermissionsUpdated => body.content.or(body.page),
         _ => body.page,
     }
     .ok_or_else(|| {
-        format!(
-            "{event} body has no {}",
+        ApiError::BadRequest(format!(
+            "the {event} event has no {}",
             if event == WebhookEvent::ContentPermissionsUpdated {
                 "content"
             } else {
                 "page"
             }
-        )
+        ))
     })?;
     let raw_id = match (content.id_as_string, content.id) {
         (Some(id), _) => id,
         (None, Some(Value::String(id))) => id,
         (None, Some(Value::Number(id))) => id.to_string(),
-        _ => return Err("the page has no id".into()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the page event's page has no id (a string or a whole number)".into(),
+            ));
+        }
     };
-    let page_id = PageId::parse(raw_id).map_err(|e| e.to_string())?;
+    // ParseError says which kind of value was refused and why, in fixed words.
+    let page_id = PageId::parse(raw_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let user = match body.user_account_id.filter(|u| !u.is_empty()) {
-        Some(id) => Some(AccountId::parse(id).map_err(|e| e.to_string())?),
+        Some(id) => Some(AccountId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?),
         None => None,
     };
     Ok(PageEvent {
@@ -152,5 +158,38 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    fn refusal(body: &str) -> String {
+        match parse(WebhookEvent::PageUpdated, body.as_bytes()) {
+            Err(ApiError::BadRequest(reason)) => reason,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_never_repeat_the_body() {
+        for body in [
+            r#"{"page": {"id": 1, "version": "MARKER"}}"#,
+            r#"{"page": {"id": 1, "title": ["MARKER"]}, "evil
+INFO forged line": 1}"#,
+            r#"{"page": {"id": "MARKER"}}"#,
+            r#"{"page": {"id": 1}, "userAccountId": "MARKER bad user"}"#,
+            r#"{"page": {"id": 1}, "timestamp": "MARKER"}"#,
+            r#"{"page": {"id": ["MARKER"]}}"#,
+            "{\"page\": MARKER}",
+        ] {
+            let said = refusal(body);
+            assert!(!said.contains("MARKER"), "{body}: {said}");
+            assert!(
+                !said.contains("evil") && !said.contains('\n'),
+                "{body}: {said}"
+            );
+        }
+        assert_eq!(
+            refusal(r#"{"page": {"id": 1, "version": "two"}}"#),
+            "the page event has a value of the wrong type (line 1, column 35)"
+        );
+        assert_eq!(refusal("{}"), "the page_updated event has no page");
     }
 }

@@ -233,11 +233,11 @@ async fn tokens_that_do_not_verify_and_tenants_that_left_get_401() {
     let cases = [
         (
             format!("JWT {}", token("tenant-a", "wrong", path, None)),
-            "signature",
+            connect_auth::UNVERIFIABLE_MESSAGE,
         ),
         (
             format!("JWT {}", token("tenant-z", "secret-a", path, None)),
-            "unknown issuer",
+            connect_auth::UNVERIFIABLE_MESSAGE,
         ),
         (
             format!(
@@ -256,7 +256,7 @@ async fn tokens_that_do_not_verify_and_tenants_that_left_get_401() {
         // Tenant B's secret cannot speak for tenant A: no cross-tenant access.
         (
             format!("JWT {}", token("tenant-a", "secret-b", path, None)),
-            "signature",
+            connect_auth::UNVERIFIABLE_MESSAGE,
         ),
     ];
     for (auth, reason) in cases {
@@ -424,4 +424,55 @@ async fn only_the_descriptor_webhook_routes_exist() {
             .status(),
         404
     );
+}
+
+#[tokio::test]
+async fn refusals_say_what_was_wrong_without_repeating_the_body() {
+    let f = fixture().await;
+    let path = "/webhooks/page_updated";
+    let evil = "evil\nINFO forged line";
+    let with = |page: Value| {
+        let mut body = page_event(42, "Release 1.0", "DOCS", 3);
+        body[evil] = json!("MARKER-0");
+        body["page"] = page;
+        body.to_string()
+    };
+    for body in [
+        with(json!({"id": 42, "version": "MARKER-1"})),
+        with(json!({"id": 42, "title": ["MARKER-2"]})),
+        with(json!({"id": "MARKER-3"})),
+        with(json!({"id": ["MARKER-4"]})),
+        with(json!("MARKER-5")),
+        json!({"page": {"id": 42}, "userAccountId": "MARKER 6", evil: 1}).to_string(),
+        json!({"page": {"id": 42}, "timestamp": "MARKER-7", evil: 1}).to_string(),
+        "{\"evil\\nINFO forged line\": MARKER-8}".to_owned(),
+    ] {
+        let auth = format!("JWT {}", token("tenant-a", "secret-a", path, None));
+        let r = f
+            .app
+            .handle(to_api_request(event(path, Some(auth), &body)))
+            .await;
+        assert_eq!(r.status(), 400, "{body}");
+        let said = error_of(&r);
+        for caller_text in ["MARKER", "evil", "forged"] {
+            assert!(
+                !said.contains(caller_text),
+                "the answer repeats the caller's text: {said} (sent {body})"
+            );
+        }
+    }
+    assert_eq!(
+        error_of(
+            &deliver(
+                &f,
+                path,
+                "tenant-a",
+                "secret-a",
+                &json!({"page": {"id": 1, "version": "x"}})
+            )
+            .await
+        ),
+        "the page event has a value of the wrong type (line 1, column 29)"
+    );
+    assert!(jobs(&f).is_empty());
 }

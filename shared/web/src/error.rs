@@ -36,6 +36,12 @@ pub enum ApiError {
     /// The route exists for other methods (405).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The caller made more requests than its limit allows (429 with `Retry-After`).
+    #[error("too many requests: try again in {retry_after_seconds} seconds")]
+    TooManyRequests {
+        /// When the caller may try again.
+        retry_after_seconds: i64,
+    },
     /// A dependency is down (503); the reason is logged, not sent.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -74,6 +80,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -108,6 +115,13 @@ impl ApiError {
                     .insert(header::WWW_AUTHENTICATE, value);
             }
         }
+        if let Self::TooManyRequests {
+            retry_after_seconds,
+        } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -139,7 +153,11 @@ mod tests {
             r.headers()[header::WWW_AUTHENTICATE],
             "JWT realm=\"understudy\""
         );
-        assert!(body_text(&r).contains("signature"));
+        // An unknown issuer and a bad signature read alike: a refusal does not say which
+        // clientKeys are installed.
+        assert_eq!(body_text(&r), "{\"error\":\"JWT could not be verified\"}");
+        let r = ApiError::from(AuthError::UnknownIssuer).into_response("understudy");
+        assert_eq!(body_text(&r), "{\"error\":\"JWT could not be verified\"}");
 
         let r = ApiError::from(AuthError::KeyUnavailable("down".into())).into_response("k");
         assert_eq!(r.status(), 503);

@@ -91,6 +91,24 @@ impl TenantHosts {
             .any(|p| matches!(p, Pattern::Exact(host) if is_loopback(host)))
     }
 
+    /// The `frame-ancestors` sources of a page the app serves into Confluence's iframe: the same
+    /// hosts that may install the app (https; also http on an exactly named loopback host), so no
+    /// other site can frame the app's pages (clickjacking).
+    pub fn frame_ancestors(&self) -> String {
+        let mut sources = Vec::with_capacity(self.patterns.len());
+        for pattern in &self.patterns {
+            match pattern {
+                Pattern::AnyLabelOf(suffix) => sources.push(format!("https://*.{suffix}")),
+                Pattern::Exact(host) if is_loopback(host) => {
+                    sources.push(format!("http://{host}:*"));
+                    sources.push(format!("https://{host}:*"));
+                }
+                Pattern::Exact(host) => sources.push(format!("https://{host}")),
+            }
+        }
+        sources.join(" ")
+    }
+
     /// Checks a tenant base URL from an install payload and returns it parsed: https (or http on
     /// an exactly named loopback host), an allowed host, no credentials, query or fragment.
     pub fn allows(&self, base_url: &str) -> Result<Url, String> {
@@ -150,6 +168,20 @@ mod tests {
         assert!(hosts.allows("http://127.0.0.2/wiki").is_err());
         assert!(hosts.names_loopback_host());
         assert!(!TenantHosts::default().names_loopback_host());
+    }
+
+    #[test]
+    fn frames_are_allowed_from_the_installing_hosts_only() {
+        assert_eq!(
+            TenantHosts::default().frame_ancestors(),
+            "https://*.atlassian.net"
+        );
+        assert_eq!(
+            TenantHosts::parse("127.0.0.1, site.jira-dev.com")
+                .unwrap()
+                .frame_ancestors(),
+            "http://127.0.0.1:* https://127.0.0.1:* https://site.jira-dev.com"
+        );
     }
 
     #[test]

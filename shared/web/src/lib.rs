@@ -2,6 +2,8 @@
 //!
 //! - [`request::ApiRequest`]: a request as it arrived (raw path and query, for the qsh);
 //! - [`error::ApiError`]: the one mapping from failures to HTTP answers;
+//! - [`json::parse_json`]: the one way a JSON body is read, with errors in fixed words;
+//! - [`telemetry`]: the logs (levels capped for other crates, one line per record);
 //! - [`config::AppConfig`]: the environment, read once;
 //! - [`hosts::TenantHosts`]: which Confluence hosts may install the app;
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
@@ -10,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod hosts;
+pub mod json;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod request;
@@ -19,5 +22,6 @@ pub mod tenants;
 pub use config::{AppConfig, ConfigError};
 pub use error::ApiError;
 pub use hosts::TenantHosts;
+pub use json::parse_json;
 pub use request::{ApiRequest, ApiResponse};
 pub use tenants::{StoreTenants, TenantAuth};
