@@ -231,9 +231,10 @@ pub async fn run() -> Result<String, String> {
     );
     let mut records = app
         .store()
-        .list_for_tenant(&client_key, 100, now())
+        .list_for_tenant(&client_key, None, 100, now())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .records;
     // Page by page in the story's order, then by the version each run started from (records of
     // one second share a timestamp).
     let story = [

@@ -8,19 +8,23 @@
 //! handlers read it from `connect_auth::Clock`, the one clock of the workspace.
 
 mod audit;
+mod cursor;
 mod error;
 mod ids;
 mod memory;
 mod ports;
+mod ratelimit;
 mod settings;
 mod tenant;
 mod token;
 
 pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
+pub use cursor::{AuditCursor, AuditPage};
 pub use error::{ParseError, StoreError};
 pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
-pub use ports::{AuditLog, IdempotencyMarks, SettingsStore, TenantStore, TokenCache};
+pub use ports::{AuditLog, IdempotencyMarks, RateLimits, SettingsStore, TenantStore, TokenCache};
+pub use ratelimit::{RateCounters, RateDecision, RateWindow};
 pub use settings::TenantSettings;
 pub use tenant::{
     InstallOutcome, InvalidInstall, Tenant, TenantState, UNINSTALLED_RETENTION_SECONDS,

@@ -7,9 +7,13 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::audit::AuditRecord;
+use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
-use crate::ports::{AuditLog, IdempotencyMarks, SettingsStore, TenantStore, TokenCache};
+use crate::ports::{
+    AuditLog, IdempotencyMarks, RateLimits, SettingsStore, TenantStore, TokenCache,
+};
+use crate::ratelimit::{RateCounters, RateDecision};
 use crate::settings::TenantSettings;
 use crate::tenant::{
     InstallOutcome, Tenant, TenantState, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
@@ -31,9 +35,12 @@ struct Inner {
     tokens: HashMap<(ClientKey, TokenCacheKey), CachedToken>,
     /// Mark and its expiry.
     marks: HashMap<(ClientKey, IdempotencyKey), i64>,
-    /// Records with their expiry, in append order.
-    audit: HashMap<ClientKey, Vec<(AuditRecord, i64)>>,
+    /// Records with their expiry and their cursor, in append order.
+    audit: HashMap<ClientKey, Vec<(AuditRecord, i64, AuditCursor)>>,
+    /// Ids of audit records: a counter, so records of one millisecond list newest first.
+    audit_seq: u128,
     settings: HashMap<ClientKey, (TenantSettings, Option<i64>)>,
+    rates: RateCounters,
 }
 
 fn live(expires_at: Option<i64>, now: i64) -> bool {
@@ -88,6 +95,7 @@ impl TenantStore for MemoryStore {
             .tenants
             .get(&tenant.client_key)
             .filter(|(_, exp)| live(*exp, now));
+        record.state = TenantState::after_install(previous.map(|(old, _)| old.state), tenant.state);
         let outcome = match previous {
             Some((old, _)) => {
                 record.created_at = old.created_at;
@@ -219,31 +227,37 @@ impl AuditLog for MemoryStore {
             .at_ms
             .div_euclid(1000)
             .saturating_add(retention_seconds);
-        self.lock()
+        let mut inner = self.lock();
+        inner.audit_seq = inner.audit_seq.wrapping_add(1);
+        let cursor = AuditCursor::new(record.at_ms, &format!("{:032x}", inner.audit_seq))
+            .map_err(|_| StoreError::corrupt("audit (id)"))?;
+        inner
             .audit
             .entry(record.client_key.clone())
             .or_default()
-            .push((record.clone(), expires));
+            .push((record.clone(), expires, cursor));
         Ok(())
     }
 
     async fn list_for_tenant(
         &self,
         client_key: &ClientKey,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(self.list(client_key, None, limit, now))
+    ) -> Result<AuditPage, StoreError> {
+        Ok(self.list(client_key, None, before, limit, now))
     }
 
     async fn list_for_page(
         &self,
         client_key: &ClientKey,
         page_id: &PageId,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(self.list(client_key, Some(page_id), limit, now))
+    ) -> Result<AuditPage, StoreError> {
+        Ok(self.list(client_key, Some(page_id), before, limit, now))
     }
 }
 
@@ -252,23 +266,44 @@ impl MemoryStore {
         &self,
         client_key: &ClientKey,
         page_id: Option<&PageId>,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Vec<AuditRecord> {
+    ) -> AuditPage {
         let inner = self.lock();
-        let mut records: Vec<AuditRecord> = inner
+        let mut entries: Vec<(AuditCursor, AuditRecord)> = inner
             .audit
             .get(client_key)
             .into_iter()
             .flatten()
-            .filter(|(r, exp)| *exp > now && page_id.is_none_or(|p| &r.page_id == p))
-            .map(|(r, _)| r.clone())
+            .filter(|(r, exp, cursor)| {
+                *exp > now
+                    && page_id.is_none_or(|p| &r.page_id == p)
+                    && before.is_none_or(|b| cursor < b)
+            })
+            .map(|(r, _, cursor)| (cursor.clone(), r.clone()))
             .collect();
-        // Stable sort on time, then reverse: newest first.
-        records.sort_by_key(|r| r.at_ms);
-        records.reverse();
-        records.truncate(limit);
-        records
+        // Cursor order is time, then id: newest first.
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.truncate(limit.saturating_add(1));
+        AuditPage::from_listing(entries, limit)
+    }
+}
+
+#[async_trait]
+impl RateLimits for MemoryStore {
+    async fn take(
+        &self,
+        client_key: &ClientKey,
+        subject: &str,
+        limit: u32,
+        window_seconds: i64,
+        now: i64,
+    ) -> Result<RateDecision, StoreError> {
+        Ok(self
+            .lock()
+            .rates
+            .take(client_key, subject, limit, window_seconds, now))
     }
 }
 

@@ -10,8 +10,10 @@
 use async_trait::async_trait;
 
 use crate::audit::AuditRecord;
+use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::ratelimit::RateDecision;
 use crate::settings::TenantSettings;
 use crate::tenant::{InstallOutcome, Tenant, TenantState};
 use crate::token::{CachedToken, TokenCacheKey};
@@ -30,8 +32,14 @@ pub trait TenantStore: Send + Sync {
 
     /// Saves a verified install. A conditional write decides the outcome, so of two concurrent first
     /// installs exactly one sees [`InstallOutcome::New`]. On [`InstallOutcome::Updated`] the stored
-    /// `created_at` is kept and everything else (secret, URLs, payload, state, `updated_at`) is
-    /// replaced; a pending retention TTL is cleared. `sharedSecret` is removed from the payload.
+    /// `created_at` is kept and everything else (secret, URLs, payload, `updated_at`) is replaced;
+    /// a pending retention TTL is cleared. `sharedSecret` is removed from the payload.
+    ///
+    /// `tenant.state` applies only to a new tenant and to a re-install after `uninstalled`. A
+    /// re-install of a live tenant (Atlassian sends `installed` again on upgrades and secret
+    /// rotations) keeps the stored state, so a disabled app stays disabled: only `enabled`
+    /// ([`TenantStore::set_state`]) enables. The state is checked and written atomically, so a
+    /// `disabled` that lands during the install is not undone either.
     async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError>;
 
     /// Sets the state of a live (not uninstalled) tenant. Returns `false` when there is no such
@@ -100,24 +108,52 @@ pub trait AuditLog: Send + Sync {
     /// Appends a record that expires `retention_seconds` after `record.at_ms`.
     async fn append(&self, record: &AuditRecord, retention_seconds: i64) -> Result<(), StoreError>;
 
-    /// The tenant's newest records first, at most `limit`, expired ones left out.
+    /// The tenant's records, newest first, at most `limit`, expired ones left out; with `before`,
+    /// only those listed after that cursor (older). `next` is present when more records exist:
+    /// following it lists every record exactly once, also when several share a millisecond. A
+    /// `limit` of 0 gives an empty page without `next`.
     async fn list_for_tenant(
         &self,
         client_key: &ClientKey,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> Result<AuditPage, StoreError>;
 
-    /// One page's newest records first, at most `limit`, expired ones left out. On DynamoDB this
+    /// One page's records, as [`AuditLog::list_for_tenant`] lists the tenant's. On DynamoDB this
     /// reads a secondary index, so a record appended a moment ago may be missing (eventual
-    /// consistency).
+    /// consistency). A cursor only positions the listing in time: it cannot widen it to another
+    /// page or tenant.
     async fn list_for_page(
         &self,
         client_key: &ClientKey,
         page_id: &PageId,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> Result<AuditPage, StoreError>;
+}
+
+/// Per-user request limits: a fixed-window counter per tenant, subject and window.
+///
+/// A port of its own rather than a method on another: only the edit API needs it, and each adapter
+/// may keep it where it is cheapest (DynamoDB: one atomic update per request; the local app and
+/// the memory store: in the process).
+#[async_trait]
+pub trait RateLimits: Send + Sync {
+    /// Counts one request of `subject` (an accountId) within the tenant and decides it: the first
+    /// `limit` of a window of `window_seconds` (aligned to unix time; below 1 counts as 1) are
+    /// allowed, the rest limited until the next window. Atomic: of concurrent takes at most
+    /// `limit` are allowed. The subject is stored only as its SHA-256 ([`crate::RateWindow`]),
+    /// never in clear. Limited takes count too; counters expire by themselves.
+    async fn take(
+        &self,
+        client_key: &ClientKey,
+        subject: &str,
+        limit: u32,
+        window_seconds: i64,
+        now: i64,
+    ) -> Result<RateDecision, StoreError>;
 }
 
 /// Per-tenant settings.

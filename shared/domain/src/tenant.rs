@@ -40,6 +40,17 @@ impl TenantState {
             Self::Uninstalled => "uninstalled",
         }
     }
+
+    /// The state an install leaves, given the live record's state (`None` for a new tenant): the
+    /// installing caller's `given` state for a new tenant or a re-install after `uninstalled`,
+    /// else the stored state. A re-install never enables (or disables) a tenant: only the
+    /// `enabled` and `disabled` callbacks do.
+    pub fn after_install(stored: Option<Self>, given: Self) -> Self {
+        match stored {
+            None | Some(Self::Uninstalled) => given,
+            Some(kept) => kept,
+        }
+    }
 }
 
 impl FromStr for TenantState {
@@ -255,5 +266,18 @@ mod tests {
             assert_eq!(s.as_str().parse::<TenantState>().unwrap(), s);
         }
         assert!("gone".parse::<TenantState>().is_err());
+    }
+
+    #[test]
+    fn a_reinstall_keeps_a_live_state_and_revives_an_uninstalled_one() {
+        use TenantState::{Disabled, Enabled, Installed, Uninstalled};
+        assert_eq!(TenantState::after_install(None, Installed), Installed);
+        assert_eq!(
+            TenantState::after_install(Some(Uninstalled), Installed),
+            Installed
+        );
+        for kept in [Installed, Enabled, Disabled] {
+            assert_eq!(TenantState::after_install(Some(kept), Installed), kept);
+        }
     }
 }

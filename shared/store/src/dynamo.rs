@@ -16,16 +16,17 @@ use aws_sdk_dynamodb::types::{
     WriteRequest,
 };
 use understudy_domain::{
-    AuditLog, AuditRecord, CachedToken, ClientKey, IdempotencyKey, IdempotencyMarks,
-    InstallOutcome, PageId, SettingsStore, StoreError, Tenant, TenantSettings, TenantState,
-    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
+    AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, IdempotencyKey,
+    IdempotencyMarks, InstallOutcome, PageId, RateDecision, RateLimits, RateWindow, SettingsStore,
+    StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
+    UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
 };
 
 use crate::aws::{retry_config, timeout_config, unavailable};
 use crate::crypto::{SecretCipher, secret_context};
 use crate::keys::{
-    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, live, mark_sk,
-    page_prefix, page_sk, token_sk,
+    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk,
+    cursor_sk_suffix, live, mark_sk, page_prefix, page_sk, rate_sk, token_sk,
 };
 
 /// Attribute and index names of the table (documented in the crate docs for template.yaml).
@@ -388,29 +389,44 @@ impl DynamoStore {
         }
     }
 
+    /// Audit items under `prefix` (the tenant's on the table, or a page's on the index), newest
+    /// first, strictly after `before` in that order.
     async fn query_audit(
         &self,
         index: Option<&str>,
         client_key: &ClientKey,
         prefix: String,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<AuditPage, StoreError> {
+        if limit == 0 {
+            return Ok(AuditPage::from_listing(Vec::new(), 0));
+        }
         let (pk_name, sk_name) = match index {
             Some(_) => (attr::GSI1_PK, attr::GSI1_SK),
             None => (attr::PK, attr::SK),
         };
-        let mut out = Vec::new();
+        // With a cursor: `prefix <= sk <= prefix + cursor`, the cursor's own item skipped below.
+        // (A lone `sk < cursor` would reach other kinds and other pages, e.g. page 1 below page 12.)
+        let upper = before.map(|c| format!("{prefix}{}", cursor_sk_suffix(c)));
+        let condition = match upper {
+            Some(_) => "#pk = :pk AND #sk BETWEEN :prefix AND :upper",
+            None => "#pk = :pk AND begins_with(#sk, :prefix)",
+        };
+        // One more than the page, to know whether there is a next one.
+        let wanted = limit.saturating_add(1);
+        let mut entries = Vec::new();
         let mut start: Option<Item> = None;
         // Limit counts items read before the filter drops expired ones: page until enough are kept.
-        let page_size = i32::try_from(limit.clamp(1, 100)).unwrap_or(100);
-        while out.len() < limit {
-            let output = self
+        let page_size = i32::try_from(wanted.clamp(1, 500)).unwrap_or(500);
+        while entries.len() < wanted {
+            let mut request = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .set_index_name(index.map(str::to_owned))
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .key_condition_expression(condition)
                 .filter_expression("#exp > :now")
                 .expression_attribute_names("#pk", pk_name)
                 .expression_attribute_names("#sk", sk_name)
@@ -420,22 +436,30 @@ impl DynamoStore {
                 .expression_attribute_values(":now", n(now))
                 .scan_index_forward(false)
                 .limit(page_size)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start.take());
+            if let Some(upper) = &upper {
+                request = request.expression_attribute_values(":upper", s(upper));
+            }
+            let output = request
                 .send()
                 .await
                 .map_err(|e| unavailable("DynamoDB Query (audit)", &e))?;
             for item in output.items() {
-                if out.len() >= limit {
+                if entries.len() >= wanted {
                     break;
                 }
-                out.push(json_attr(item, "record", "audit")?);
+                let sk = req_s(item, sk_name, "audit")?;
+                if upper.as_deref() == Some(sk.as_str()) {
+                    continue;
+                }
+                entries.push((cursor_of_sk(&sk)?, json_attr(item, "record", "audit")?));
             }
             match output.last_evaluated_key {
                 Some(next) if !next.is_empty() => start = Some(next),
                 _ => break,
             }
         }
-        Ok(out)
+        Ok(AuditPage::from_listing(entries, limit))
     }
 }
 
@@ -501,19 +525,36 @@ impl TenantStore for DynamoStore {
                 .flatten()
                 .unwrap_or(tenant.created_at);
             let was_uninstalled = opt_n(&old, attr::TTL, "tenant").ok().flatten().is_some();
-            let item = self.tenant_item(tenant, sealed.clone(), created_at)?;
-            let replaced = self
+            // A live tenant keeps its state (a disabled app stays disabled). The put is conditional
+            // on the state read, so a `disabled` landing in between sends us round again rather
+            // than being overwritten. A corrupt state is repaired with the given one.
+            let old_state = old.get("state");
+            let stored = match old_state {
+                Some(AttributeValue::S(v)) => v.parse::<TenantState>().ok(),
+                _ => None,
+            };
+            let mut kept = tenant.clone();
+            kept.state = TenantState::after_install(stored, tenant.state);
+            let item = self.tenant_item(&kept, sealed.clone(), created_at)?;
+            let live = "attribute_exists(pk) AND (attribute_not_exists(#exp) OR #exp > :now)";
+            let mut request = self
                 .client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item))
-                .condition_expression(
-                    "attribute_exists(pk) AND (attribute_not_exists(#exp) OR #exp > :now)",
-                )
                 .expression_attribute_names("#exp", attr::TTL)
-                .expression_attribute_values(":now", n(now))
-                .send()
-                .await;
+                .expression_attribute_values(":now", n(now));
+            request = match old_state {
+                Some(value @ AttributeValue::S(_)) => request
+                    .condition_expression(format!("{live} AND #state = :old_state"))
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":old_state", value.clone()),
+                None => request
+                    .condition_expression(format!("{live} AND attribute_not_exists(#state)"))
+                    .expression_attribute_names("#state", "state"),
+                Some(_) => request.condition_expression(live),
+            };
+            let replaced = request.send().await;
             match replaced {
                 Ok(_) => {
                     if was_uninstalled {
@@ -800,28 +841,77 @@ impl AuditLog for DynamoStore {
     async fn list_for_tenant(
         &self,
         client_key: &ClientKey,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.query_audit(None, client_key, AUDIT_PREFIX.to_owned(), limit, now)
-            .await
+    ) -> Result<AuditPage, StoreError> {
+        self.query_audit(
+            None,
+            client_key,
+            AUDIT_PREFIX.to_owned(),
+            before,
+            limit,
+            now,
+        )
+        .await
     }
 
     async fn list_for_page(
         &self,
         client_key: &ClientKey,
         page_id: &PageId,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<AuditPage, StoreError> {
         self.query_audit(
             Some(attr::GSI1),
             client_key,
             page_prefix(page_id),
+            before,
             limit,
             now,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl RateLimits for DynamoStore {
+    async fn take(
+        &self,
+        client_key: &ClientKey,
+        subject: &str,
+        limit: u32,
+        window_seconds: i64,
+        now: i64,
+    ) -> Result<RateDecision, StoreError> {
+        let window = RateWindow::new(subject, window_seconds, now);
+        // One atomic UpdateItem, no read first: ADD creates the counter at 1 or increments it, so
+        // concurrent takes each see a distinct count. The item outlives its window by one more
+        // window, then TTL deletes it.
+        let expires = window.end().saturating_add(window.seconds());
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(client_key, rate_sk(&window))))
+            .update_expression("ADD #count :one SET #exp = :exp")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#exp", attr::TTL)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":exp", n(expires))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB UpdateItem (rate limit)", &e))?;
+        let count = req_n(
+            &output.attributes.unwrap_or_default(),
+            "count",
+            "rate limit",
+        )?;
+        let count = u64::try_from(count).map_err(|_| corrupt("rate limit", "count"))?;
+        Ok(window.decide(count, limit, now))
     }
 }
 

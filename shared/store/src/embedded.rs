@@ -5,9 +5,13 @@
 //! (base64 in the JSON). redb write transactions are serialised, which is what makes the conditional
 //! operations (first install, idempotency marks) atomic here. The audit trail keeps a page-scoped copy
 //! of each record (`PAGE#...`), written in the same transaction, in place of DynamoDB's index.
+//!
+//! Rate limits are the exception: they are counted in the process ([`RateCounters`]), not in the
+//! file. A durable count would cost a commit, i.e. an fsync, per API call; the local app is one
+//! process, so its counters are exact while it runs, and a restart only starts fresh windows.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition};
@@ -15,15 +19,16 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    AuditLog, AuditRecord, CachedToken, ClientKey, IdempotencyKey, IdempotencyMarks,
-    InstallOutcome, PageId, SettingsStore, StoreError, Tenant, TenantSettings, TenantState,
-    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
+    AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, IdempotencyKey,
+    IdempotencyMarks, InstallOutcome, PageId, RateCounters, RateDecision, RateLimits,
+    SettingsStore, StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache,
+    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
 };
 
 use crate::crypto::{LocalKeyCipher, SecretCipher, secret_context};
 use crate::keys::{
-    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, live, mark_sk,
-    page_prefix, page_sk, token_sk,
+    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk,
+    cursor_sk_suffix, live, mark_sk, page_prefix, page_sk, token_sk,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
@@ -34,6 +39,8 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     cipher: Arc<dyn SecretCipher>,
     path: PathBuf,
+    /// In the process, bounded (see the module docs).
+    rates: Arc<Mutex<RateCounters>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -200,6 +207,7 @@ impl EmbeddedStore {
             db: Arc::new(db),
             cipher,
             path,
+            rates: Arc::new(Mutex::new(RateCounters::default())),
         })
     }
 
@@ -253,31 +261,41 @@ impl EmbeddedStore {
         .map_err(|_| StoreError::unavailable("embedded store task failed"))?
     }
 
+    /// Audit rows under `prefix` (a tenant's or a page's), newest first: a reverse range scan that
+    /// ends, exclusively, at the cursor's key.
     async fn list(
         &self,
         prefix: String,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<AuditPage, StoreError> {
+        if limit == 0 {
+            return Ok(AuditPage::from_listing(Vec::new(), 0));
+        }
+        let end = match before {
+            Some(cursor) => format!("{prefix}{}", cursor_sk_suffix(cursor)),
+            None => prefix_end(&prefix),
+        };
         self.read(move |table| {
-            let end = prefix_end(&prefix);
-            let mut out = Vec::new();
+            let mut entries = Vec::new();
             for entry in table
                 .range::<&str>(prefix.as_str()..end.as_str())
                 .map_err(db_error)?
                 .rev()
             {
-                if out.len() >= limit {
+                if entries.len() > limit {
                     break;
                 }
-                let (_, value) = entry.map_err(db_error)?;
+                let (key, value) = entry.map_err(db_error)?;
                 let row: AuditRow = serde_json::from_slice(value.value())
                     .map_err(|_| StoreError::corrupt("audit"))?;
                 if row.expires_at > now {
-                    out.push(row.record);
+                    let sk = key.value().split_once('\u{0}').map_or("", |(_, sk)| sk);
+                    entries.push((cursor_of_sk(sk)?, row.record));
                 }
             }
-            Ok(out)
+            Ok(AuditPage::from_listing(entries, limit))
         })
         .await
     }
@@ -347,7 +365,9 @@ impl TenantStore for EmbeddedStore {
                 }
                 Err(e) => return Err(e),
             };
-            let outcome = match old.filter(|o| live(o.expires_at, now)) {
+            let old = old.filter(|o| live(o.expires_at, now));
+            row.state = TenantState::after_install(old.as_ref().map(|o| o.state), row.state);
+            let outcome = match old {
                 Some(old) => {
                     row.created_at = old.created_at;
                     if old.expires_at.is_some() {
@@ -542,10 +562,11 @@ impl AuditLog for EmbeddedStore {
     async fn list_for_tenant(
         &self,
         client_key: &ClientKey,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.list(item_key(client_key, AUDIT_PREFIX), limit, now)
+    ) -> Result<AuditPage, StoreError> {
+        self.list(item_key(client_key, AUDIT_PREFIX), before, limit, now)
             .await
     }
 
@@ -553,11 +574,36 @@ impl AuditLog for EmbeddedStore {
         &self,
         client_key: &ClientKey,
         page_id: &PageId,
+        before: Option<&AuditCursor>,
         limit: usize,
         now: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.list(item_key(client_key, &page_prefix(page_id)), limit, now)
-            .await
+    ) -> Result<AuditPage, StoreError> {
+        self.list(
+            item_key(client_key, &page_prefix(page_id)),
+            before,
+            limit,
+            now,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimits for EmbeddedStore {
+    async fn take(
+        &self,
+        client_key: &ClientKey,
+        subject: &str,
+        limit: u32,
+        window_seconds: i64,
+        now: i64,
+    ) -> Result<RateDecision, StoreError> {
+        // Plain data behind the lock: a panic elsewhere while holding it leaves nothing half-done.
+        let mut rates = self
+            .rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(rates.take(client_key, subject, limit, window_seconds, now))
     }
 }
 
@@ -636,7 +682,7 @@ mod tests {
         let err = store.get_settings(&client_key(), 0).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         let err = store
-            .list_for_tenant(&client_key(), 10, 0)
+            .list_for_tenant(&client_key(), None, 10, 0)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");

@@ -2,12 +2,15 @@
 //! DynamoDB table look the same to whoever reads them. Every prefix ends in `#`, so a prefix scan
 //! cannot match another kind.
 
-use understudy_domain::{AuditRecord, IdempotencyKey, PageId, TokenCacheKey};
+use understudy_domain::{
+    AuditCursor, AuditRecord, IdempotencyKey, PageId, RateWindow, StoreError, TokenCacheKey,
+};
 
 pub(crate) const TENANT_SK: &str = "TENANT";
 pub(crate) const SETTINGS_SK: &str = "SETTINGS";
 pub(crate) const TOKEN_PREFIX: &str = "TOKEN#";
 pub(crate) const AUDIT_PREFIX: &str = "AUDIT#";
+pub(crate) const RATE_PREFIX: &str = "RATE#";
 
 pub(crate) fn token_sk(key: &TokenCacheKey) -> String {
     format!("{TOKEN_PREFIX}{}", key.as_str())
@@ -35,6 +38,34 @@ pub(crate) fn page_sk(page_id: &PageId, at_ms: i64, id: &str) -> String {
     format!("{}{}#{id}", page_prefix(page_id), ms(at_ms))
 }
 
+/// `<ms>#<id>`: the end of an audit sort key (tenant or page) at the cursor's position.
+pub(crate) fn cursor_sk_suffix(cursor: &AuditCursor) -> String {
+    format!("{}#{}", cursor.ms_digits(), cursor.id())
+}
+
+/// The cursor of the audit record stored under this sort key (`AUDIT#<ms>#<id>` or
+/// `PAGE#<pageId>#<ms>#<id>`).
+pub(crate) fn cursor_of_sk(sk: &str) -> Result<AuditCursor, StoreError> {
+    let mut parts = sk.rsplitn(3, '#');
+    let (Some(id), Some(ms)) = (parts.next(), parts.next()) else {
+        return Err(StoreError::corrupt("audit (sort key)"));
+    };
+    if ms.len() != 20 {
+        return Err(StoreError::corrupt("audit (sort key)"));
+    }
+    AuditCursor::parse(&format!("{ms}-{id}")).map_err(|_| StoreError::corrupt("audit (sort key)"))
+}
+
+/// `RATE#<sha256 hex of the subject>#<window seconds>#<window start>`: no accountId in clear.
+pub(crate) fn rate_sk(window: &RateWindow) -> String {
+    format!(
+        "{RATE_PREFIX}{}#{}#{}",
+        window.subject_hash(),
+        window.seconds(),
+        window.start()
+    )
+}
+
 /// An audit record expires `retention_seconds` after it happened.
 pub(crate) fn audit_expiry(record: &AuditRecord, retention_seconds: i64) -> i64 {
     record
@@ -46,4 +77,36 @@ pub(crate) fn audit_expiry(record: &AuditRecord, retention_seconds: i64) -> i64 
 /// Whether a record with this TTL is still visible at `now` (expired means `expires_at <= now`).
 pub(crate) fn live(expires_at: Option<i64>, now: i64) -> bool {
     expires_at.is_none_or(|t| t > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn a_cursor_is_read_back_from_either_audit_key_and_points_at_it() {
+        let page = PageId::parse("12").unwrap();
+        for sk in [audit_sk(1_700, ID), page_sk(&page, 1_700, ID)] {
+            let cursor = cursor_of_sk(&sk).unwrap();
+            assert_eq!(cursor, AuditCursor::new(1_700, ID).unwrap());
+            assert!(sk.ends_with(&cursor_sk_suffix(&cursor)));
+        }
+        for bad in [
+            "AUDIT#",
+            "AUDIT#17#x",
+            "PAGE#1#00000000000000001700#XYZ",
+            "TENANT",
+        ] {
+            assert!(cursor_of_sk(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_rate_key_holds_the_subjects_hash_only() {
+        let sk = rate_sk(&RateWindow::new("557058:someone", 60, 125));
+        assert!(sk.starts_with(RATE_PREFIX) && sk.ends_with("#60#120"));
+        assert!(!sk.contains("557058"));
+    }
 }

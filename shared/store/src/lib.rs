@@ -25,9 +25,14 @@
 //! | `TOKEN#<sha256 hex of accountId\nscopes>` | cached access token, `access_token` (B) ciphertext | the token's expiry |
 //! | `MARK#<idempotency key>` | de-duplication mark | as requested |
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
+//! | `RATE#<sha256 hex of accountId>#<window seconds>#<window start>` | rate-limit counter, `count` (N) | one window after its window ends |
+//!
+//! An audit listing's cursor ([`understudy_domain::AuditCursor`], `<ms>-<id>`) is the end of the
+//! record's sort key; the next page is a Query with `sk BETWEEN <prefix> AND <prefix><ms>#<id>`,
+//! newest first, the cursor's own item skipped.
 //!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
-//! matter), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up) and
+//! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up) and
 //! BatchWriteItem; never Scan. IAM for the
 //! functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem` on the table and its
 //! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.

@@ -19,10 +19,10 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use understudy_domain::{
-    AccountId, ActedAs, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome, EditStrategy,
-    IdempotencyKey, IdempotencyMarks, InstallOutcome, MemoryStore, PageId, SettingsStore,
-    StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
-    UNINSTALLED_RETENTION_SECONDS,
+    AccountId, ActedAs, AuditCursor, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome,
+    EditStrategy, IdempotencyKey, IdempotencyMarks, InstallOutcome, MemoryStore, PageId,
+    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, Tenant, TenantSettings,
+    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 use understudy_store::{
     DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
@@ -32,8 +32,14 @@ const RET: i64 = UNINSTALLED_RETENTION_SECONDS;
 const T0: i64 = 1_800_000_000;
 
 /// Every port at once, so one value exercises them all.
-trait AllPorts: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore {}
-impl<T: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore> AllPorts for T {}
+trait AllPorts:
+    TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore + RateLimits
+{
+}
+impl<T: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore + RateLimits>
+    AllPorts for T
+{
+}
 
 /// How to read what an adapter really wrote, bypassing it.
 enum Raw {
@@ -562,6 +568,102 @@ mod cases {
         assert_eq!(settings.document, json!({"keep": true}));
     }
 
+    pub async fn a_reinstall_keeps_a_disabled_tenant_disabled_and_only_enabled_enables(b: Backend) {
+        let c = ck("ck-dis");
+        let first = tenant("ck-dis", "secret-1", "https://d.example/wiki", T0);
+        assert_eq!(
+            b.store.save_install(&first, T0).await.unwrap(),
+            InstallOutcome::New
+        );
+        assert!(
+            b.store
+                .set_state(&c, TenantState::Disabled, T0 + 1)
+                .await
+                .unwrap()
+        );
+        // Upgrade or secret rotation: Atlassian sends `installed` again, with state Installed.
+        let again = tenant("ck-dis", "secret-2", "https://d2.example/wiki", T0 + 2);
+        assert_eq!(again.state, TenantState::Installed);
+        assert_eq!(
+            b.store.save_install(&again, T0 + 2).await.unwrap(),
+            InstallOutcome::Updated
+        );
+        let got = b.store.get_tenant(&c, T0 + 2).await.unwrap().unwrap();
+        assert_eq!(
+            got.state,
+            TenantState::Disabled,
+            "a re-install never enables"
+        );
+        assert_eq!(got.shared_secret.expose_secret(), "secret-2");
+        assert_eq!(got.base_url, "https://d2.example/wiki");
+        assert_eq!((got.created_at, got.updated_at), (T0, T0 + 2));
+
+        // Only `enabled` enables, and a later re-install keeps that too.
+        assert!(
+            b.store
+                .set_state(&c, TenantState::Enabled, T0 + 3)
+                .await
+                .unwrap()
+        );
+        let third = tenant("ck-dis", "secret-3", "https://d2.example/wiki", T0 + 4);
+        b.store.save_install(&third, T0 + 4).await.unwrap();
+        let got = b.store.get_tenant(&c, T0 + 4).await.unwrap().unwrap();
+        assert_eq!(got.state, TenantState::Enabled);
+        assert_eq!(got.shared_secret.expose_secret(), "secret-3");
+
+        // After `uninstalled`, a re-install makes the tenant live again with the given state.
+        assert!(
+            b.store
+                .set_state(&c, TenantState::Disabled, T0 + 5)
+                .await
+                .unwrap()
+        );
+        assert!(b.store.mark_uninstalled(&c, T0 + 6).await.unwrap());
+        let back = tenant("ck-dis", "secret-4", "https://d2.example/wiki", T0 + 7);
+        assert_eq!(
+            b.store.save_install(&back, T0 + 7).await.unwrap(),
+            InstallOutcome::Updated
+        );
+        let got = b.store.get_tenant(&c, T0 + 7).await.unwrap().unwrap();
+        assert_eq!(got.state, TenantState::Installed);
+        assert_eq!(got.shared_secret.expose_secret(), "secret-4");
+    }
+
+    pub async fn a_disable_racing_reinstalls_is_never_undone(b: Backend) {
+        let c = ck("ck-dr");
+        b.store
+            .save_install(&tenant("ck-dr", "s-0", "https://dr.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 1..=6 {
+            let store = Arc::clone(&b.store);
+            tasks.push(tokio::spawn(async move {
+                let t = tenant(
+                    "ck-dr",
+                    &format!("s-{i}"),
+                    "https://dr.example/wiki",
+                    T0 + 1,
+                );
+                store.save_install(&t, T0 + 1).await.unwrap()
+            }));
+        }
+        let store = Arc::clone(&b.store);
+        let disable = tokio::spawn(async move {
+            store
+                .set_state(&ck("ck-dr"), TenantState::Disabled, T0 + 1)
+                .await
+                .unwrap()
+        });
+        assert!(disable.await.unwrap());
+        for outcome in futures::future::join_all(tasks).await {
+            assert_eq!(outcome.unwrap(), InstallOutcome::Updated);
+        }
+        let got = b.store.get_tenant(&c, T0 + 1).await.unwrap().unwrap();
+        assert_eq!(got.state, TenantState::Disabled);
+        assert!(got.shared_secret.expose_secret().starts_with("s-"));
+    }
+
     pub async fn an_install_after_retention_ran_out_is_new(b: Backend) {
         b.store
             .save_install(&tenant("ck-n", "old", "https://n.example/wiki", T0), T0)
@@ -682,38 +784,213 @@ mod cases {
             .await
             .unwrap();
 
-        let all = b.store.list_for_tenant(&ck("ck-au"), 10, T0).await.unwrap();
-        assert_eq!(jobs(&all), ["j5", "j4", "j3", "j2", "j1"]);
-        assert_eq!(all[0], audit("ck-au", "1", ms + 5, "j5"));
-        let newest = b.store.list_for_tenant(&ck("ck-au"), 2, T0).await.unwrap();
-        assert_eq!(jobs(&newest), ["j5", "j4"]);
+        let all = b
+            .store
+            .list_for_tenant(&ck("ck-au"), None, 10, T0)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&all.records), ["j5", "j4", "j3", "j2", "j1"]);
+        assert_eq!(all.records[0], audit("ck-au", "1", ms + 5, "j5"));
+        assert_eq!(all.next, None, "nothing more to list");
+        let newest = b
+            .store
+            .list_for_tenant(&ck("ck-au"), None, 2, T0)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&newest.records), ["j5", "j4"]);
+        let rest = b
+            .store
+            .list_for_tenant(&ck("ck-au"), newest.next.as_ref(), 10, T0)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&rest.records), ["j3", "j2", "j1"]);
         // Page 1 must not pick up page 12.
         let page = b
             .store
-            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), 10, T0)
+            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), None, 10, T0)
             .await
             .unwrap();
-        assert_eq!(jobs(&page), ["j5", "j3", "j1"]);
+        assert_eq!(jobs(&page.records), ["j5", "j3", "j1"]);
         let page = b
             .store
-            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), 1, T0)
+            .list_for_page(&ck("ck-au"), &PageId::parse("1").unwrap(), None, 1, T0)
             .await
             .unwrap();
-        assert_eq!(jobs(&page), ["j5"]);
-        assert!(
+        assert_eq!(jobs(&page.records), ["j5"]);
+        assert!(page.next.is_some());
+        let empty = b
+            .store
+            .list_for_tenant(&ck("ck-none"), None, 10, T0)
+            .await
+            .unwrap();
+        assert!(empty.records.is_empty() && empty.next.is_none());
+        let none = b
+            .store
+            .list_for_tenant(&ck("ck-au"), None, 0, T0)
+            .await
+            .unwrap();
+        assert!(none.records.is_empty() && none.next.is_none());
+    }
+
+    /// Follows `next` from the first page to the last, checking each page's size on the way.
+    async fn follow(
+        b: &Backend,
+        page: Option<&PageId>,
+        client_key: &str,
+        limit: usize,
+        now: i64,
+    ) -> Vec<AuditRecord> {
+        let mut out = Vec::new();
+        let mut before: Option<AuditCursor> = None;
+        for _ in 0..1000 {
+            let listed = match page {
+                Some(p) => b
+                    .store
+                    .list_for_page(&ck(client_key), p, before.as_ref(), limit, now)
+                    .await
+                    .unwrap(),
+                None => b
+                    .store
+                    .list_for_tenant(&ck(client_key), before.as_ref(), limit, now)
+                    .await
+                    .unwrap(),
+            };
+            assert!(listed.records.len() <= limit);
+            out.extend(listed.records.iter().cloned());
+            match listed.next {
+                Some(next) => {
+                    assert_eq!(listed.records.len(), limit, "only the last page is short");
+                    // The token survives a round trip through a query string.
+                    before = Some(AuditCursor::parse(next.as_str()).unwrap());
+                }
+                None => return out,
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    pub async fn audit_pages_back_through_every_record_exactly_once(b: Backend) {
+        let ms = T0 * 1000;
+        let page = PageId::parse("5").unwrap();
+        // 120 records of page 5, three per millisecond; among them, records of page 50 and of
+        // another tenant's page 5 at the same times, and page-5 records that expire by `now`.
+        for i in 0..120_i64 {
+            let at = ms + i / 3;
             b.store
-                .list_for_tenant(&ck("ck-none"), 10, T0)
+                .append(&audit("ck-pg", "5", at, &format!("p{i}")), 3600)
                 .await
-                .unwrap()
-                .is_empty()
+                .unwrap();
+            if i % 10 == 0 {
+                b.store
+                    .append(&audit("ck-pg", "50", at, &format!("q{i}")), 3600)
+                    .await
+                    .unwrap();
+                b.store
+                    .append(&audit("ck-pg-2", "5", at, &format!("o{i}")), 3600)
+                    .await
+                    .unwrap();
+                b.store
+                    .append(&audit("ck-pg", "5", at, &format!("gone{i}")), 60)
+                    .await
+                    .unwrap();
+            }
+        }
+        let now = T0 + 60;
+        let expected: std::collections::BTreeSet<String> =
+            (0..120).map(|i| format!("p{i}")).collect();
+        for limit in [7, 12, 200] {
+            let listed = follow(&b, Some(&page), "ck-pg", limit, now).await;
+            let got: Vec<&str> = jobs(&listed);
+            let unique: std::collections::BTreeSet<String> =
+                got.iter().map(|j| (*j).to_owned()).collect();
+            assert_eq!(got.len(), 120, "limit {limit}: {got:?}");
+            assert_eq!(
+                unique, expected,
+                "limit {limit}: no gap, no duplicate, nothing foreign"
+            );
+            assert!(
+                listed.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+                "limit {limit}: newest first"
+            );
+            assert!(
+                listed
+                    .iter()
+                    .all(|r| r.client_key == ck("ck-pg") && r.page_id == page)
+            );
+        }
+        // The tenant's listing pages the same way and holds page 50 too.
+        let tenant = follow(&b, None, "ck-pg", 9, now).await;
+        assert_eq!(tenant.len(), 132);
+        assert!(tenant.windows(2).all(|w| w[0].at_ms >= w[1].at_ms));
+        assert!(tenant.iter().all(|r| r.client_key == ck("ck-pg")));
+        let unique: std::collections::BTreeSet<&str> = jobs(&tenant).into_iter().collect();
+        assert_eq!(unique.len(), 132);
+        // Before the short records expire, they are listed too.
+        assert_eq!(
+            follow(&b, Some(&page), "ck-pg", 50, T0 + 59).await.len(),
+            132
         );
-        assert!(
-            b.store
-                .list_for_tenant(&ck("ck-au"), 0, T0)
-                .await
-                .unwrap()
-                .is_empty()
+
+        // A cursor is a position in time and id: one made up for a millisecond that holds
+        // records lists those of that millisecond (ids below all-f) or only older ones (all-0).
+        let at = ms + 20; // p60, p61, p62
+        let high = AuditCursor::new(at, &"f".repeat(32)).unwrap();
+        let low = AuditCursor::new(at, &"0".repeat(32)).unwrap();
+        let from_high = b
+            .store
+            .list_for_page(&ck("ck-pg"), &page, Some(&high), 5, now)
+            .await
+            .unwrap();
+        let mut first: Vec<&str> = jobs(&from_high.records)[..3].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, ["p60", "p61", "p62"]);
+        let from_low = b
+            .store
+            .list_for_page(&ck("ck-pg"), &page, Some(&low), 5, now)
+            .await
+            .unwrap();
+        assert!(from_low.records.iter().all(|r| r.at_ms < at));
+        assert_eq!(from_low.records.len(), 5);
+        // Another tenant's cursor or one from before every record: nothing foreign, nothing more.
+        let oldest = AuditCursor::new(ms, &"0".repeat(32)).unwrap();
+        let past = b
+            .store
+            .list_for_page(&ck("ck-pg"), &page, Some(&oldest), 5, now)
+            .await
+            .unwrap();
+        assert!(past.records.is_empty() && past.next.is_none());
+        let other = b
+            .store
+            .list_for_page(&ck("ck-pg-2"), &page, Some(&high), 100, now)
+            .await
+            .unwrap();
+        assert!(other.records.iter().all(|r| r.job_id.starts_with('o')));
+        assert_eq!(
+            other.records.len(),
+            7,
+            "o0, o10, ..., o60 are at or before the cursor"
         );
+    }
+
+    pub async fn a_malformed_audit_cursor_is_refused(_b: Backend) {
+        let good = AuditCursor::new(T0 * 1000, &"a".repeat(32)).unwrap();
+        assert_eq!(AuditCursor::parse(good.as_str()).unwrap(), good);
+        for bad in [
+            "",
+            "0",
+            "latest",
+            "00000001800000000000-",
+            "00000001800000000000#aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "00000001800000000000-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "00000001800000000000-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "00000001800000000000-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "99999999999999999999-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "0000000180000000000x-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "00000001800000000000-aaaaaaaaaaaaaaa%00aaaaaaaaaaaaaa",
+            "PAGE#5#00000001800000000000#aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(AuditCursor::parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     pub async fn expired_audit_records_are_left_out_even_when_newest(b: Backend) {
@@ -734,22 +1011,112 @@ mod cases {
                 .unwrap();
         }
         let now = T0 + 60;
-        let listed = b.store.list_for_tenant(&ck("ck-ax"), 2, now).await.unwrap();
-        assert_eq!(jobs(&listed), ["long-2", "long-1"]);
         let listed = b
             .store
-            .list_for_page(&ck("ck-ax"), &PageId::parse("7").unwrap(), 2, now)
+            .list_for_tenant(&ck("ck-ax"), None, 2, now)
             .await
             .unwrap();
-        assert_eq!(jobs(&listed), ["long-2", "long-1"]);
+        assert_eq!(jobs(&listed.records), ["long-2", "long-1"]);
+        assert_eq!(listed.next, None);
+        let listed = b
+            .store
+            .list_for_page(&ck("ck-ax"), &PageId::parse("7").unwrap(), None, 2, now)
+            .await
+            .unwrap();
+        assert_eq!(jobs(&listed.records), ["long-2", "long-1"]);
+        assert_eq!(listed.next, None);
         assert_eq!(
             b.store
-                .list_for_tenant(&ck("ck-ax"), 10, T0 + 59)
+                .list_for_tenant(&ck("ck-ax"), None, 10, T0 + 59)
                 .await
                 .unwrap()
+                .records
                 .len(),
             5
         );
+    }
+
+    pub async fn rate_limits_count_fixed_windows_per_tenant_and_subject(b: Backend) {
+        let (a, user) = (ck("ck-rl"), "557058:rate-user-1");
+        // T0 is a multiple of 60 and of 3600: windows start there.
+        let now = T0 + 10;
+        for remaining in [2, 1, 0] {
+            assert_eq!(
+                b.store.take(&a, user, 3, 60, now).await.unwrap(),
+                RateDecision::Allowed { remaining }
+            );
+        }
+        assert_eq!(
+            b.store.take(&a, user, 3, 60, now).await.unwrap(),
+            RateDecision::Limited {
+                retry_after_seconds: 50
+            }
+        );
+        match b.store.take(&a, user, 3, 60, T0 + 59).await.unwrap() {
+            RateDecision::Limited {
+                retry_after_seconds,
+            } => assert!((1..=60).contains(&retry_after_seconds)),
+            other => panic!("still the same window: {other:?}"),
+        }
+        // A new window allows again.
+        assert_eq!(
+            b.store.take(&a, user, 3, 60, T0 + 60).await.unwrap(),
+            RateDecision::Allowed { remaining: 2 }
+        );
+        // Other subjects, other tenants and other window lengths count on their own.
+        assert_eq!(
+            b.store
+                .take(&a, "557058:rate-user-2", 3, 60, now)
+                .await
+                .unwrap(),
+            RateDecision::Allowed { remaining: 2 }
+        );
+        assert_eq!(
+            b.store
+                .take(&ck("ck-rl-2"), user, 3, 60, now)
+                .await
+                .unwrap(),
+            RateDecision::Allowed { remaining: 2 }
+        );
+        assert_eq!(
+            b.store.take(&a, user, 3, 3600, now).await.unwrap(),
+            RateDecision::Allowed { remaining: 2 }
+        );
+        // A limit of 0 allows nothing; a retry-after is never beyond the window.
+        match b.store.take(&a, "557058:nobody", 0, 30, now).await.unwrap() {
+            RateDecision::Limited {
+                retry_after_seconds,
+            } => assert_eq!(retry_after_seconds, 20),
+            other => panic!("limit 0 allowed: {other:?}"),
+        }
+    }
+
+    pub async fn of_concurrent_rate_takes_at_most_the_limit_are_allowed(b: Backend) {
+        let mut tasks = Vec::new();
+        for _ in 0..24 {
+            let store = Arc::clone(&b.store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .take(&ck("ck-rc"), "557058:burst", 10, 60, T0 + 1)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let decisions = futures::future::join_all(tasks).await;
+        let allowed = decisions
+            .iter()
+            .filter(|d| d.as_ref().unwrap().is_allowed())
+            .count();
+        assert_eq!(allowed, 10, "{decisions:?}");
+        let mut remaining: Vec<u32> = decisions
+            .iter()
+            .filter_map(|d| match d.as_ref().unwrap() {
+                RateDecision::Allowed { remaining } => Some(*remaining),
+                RateDecision::Limited { .. } => None,
+            })
+            .collect();
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..10).collect::<Vec<u32>>(), "each count once");
     }
 
     pub async fn settings_round_trip_and_replace(b: Backend) {
@@ -856,6 +1223,14 @@ mod cases {
             .put_token(&ck("ck-raw"), &token_key("user-1"), &token(access, T0 + 60))
             .await
             .unwrap();
+        let rate_subject = "557058:rate-limited-user";
+        assert!(
+            b.store
+                .take(&ck("ck-raw"), rate_subject, 5, 60, T0)
+                .await
+                .unwrap()
+                .is_allowed()
+        );
         let raw = raw_bytes(&b.raw).await;
         // The dump is real: it holds the tenant's non-secret fields...
         assert!(contains(&raw, "https://raw.example/wiki"));
@@ -873,6 +1248,17 @@ mod cases {
             );
         }
         assert!(!contains(&raw, "user-1"));
+        // A rate-limit counter is keyed by a hash of the accountId, never the accountId. (The
+        // embedded store counts in the process: nothing of it reaches the file.)
+        assert!(!contains(&raw, rate_subject));
+        assert!(!contains(&raw, "rate-limited-user"));
+        if let Raw::Table { .. } = b.raw {
+            let hash = RateWindow::new(rate_subject, 60, T0);
+            assert!(
+                contains(&raw, hash.subject_hash()),
+                "the counter item is in the dump"
+            );
+        }
         // And the secrets still open through the store.
         let got = b
             .store
@@ -908,12 +1294,18 @@ macro_rules! full_contract {
             an_uninstalled_tenant_is_kept_30_days_from_the_first_uninstall,
             uninstall_drops_the_tenants_cached_tokens_only,
             a_reinstall_within_retention_is_an_update_that_cancels_expiry,
+            a_reinstall_keeps_a_disabled_tenant_disabled_and_only_enabled_enables,
+            a_disable_racing_reinstalls_is_never_undone,
             an_install_after_retention_ran_out_is_new,
             a_cached_token_round_trips_until_it_expires,
             a_mark_is_granted_once_until_it_expires,
             of_concurrent_marks_exactly_one_wins,
             audit_lists_newest_first_per_tenant_and_per_page,
+            audit_pages_back_through_every_record_exactly_once,
+            a_malformed_audit_cursor_is_refused,
             expired_audit_records_are_left_out_even_when_newest,
+            rate_limits_count_fixed_windows_per_tenant_and_subject,
+            of_concurrent_rate_takes_at_most_the_limit_are_allowed,
             settings_round_trip_and_replace,
         );
     )*};
