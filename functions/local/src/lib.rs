@@ -6,6 +6,7 @@
 //! the local queue instead of SQS.
 
 pub mod demo;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ pub struct LocalSettings {
     /// edits nothing: the jobs wait in the queue for a later run with the worker on. For looking
     /// at what the rules queue before any page is touched, and for timing the webhook path alone.
     pub worker: bool,
+    /// `LOCAL_HEADER_TIMEOUT_MS`, `LOCAL_BODY_TIMEOUT_MS`, `LOCAL_MAX_CONNECTIONS`: the limits that
+    /// keep slow or silent clients from holding the server open ([`server`]).
+    pub server: server::ServerLimits,
 }
 
 impl LocalSettings {
@@ -97,6 +101,7 @@ impl LocalSettings {
                     ));
                 }
             },
+            server: server::ServerLimits::from_lookup(lookup)?,
         })
     }
 }
@@ -108,6 +113,8 @@ type LocalApi = EditApi<EmbeddedStore, SystemClock>;
 struct Services {
     base_path: String,
     app_key: String,
+    /// The whole body must arrive within this, from the end of the headers.
+    body_read_timeout: Duration,
     lifecycle: LocalLifecycle,
     webhooks: LocalWebhooks,
     api: LocalApi,
@@ -209,24 +216,19 @@ impl LocalApp {
         let services = Arc::new(Services {
             base_path: app_config.base_path().to_owned(),
             app_key: app_config.app_key.clone(),
+            body_read_timeout: settings.server.body_read_timeout,
             lifecycle,
             webhooks,
             api,
         });
         let (stop, stopped) = watch::channel(false);
         let router = Router::new().fallback(dispatch).with_state(services);
-        let mut server_stop = stopped.clone();
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            };
-            if let Err(err) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %err, "server stopped");
-            }
-        });
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            settings.server,
+            stopped.clone(),
+        ));
         let worker = settings.worker.then(|| {
             tokio::spawn(run_worker(
                 worker,
@@ -287,8 +289,10 @@ impl LocalApp {
         }
     }
 
-    /// Stops accepting requests, lets the job in flight finish, and returns. Jobs still queued stay
-    /// in the queue file and run after the next start.
+    /// Stops accepting requests, lets the requests being handled and the job in flight finish, and
+    /// returns. Connections without a request being handled (idle, silent, or still sending their
+    /// request) are closed at once, so slow clients do not delay it. Jobs still queued stay in the
+    /// queue file and run after the next start.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
@@ -301,12 +305,17 @@ impl LocalApp {
 /// Routes a request to the function that owns its path, as API Gateway does on AWS.
 async fn dispatch(State(services): State<Arc<Services>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    let body = match tokio::time::timeout(services.body_read_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
             return to_axum(
                 ApiError::PayloadTooLarge { limit: MAX_BODY }.into_response(&services.app_key),
             );
+        }
+        Err(_) => {
+            tracing::info!(path = %parts.uri.path(), "request body not received in time");
+            return server::body_too_slow();
         }
     };
     let request = ApiRequest::from_http(http::Request::from_parts(parts, body));
