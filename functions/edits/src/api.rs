@@ -16,17 +16,22 @@ use connect_auth::{Claims, Clock, QshMode, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use understudy_confluence::{Edit, EditEngine, EditJob, EditMode, EditResult};
+use understudy_confluence::{Edit, EditEngine, EditJob, EditMode, EditResult, user_may_view_page};
 use understudy_domain::{
-    AccountId, AuditLog, AuditRecord, EditOutcome, PageId, Tenant, TenantState, TenantStore,
+    AccountId, AuditCursor, AuditLog, AuditRecord, PageId, RateDecision, RateLimits, Tenant,
+    TenantState, TenantStore,
 };
+use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
 use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
 
 /// An edit request is a short list of operations.
 pub const MAX_EDIT_BODY: usize = 64 * 1024;
-/// Audit records listed per request.
+/// Audit records listed per request; `?before=` pages back through the rest.
 pub const AUDIT_PAGE_SIZE: usize = 50;
+/// API calls one user may make per minute on one site (edits and listings together). A person
+/// using the page's panel makes a few; more is a script, and each call may cost Confluence calls.
+pub const USER_CALLS_PER_MINUTE: u32 = 30;
 
 /// The edit API.
 pub struct EditApi<S: ?Sized, C = SystemClock> {
@@ -35,18 +40,14 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     engine: EditEngine,
     auth: TenantAuth<C>,
     clock: C,
+    /// The iframe's `Content-Security-Policy`: framed only by the hosts that may install the app.
+    ui_policy: HeaderValue,
 }
 
 impl<S: ?Sized, C> std::fmt::Debug for EditApi<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EditApi").finish_non_exhaustive()
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EditRequest {
-    edit: Value,
 }
 
 enum Route {
@@ -77,18 +78,25 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 
 impl<S, C> EditApi<S, C>
 where
-    S: TenantStore + AuditLog + ?Sized,
+    S: TenantStore + AuditLog + RateLimits + ?Sized,
     C: Clock + Clone,
 {
     /// Builds the API's state once per cold start.
     pub fn new(config: AppConfig, store: Arc<S>, engine: EditEngine, clock: C) -> Self {
         let auth = TenantAuth::new(clock.clone(), config.base_path());
+        let ui_policy = HeaderValue::from_str(&format!(
+            "frame-ancestors {}",
+            config.tenant_hosts.frame_ancestors()
+        ))
+        // Host patterns are checked DNS names; if one ever were not header text, frame nowhere.
+        .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'"));
         Self {
             config,
             store,
             engine,
             auth,
             clock,
+            ui_policy,
         }
     }
 
@@ -121,10 +129,9 @@ where
         Ok((verified.tenant, verified.claims))
     }
 
-    async fn edit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
-        let body = request.json_body(MAX_EDIT_BODY)?;
+    /// The caller of an API route: a context token naming a user, within that user's call limit.
+    async fn api_user(&self, request: &ApiRequest) -> Result<(Tenant, AccountId), ApiError> {
         let (tenant, claims) = self.caller(request, QshMode::Context).await?;
-        // The edit runs as the person asking, never as the app.
         let user = claims
             .sub
             .as_deref()
@@ -134,13 +141,35 @@ where
                     ApiError::Unauthorized("the token's user is not an accountId".into())
                 })
             })?;
-        let parsed: EditRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadRequest(format!("body must be {{\"edit\": [operations]}}: {e}"))
-        })?;
-        let edit =
-            Edit::from_value(parsed.edit).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let decision = self
+            .store
+            .take(
+                &tenant.client_key,
+                user.as_str(),
+                USER_CALLS_PER_MINUTE,
+                60,
+                self.clock.now_unix(),
+            )
+            .await?;
+        if let RateDecision::Limited {
+            retry_after_seconds,
+        } = decision
+        {
+            tracing::warn!(client_key = %tenant.client_key, "a user's API calls are over the limit");
+            return Err(ApiError::TooManyRequests {
+                retry_after_seconds,
+            });
+        }
+        Ok((tenant, user))
+    }
+
+    async fn edit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
+        let body = request.json_body(MAX_EDIT_BODY)?;
+        let (tenant, user) = self.api_user(request).await?;
+        let edit = parse_edit_request(body)?;
         let now_ms = self.clock.now_unix().saturating_mul(1000);
         let job_id = format!("api:{}:{now_ms}", page.as_str());
+        // The edit runs as the person asking, never as the app.
         let mode = EditMode::AsUserOnly(user);
         let report = self
             .engine
@@ -152,14 +181,9 @@ where
                 job_id: &job_id,
             })
             .await;
-        let outcome = match &report.result {
-            EditResult::Edited => EditOutcome::Edited,
-            EditResult::Unchanged => EditOutcome::Unchanged,
-            EditResult::Blocked(_) => EditOutcome::Blocked,
-            EditResult::Failed(_) => EditOutcome::Failed,
-        };
         let status = match &report.result {
             EditResult::Edited | EditResult::Unchanged => StatusCode::OK,
+            EditResult::Refused(_) => StatusCode::BAD_REQUEST,
             EditResult::Blocked(_) => StatusCode::FORBIDDEN,
             EditResult::Failed(_) if report.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             EditResult::Failed(_) => StatusCode::BAD_GATEWAY,
@@ -172,7 +196,7 @@ where
             version_after: report.version_after,
             acted_as: report.acted_as.clone(),
             strategy: report.strategy,
-            outcome,
+            outcome: report.result.outcome(),
             reason: report.reason(),
             job_id,
         };
@@ -183,22 +207,44 @@ where
         ))
     }
 
+    /// A page's audit records, newest first, `AUDIT_PAGE_SIZE` at a time (`?before=<next>` for the
+    /// next ones), shown only to a user Confluence says may view the page: to anyone else the page
+    /// has no records here (404, as Confluence itself answers).
     async fn audit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
-        let (tenant, _) = self.caller(request, QshMode::Context).await?;
-        let records = self
+        let (tenant, user) = self.api_user(request).await?;
+        let before = before_cursor(&request.raw_query)?;
+        let may_view = user_may_view_page(self.engine.client(), &tenant, &user, &page)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    ApiError::Unavailable(format!("asking Confluence who may view the page: {e}"))
+                } else {
+                    tracing::warn!(error = %e, "Confluence could not say who may view the page");
+                    ApiError::NotFound
+                }
+            })?;
+        if !may_view {
+            return Err(ApiError::NotFound);
+        }
+        let listing = self
             .store
             .list_for_page(
                 &tenant.client_key,
                 &page,
+                before.as_ref(),
                 AUDIT_PAGE_SIZE,
                 self.clock.now_unix(),
             )
             .await?;
-        let records =
-            serde_json::to_value(&records).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let records = serde_json::to_value(&listing.records)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "pageId": page.as_str(), "records": records }),
+            &json!({
+                "pageId": page.as_str(),
+                "records": records,
+                "next": listing.next.as_ref().map(AuditCursor::as_str),
+            }),
         ))
     }
 
@@ -212,8 +258,42 @@ where
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, self.ui_policy.clone());
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         Ok(response)
     }
+}
+
+/// The body of an edit request: `{"edit": [operations]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditRequest {
+    edit: Value,
+}
+
+/// The edit a request asks for; every error in fixed words, never the caller's text.
+fn parse_edit_request(body: &[u8]) -> Result<Edit, ApiError> {
+    let request: EditRequest = parse_json(body, "the edit request")?;
+    Edit::from_value(request.edit).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The `before` query parameter: a cursor from an earlier answer's `next`, or none.
+fn before_cursor(raw_query: &str) -> Result<Option<AuditCursor>, ApiError> {
+    let mut found = None;
+    for (name, value) in url::form_urlencoded::parse(raw_query.as_bytes()) {
+        if name == "before" {
+            if found.is_some() {
+                return Err(ApiError::BadRequest("`before` is given twice".into()));
+            }
+            found = Some(AuditCursor::parse(&value).map_err(|_| {
+                ApiError::BadRequest("`before` is not a cursor from an earlier answer".into())
+            })?);
+        }
+    }
+    Ok(found)
 }
 
 /// The byline panel. Everything dynamic is set with `textContent`, never as HTML.
@@ -226,13 +306,14 @@ const UI_PAGE: &str = r#"<!DOCTYPE html>
 <form id="note"><input id="text" placeholder="Append a note as yourself" size="40"> <button>Append</button></form>
 <p id="status" class="muted"></p>
 <ol id="audit"></ol>
+<button id="older" hidden>Older records</button>
 <script>
 const pageId = new URLSearchParams(location.search).get('pageId');
 const api = (path, init) => AP.context.getToken().then(token =>
   fetch(path, Object.assign({}, init, {headers: {'Authorization': 'JWT ' + token, 'Content-Type': 'application/json'}})));
-function show(records) {
+function show(records, append) {
   const list = document.getElementById('audit');
-  list.replaceChildren();
+  if (!append) list.replaceChildren();
   for (const r of records) {
     const item = document.createElement('li');
     const who = r.acted_as.kind === 'app' ? 'the app' : 'a user (' + r.acted_as.account_id + ')';
@@ -240,14 +321,26 @@ function show(records) {
     list.appendChild(item);
   }
 }
-function refresh() {
-  api('../api/pages/' + pageId + '/audit').then(r => r.json()).then(body => show(body.records || []));
+let next = null;
+function load(append) {
+  const query = append && next ? '?before=' + encodeURIComponent(next) : '';
+  api('../api/pages/' + encodeURIComponent(pageId) + '/audit' + query).then(r => r.json().then(body => {
+    if (!r.ok) {
+      document.getElementById('status').textContent = body.error || 'The audit trail could not be read.';
+      return;
+    }
+    show(body.records || [], append);
+    next = body.next || null;
+    document.getElementById('older').hidden = !next;
+  }));
 }
+function refresh() { load(false); }
+document.getElementById('older').addEventListener('click', () => load(true));
 document.getElementById('note').addEventListener('submit', event => {
   event.preventDefault();
   const p = document.createElement('p');
   p.textContent = document.getElementById('text').value;
-  api('../api/pages/' + pageId + '/edits', {method: 'POST', body: JSON.stringify({edit: [{append: p.outerHTML}]})})
+  api('../api/pages/' + encodeURIComponent(pageId) + '/edits', {method: 'POST', body: JSON.stringify({edit: [{append: p.outerHTML}]})})
     .then(r => r.json().then(body => {
       document.getElementById('status').textContent = body.audit ? body.audit.reason : body.error;
       refresh();

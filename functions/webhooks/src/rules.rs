@@ -15,7 +15,7 @@ use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
-use understudy_confluence::{Edit, RestrictedPagePolicy};
+use understudy_confluence::{Edit, EditOp, MAX_OPERATIONS, RestrictedPagePolicy};
 
 /// The page events the app subscribes to, one URL each (webhook bodies carry no event name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -142,6 +142,7 @@ impl Rules {
             return Err(RulesError(format!("at most {MAX_RULES} rules")));
         }
         let mut rules = Vec::with_capacity(doc.rules.len());
+        let mut operations: usize = 0;
         for rule in doc.rules {
             let name = rule.name.trim().to_owned();
             if name.is_empty() {
@@ -171,6 +172,25 @@ impl Rules {
             };
             let edit = Edit::from_value(rule.edit)
                 .map_err(|e| RulesError(format!("rule `{name}`: {e}")))?;
+            // A replace whose output contains what it looks for finds it again on the next event,
+            // so it would edit the page on every webhook, its own edits included.
+            if let Some(index) = edit
+                .ops()
+                .iter()
+                .position(|op| matches!(op, EditOp::Replace(r) if r.with.contains(r.find.as_str())))
+            {
+                return Err(RulesError(format!(
+                    "rule `{name}`: operation {index}: `with` contains `find`, so the rule would \
+                     match its own output and edit the page on every event"
+                )));
+            }
+            operations = operations.saturating_add(edit.ops().len());
+            if operations > MAX_OPERATIONS {
+                return Err(RulesError(format!(
+                    "the rules have more than {MAX_OPERATIONS} operations in all (any that match one \
+                     event make one edit, which may have at most {MAX_OPERATIONS})"
+                )));
+            }
             rules.push(Rule {
                 name,
                 events: rule.events,
@@ -347,6 +367,52 @@ mod tests {
             let err = Rules::parse(doc).unwrap_err().to_string();
             assert!(err.contains(reason), "{doc}: {err}");
         }
+    }
+
+    #[test]
+    fn the_edit_bounds_hold_for_a_whole_document() {
+        let rule = |name: &str, ops: usize| {
+            serde_json::json!({"name": name, "events": ["page_created"],
+                "edit": (0..ops).map(|i| serde_json::json!({"append": format!("<p>{i}</p>")}))
+                    .collect::<Vec<_>>()})
+        };
+        let doc = |rules: Vec<serde_json::Value>| serde_json::json!({ "rules": rules });
+        // One edit at the bound is fine; one more operation anywhere in the document is not, since
+        // both rules may match one event.
+        assert!(Rules::from_value(doc(vec![rule("a", MAX_OPERATIONS)])).is_ok());
+        assert!(
+            Rules::from_value(doc(vec![rule("a", 30), rule("b", MAX_OPERATIONS - 30)])).is_ok()
+        );
+        let err = Rules::from_value(doc(vec![rule("a", 30), rule("b", MAX_OPERATIONS - 29)]))
+            .unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let err = Rules::from_value(doc(vec![rule("a", MAX_OPERATIONS + 1)])).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        // So any set of matching rules makes an edit.
+        let rules =
+            Rules::from_value(doc(vec![rule("a", 30), rule("b", MAX_OPERATIONS - 30)])).unwrap();
+        let all = Subject {
+            space_key: None,
+            title: None,
+        };
+        let decision = rules.decide(WebhookEvent::PageCreated, all).unwrap();
+        assert_eq!(decision.edit.ops().len(), MAX_OPERATIONS);
+    }
+
+    #[test]
+    fn a_replace_that_matches_its_own_output_is_refused_when_the_rules_load() {
+        for (find, with) in [("a", "aaaaaaaaaa"), ("TODO", "TODO done"), ("x", "x")] {
+            let doc = serde_json::json!({"rules": [{"name": "grow", "events": ["page_updated"],
+                "edit": [{"append": "<p>a</p>"}, {"replace": {"find": find, "with": with}}]}]});
+            let err = Rules::from_value(doc).unwrap_err().to_string();
+            assert!(
+                err.contains("operation 1") && err.contains("every event"),
+                "{err}"
+            );
+        }
+        let fine = serde_json::json!({"rules": [{"name": "ok", "events": ["page_updated"],
+            "edit": [{"replace": {"find": "TODO", "with": "DONE"}}]}]});
+        assert!(Rules::from_value(fine).is_ok());
     }
 
     #[test]

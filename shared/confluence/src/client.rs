@@ -364,6 +364,45 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// `GET /api/v2/pages/{id}` without its body: whether this session may view the page. `false`
+    /// on Confluence's refusals (404: cannot view; 403: blocked otherwise); other failures are errors.
+    pub async fn can_view_page(&self, id: &PageId) -> Result<bool, ConfluenceError> {
+        let url = self.url(&format!("/api/v2/pages/{id}"), &[])?;
+        match self.send(Method::GET, url, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_access_denied() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /rest/api/content/{id}/permission/check`: whether `account` may `read` or `update` the
+    /// page, as Confluence judges it. The session itself must be able to see the page: a 404 or 403
+    /// to the session is `false` (nobody here can say yes).
+    pub async fn permission_check(
+        &self,
+        id: &PageId,
+        account: &AccountId,
+        operation: RestrictionOperation,
+    ) -> Result<bool, ConfluenceError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "hasPermission")]
+            has_permission: bool,
+        }
+        let url = self.url(&format!("/rest/api/content/{id}/permission/check"), &[])?;
+        let body = json!({
+            "subject": {"type": "user", "identifier": account.as_str()},
+            "operation": operation.as_str(),
+        });
+        match self.send(Method::POST, url, Some(body)).await {
+            Ok(bytes) => serde_json::from_slice::<Answer>(&bytes)
+                .map(|a| a.has_permission)
+                .map_err(|_| invalid("permission check answer is not JSON with hasPermission")),
+            Err(e) if e.is_access_denied() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `PUT /api/v2/pages/{id}` replacing title and body; returns the new version number.
     pub async fn update_page(&self, update: &PageUpdate<'_>) -> Result<u64, ConfluenceError> {
         let url = self.url(&format!("/api/v2/pages/{}", update.id), &[])?;

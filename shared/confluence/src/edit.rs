@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 /// Longest title Confluence accepts.
 pub const MAX_TITLE_CHARS: usize = 255;
 
+/// Most operations one edit may have. The same bound holds for a whole rules document (all its
+/// rules' operations together), so that any set of matching rules makes an edit within it.
+pub const MAX_OPERATIONS: usize = 50;
+
+/// Largest page body an edit may produce, counted as the body travels in the PUT: JSON-escaped
+/// ([`json_len`]). Confluence Cloud refuses requests over 5 MiB (5 242 880 bytes; see
+/// `docs/protocol.md`, "Page size"); the rest of the PUT (title, version, message) fits in the 16 KiB
+/// kept free.
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024 - 16 * 1024;
+
 /// One operation on a page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -40,10 +50,11 @@ pub struct Edit {
     ops: Vec<EditOp>,
 }
 
-/// Why an edit document was refused.
+/// Why an edit document was refused. The texts are fixed words and positions: they never repeat
+/// what the caller sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditParseError {
-    /// Not JSON, not an array, an unknown operation, a wrong argument type or an extra field.
+    /// Not JSON, not an array, or an element that is not one of the four operations.
     #[error(
         "invalid edit: {0} (expected a JSON array of {{\"append\": str}}, {{\"prepend\": str}}, \
          {{\"replace\": {{\"find\": str, \"with\": str}}}} or {{\"set_title\": str}})"
@@ -52,6 +63,12 @@ pub enum EditParseError {
     /// The array has no operation.
     #[error("invalid edit: no operations")]
     Empty,
+    /// More operations than [`MAX_OPERATIONS`].
+    #[error("invalid edit: {count} operations, at most {MAX_OPERATIONS} are allowed")]
+    TooManyOperations {
+        /// How many were sent.
+        count: usize,
+    },
     /// Operation `index` (0-based) is well formed but cannot be applied.
     #[error("invalid edit: operation {index}: {reason}")]
     Operation {
@@ -62,18 +79,55 @@ pub enum EditParseError {
     },
 }
 
+/// An edit that would make the page larger than Confluence accepts. Found before the operation runs,
+/// so no oversized body is ever built, let alone sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "operation {index} would make the page body {would_be} bytes, more than the {limit} bytes \
+     Confluence accepts"
+)]
+pub struct EditTooLarge {
+    /// The operation (0-based) that would cross the bound.
+    pub index: usize,
+    /// The body's size after it, as sent (JSON-escaped), saturated at `usize::MAX`.
+    pub would_be: usize,
+    /// [`MAX_BODY_BYTES`].
+    pub limit: usize,
+}
+
+/// How many bytes `text` takes inside a JSON string, as serde_json writes it. Escaping is per
+/// character, so the length of a concatenation is the sum of the lengths.
+pub fn json_len(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 impl Edit {
     /// Builds an edit from operations, checking each one.
     pub fn new(ops: Vec<EditOp>) -> Result<Self, EditParseError> {
         if ops.is_empty() {
             return Err(EditParseError::Empty);
         }
+        if ops.len() > MAX_OPERATIONS {
+            return Err(EditParseError::TooManyOperations { count: ops.len() });
+        }
         for (index, op) in ops.iter().enumerate() {
             let reason = match op {
                 EditOp::Append(f) | EditOp::Prepend(f) if f.is_empty() => {
                     Some("the fragment is empty")
                 }
+                EditOp::Append(f) | EditOp::Prepend(f) if json_len(f) > MAX_BODY_BYTES => {
+                    Some("the fragment is larger than a page may be")
+                }
                 EditOp::Replace(r) if r.find.is_empty() => Some("`find` is empty"),
+                EditOp::Replace(r) if json_len(&r.with) > MAX_BODY_BYTES => {
+                    Some("`with` is larger than a page may be")
+                }
                 EditOp::SetTitle(t) if t.trim().is_empty() => Some("the title is blank"),
                 EditOp::SetTitle(t) if t.chars().count() > MAX_TITLE_CHARS => {
                     Some("the title is longer than 255 characters")
@@ -92,15 +146,33 @@ impl Edit {
 
     /// Parses the JSON form (an array of operations).
     pub fn from_json(json: &str) -> Result<Self, EditParseError> {
-        let ops: Vec<EditOp> =
-            serde_json::from_str(json).map_err(|e| EditParseError::Shape(e.to_string()))?;
-        Self::new(ops)
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            EditParseError::Shape(format!(
+                "not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        Self::from_value(value)
     }
 
     /// Parses an already decoded JSON value (e.g. part of a rules document).
     pub fn from_value(value: serde_json::Value) -> Result<Self, EditParseError> {
-        let ops: Vec<EditOp> =
-            serde_json::from_value(value).map_err(|e| EditParseError::Shape(e.to_string()))?;
+        let serde_json::Value::Array(items) = value else {
+            return Err(EditParseError::Shape("not a JSON array".into()));
+        };
+        if items.len() > MAX_OPERATIONS {
+            return Err(EditParseError::TooManyOperations { count: items.len() });
+        }
+        let ops = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                serde_json::from_value(item).map_err(|_| {
+                    EditParseError::Shape(format!("operation {index} is not one of the four"))
+                })
+            })
+            .collect::<Result<Vec<EditOp>, _>>()?;
         Self::new(ops)
     }
 
@@ -111,25 +183,54 @@ impl Edit {
 
     /// Applies the edit to a page's title and body. Pure: the same input gives the same output, and
     /// applying an edit to its own output changes nothing for appends, prepends and titles.
-    pub fn apply(&self, title: &str, body: &str) -> Applied {
+    ///
+    /// Bounded: before each operation runs, the size of the body it would produce is computed, and
+    /// an operation that would make it larger than [`MAX_BODY_BYTES`] stops the edit with
+    /// [`EditTooLarge`]. A `replace` is measured from the number of matches, so one that would
+    /// multiply the page is refused without building it.
+    pub fn apply(&self, title: &str, body: &str) -> Result<Applied, EditTooLarge> {
         let mut title = title.to_owned();
         let mut body = body.to_owned();
-        for op in &self.ops {
+        let mut size = json_len(&body);
+        for (index, op) in self.ops.iter().enumerate() {
+            let too_large = |would_be: usize| EditTooLarge {
+                index,
+                would_be,
+                limit: MAX_BODY_BYTES,
+            };
             match op {
-                EditOp::Append(fragment) => {
-                    if !body.trim_end().ends_with(fragment.trim_end()) {
-                        body.push_str(fragment);
+                EditOp::Append(fragment) | EditOp::Prepend(fragment) => {
+                    let present = match op {
+                        EditOp::Append(_) => body.trim_end().ends_with(fragment.trim_end()),
+                        _ => body.trim_start().starts_with(fragment.trim_start()),
+                    };
+                    if present {
+                        continue;
                     }
-                }
-                EditOp::Prepend(fragment) => {
-                    if !body.trim_start().starts_with(fragment.trim_start()) {
+                    let after = size.saturating_add(json_len(fragment));
+                    if after > MAX_BODY_BYTES {
+                        return Err(too_large(after));
+                    }
+                    if matches!(op, EditOp::Append(_)) {
+                        body.push_str(fragment);
+                    } else {
                         body.insert_str(0, fragment);
                     }
+                    size = after;
                 }
                 EditOp::Replace(Replace { find, with }) => {
-                    if body.contains(find.as_str()) {
-                        body = body.replace(find.as_str(), with);
+                    let matches = body.matches(find.as_str()).count();
+                    if matches == 0 {
+                        continue;
                     }
+                    let after = size
+                        .saturating_sub(matches.saturating_mul(json_len(find)))
+                        .saturating_add(matches.saturating_mul(json_len(with)));
+                    if after > MAX_BODY_BYTES {
+                        return Err(too_large(after));
+                    }
+                    body = body.replace(find.as_str(), with);
+                    size = after;
                 }
                 EditOp::SetTitle(new_title) => {
                     if title != *new_title {
@@ -138,7 +239,7 @@ impl Edit {
                 }
             }
         }
-        Applied { title, body }
+        Ok(Applied { title, body })
     }
 }
 
@@ -226,7 +327,7 @@ mod tests {
     #[test]
     fn operations_apply_in_order() {
         let edit = Edit::from_json(DOC).unwrap();
-        let out = edit.apply("Old", "<p>TODO: check</p>");
+        let out = edit.apply("Old", "<p>TODO: check</p>").unwrap();
         assert_eq!(out.title, "New title");
         assert_eq!(out.body, "<p>Draft</p><p>DONE: check</p><p>Reviewed</p>");
         assert!(out.changes("Old", "<p>TODO: check</p>"));
@@ -235,8 +336,8 @@ mod tests {
     #[test]
     fn applying_an_edit_to_its_own_result_changes_nothing() {
         let edit = Edit::from_json(DOC).unwrap();
-        let once = edit.apply("Old", "<p>TODO</p>");
-        let twice = edit.apply(&once.title, &once.body);
+        let once = edit.apply("Old", "<p>TODO</p>").unwrap();
+        let twice = edit.apply(&once.title, &once.body).unwrap();
         assert_eq!(once, twice);
         assert!(!twice.changes(&once.title, &once.body));
     }
@@ -245,18 +346,93 @@ mod tests {
     fn an_append_already_at_the_end_is_not_repeated_but_one_elsewhere_is() {
         let edit = Edit::from_json(r#"[{"append": "<p>Reviewed</p>"}]"#).unwrap();
         // Already there, with trailing whitespace that Confluence may add.
-        let same = edit.apply("T", "<p>a</p><p>Reviewed</p>\n");
+        let same = edit.apply("T", "<p>a</p><p>Reviewed</p>\n").unwrap();
         assert!(!same.changes("T", "<p>a</p><p>Reviewed</p>\n"));
         // Present, but not at the end: appended.
-        let moved = edit.apply("T", "<p>Reviewed</p><p>a</p>");
+        let moved = edit.apply("T", "<p>Reviewed</p><p>a</p>").unwrap();
         assert_eq!(moved.body, "<p>Reviewed</p><p>a</p><p>Reviewed</p>");
         // Prepend mirrors it.
         let pre = Edit::from_json(r#"[{"prepend": "<p>Draft</p>"}]"#).unwrap();
         assert!(
             !pre.apply("T", " <p>Draft</p><p>x</p>")
+                .unwrap()
                 .changes("T", " <p>Draft</p><p>x</p>")
         );
-        assert_eq!(pre.apply("T", "<p>x</p>").body, "<p>Draft</p><p>x</p>");
+        assert_eq!(
+            pre.apply("T", "<p>x</p>").unwrap().body,
+            "<p>Draft</p><p>x</p>"
+        );
+    }
+
+    #[test]
+    fn the_growth_attack_is_refused_before_the_page_is_built() {
+        // 1 000 bytes, then seven replaces that each multiply the body by ten: 10 GB if run.
+        let mut ops = vec![serde_json::json!({"append": "a".repeat(1000)})];
+        ops.extend(
+            (0..7).map(|_| serde_json::json!({"replace": {"find": "a", "with": "aaaaaaaaaa"}})),
+        );
+        let edit = Edit::from_value(serde_json::Value::Array(ops)).unwrap();
+        let started = std::time::Instant::now();
+        let err = edit.apply("T", "").unwrap_err();
+        // 1 000 × 10⁴ = 10 MB after the fourth replace (operation 4): over the 5 MiB bound.
+        assert_eq!(err.index, 4);
+        assert_eq!(err.would_be, 10_000_000);
+        assert_eq!(err.limit, MAX_BODY_BYTES);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Three replaces (1 MB) are fine.
+        let mut ok = vec![serde_json::json!({"append": "a".repeat(1000)})];
+        ok.extend(
+            (0..3).map(|_| serde_json::json!({"replace": {"find": "a", "with": "aaaaaaaaaa"}})),
+        );
+        let edit = Edit::from_value(serde_json::Value::Array(ok)).unwrap();
+        assert_eq!(edit.apply("T", "").unwrap().body.len(), 1_000_000);
+    }
+
+    #[test]
+    fn sizes_count_as_sent_json_escaped_and_appends_stop_at_the_bound() {
+        assert_eq!(json_len("ab"), 2);
+        assert_eq!(json_len("\"<\n"), 5);
+        assert_eq!(json_len("\u{1}é"), 8);
+        // A page at the bound takes no more, even one byte; a page below it takes what fits.
+        let full = "x".repeat(MAX_BODY_BYTES);
+        let one = Edit::from_json(r#"[{"append": "y"}]"#).unwrap();
+        assert_eq!(
+            one.apply("T", &full).unwrap_err(),
+            EditTooLarge {
+                index: 0,
+                would_be: MAX_BODY_BYTES + 1,
+                limit: MAX_BODY_BYTES
+            }
+        );
+        assert!(one.apply("T", &full[1..]).is_ok());
+        // Quotes count twice: they are escaped in the PUT.
+        let quotes = "\"".repeat(MAX_BODY_BYTES / 2);
+        assert!(one.apply("T", &quotes).is_err());
+    }
+
+    #[test]
+    fn operations_are_bounded_in_number_and_errors_never_repeat_the_input() {
+        let many = serde_json::Value::Array(
+            (0..=MAX_OPERATIONS)
+                .map(|i| serde_json::json!({"append": format!("<p>{i}</p>")}))
+                .collect(),
+        );
+        assert_eq!(
+            Edit::from_value(many).unwrap_err(),
+            EditParseError::TooManyOperations {
+                count: MAX_OPERATIONS + 1
+            }
+        );
+        for bad in [
+            r#"[{"evil\nINFO forged": "MARKER"}]"#,
+            r#"[{"append": ["MARKER"]}]"#,
+            r#"[{"replace": {"find": "a", "with": "b", "MARKER": 1}}]"#,
+            r#"{"MARKER": 1}"#,
+            r#"[{"append": "MARKER"#,
+        ] {
+            let err = Edit::from_json(bad).unwrap_err().to_string();
+            assert!(!err.contains("MARKER") && !err.contains("evil"), "{err}");
+        }
     }
 
     #[test]
@@ -265,9 +441,14 @@ mod tests {
             r#"[{"replace": {"find": "TODO", "with": "DONE"}}, {"set_title": "T"}]"#,
         )
         .unwrap();
-        assert!(!edit.apply("T", "<p>done</p>").changes("T", "<p>done</p>"));
+        assert!(
+            !edit
+                .apply("T", "<p>done</p>")
+                .unwrap()
+                .changes("T", "<p>done</p>")
+        );
         // Literal, not a pattern.
         let lit = Edit::from_json(r#"[{"replace": {"find": "a.c", "with": "X"}}]"#).unwrap();
-        assert_eq!(lit.apply("T", "abc a.c").body, "abc X");
+        assert_eq!(lit.apply("T", "abc a.c").unwrap().body, "abc X");
     }
 }

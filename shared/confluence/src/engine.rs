@@ -11,7 +11,7 @@ use understudy_domain::{
 };
 
 use crate::client::{ConfluenceClient, PageUpdate, RestrictionOperation, Session};
-use crate::edit::Edit;
+use crate::edit::{Edit, EditTooLarge};
 use crate::error::{ConfluenceError, TokenError};
 
 /// What to do when a page restriction blocks the app user.
@@ -158,6 +158,22 @@ pub enum EditResult {
     Blocked(BlockedCause),
     /// It was tried and failed.
     Failed(ConfluenceError),
+    /// The edit would exceed a bound (a page larger than Confluence accepts): refused before
+    /// anything was sent. Running it again gives the same answer.
+    Refused(EditTooLarge),
+}
+
+impl EditResult {
+    /// What the audit record says of it.
+    pub fn outcome(&self) -> EditOutcome {
+        match self {
+            Self::Edited => EditOutcome::Edited,
+            Self::Unchanged => EditOutcome::Unchanged,
+            Self::Blocked(_) => EditOutcome::Blocked,
+            Self::Failed(_) => EditOutcome::Failed,
+            Self::Refused(_) => EditOutcome::Refused,
+        }
+    }
 }
 
 /// The report of one execution (also what the audit record says).
@@ -204,6 +220,7 @@ impl EditReport {
             EditResult::Unchanged => format!("nothing to change (read by {by})"),
             EditResult::Blocked(cause) => cause.to_string(),
             EditResult::Failed(error) => format!("failed acting as {by}: {error}"),
+            EditResult::Refused(too_large) => format!("refused, nothing sent: {too_large}"),
         }
     }
 }
@@ -250,6 +267,8 @@ struct Attempt {
     outcome: Result<Option<u64>, ConfluenceError>,
     version_before: Option<u64>,
     not_current: bool,
+    /// The edit would exceed a bound on this page: nothing was sent.
+    refused: Option<EditTooLarge>,
 }
 
 impl EditEngine {
@@ -280,6 +299,17 @@ impl EditEngine {
                 self.app_first(&job, *policy, user.as_ref()).await
             }
         };
+        if refused_to_the_user(job.mode, &report.result) {
+            // A user asked for an edit of a page Confluence will not let them view or edit. It does
+            // not enter the page's audit trail: anyone could otherwise bury a page's real history
+            // under their own refusals. It is logged (and counted from the log) instead.
+            tracing::warn!(
+                refused_user_request = true,
+                reason = %report.reason(),
+                "an edit asked for by a user who may not edit the page was refused; not audited"
+            );
+            return report;
+        }
         report.audited = self.write_audit(&job, &report).await;
         tracing::info!(
             acted_as = ?report.acted_as,
@@ -364,6 +394,7 @@ impl EditEngine {
                 outcome: Err(error),
                 version_before: None,
                 not_current: false,
+                refused: None,
             };
             blocked_or(attempt, acted_as, EditStrategy::Grant)
         };
@@ -374,6 +405,7 @@ impl EditEngine {
                     outcome: Err(e),
                     version_before: None,
                     not_current: false,
+                    refused: None,
                 };
                 return report(attempt, ActedAs::App, EditStrategy::Grant);
             }
@@ -438,6 +470,7 @@ impl EditEngine {
                         outcome: Err(e),
                         version_before,
                         not_current: false,
+                        refused: None,
                     };
                 }
             };
@@ -447,14 +480,26 @@ impl EditEngine {
                     outcome: Ok(None),
                     version_before,
                     not_current: true,
+                    refused: None,
                 };
             }
-            let applied = job.edit.apply(&page.title, &page.body);
+            let applied = match job.edit.apply(&page.title, &page.body) {
+                Ok(applied) => applied,
+                Err(too_large) => {
+                    return Attempt {
+                        outcome: Ok(None),
+                        version_before,
+                        not_current: false,
+                        refused: Some(too_large),
+                    };
+                }
+            };
             if !applied.changes(&page.title, &page.body) {
                 return Attempt {
                     outcome: Ok(None),
                     version_before,
                     not_current: false,
+                    refused: None,
                 };
             }
             let update = PageUpdate {
@@ -470,6 +515,7 @@ impl EditEngine {
                         outcome: Ok(Some(version)),
                         version_before,
                         not_current: false,
+                        refused: None,
                     };
                 }
                 Err(ConfluenceError::Conflict)
@@ -488,6 +534,7 @@ impl EditEngine {
                         outcome: Err(e),
                         version_before,
                         not_current: false,
+                        refused: None,
                     };
                 }
             }
@@ -503,12 +550,7 @@ impl EditEngine {
             version_after: report.version_after,
             acted_as: report.acted_as.clone(),
             strategy: report.strategy,
-            outcome: match report.result {
-                EditResult::Edited => EditOutcome::Edited,
-                EditResult::Unchanged => EditOutcome::Unchanged,
-                EditResult::Blocked(_) => EditOutcome::Blocked,
-                EditResult::Failed(_) => EditOutcome::Failed,
-            },
+            outcome: report.result.outcome(),
             reason: report.reason(),
             job_id: job.job_id.to_owned(),
         };
@@ -526,12 +568,23 @@ impl EditEngine {
     }
 }
 
+/// True for a user's own request (the edit API) that Confluence refused because that user may not
+/// view or edit the page.
+fn refused_to_the_user(mode: &EditMode, result: &EditResult) -> bool {
+    matches!(mode, EditMode::AsUserOnly(_))
+        && matches!(
+            result,
+            EditResult::Blocked(BlockedCause::UserCannotView | BlockedCause::UserCannotEdit)
+        )
+}
+
 fn report(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> EditReport {
-    let (result, version_after) = match attempt.outcome {
+    let (result, version_after) = match (attempt.refused, attempt.outcome) {
+        (Some(too_large), _) => (EditResult::Refused(too_large), None),
         _ if attempt.not_current => (EditResult::Blocked(BlockedCause::PageNotCurrent), None),
-        Ok(Some(v)) => (EditResult::Edited, Some(v)),
-        Ok(None) => (EditResult::Unchanged, None),
-        Err(e) => (EditResult::Failed(e), None),
+        (None, Ok(Some(v))) => (EditResult::Edited, Some(v)),
+        (None, Ok(None)) => (EditResult::Unchanged, None),
+        (None, Err(e)) => (EditResult::Failed(e), None),
     };
     EditReport {
         result,

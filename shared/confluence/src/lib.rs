@@ -9,10 +9,12 @@
 //!   the tenant store, refreshed ahead of expiry, one exchange per (tenant, user, scopes) at a time.
 //! - [`Edit`]: operations on a page's title and storage body, pure and idempotent.
 //! - [`EditEngine`]: runs an edit as the app, then per the restricted-page policy; audits each run.
+//! - [`user_may_view_page`]: the one rule for who may see a page's audit records.
 //!
 //! Only the tenant's base URL and the authorization server are ever called. Tokens and secrets stay
 //! in [`connect_auth::SecretString`] and never reach a log or an error message.
 
+mod access;
 mod client;
 mod config;
 mod edit;
@@ -21,6 +23,7 @@ mod error;
 mod retry;
 mod tokens;
 
+pub use access::user_may_view_page;
 pub use client::{
     ConfluenceClient, CurrentUser, OperationRestriction, Page, PageUpdate, RestrictionOperation,
     Restrictions, Session,
@@ -30,7 +33,10 @@ pub use config::{
     OAUTH_SERVER_FEDRAMP, OAUTH_SERVER_FEDRAMP_STAGING, OAUTH_SERVER_PRODUCTION,
     OAUTH_SERVER_STAGING, Scopes, authorization_server_for,
 };
-pub use edit::{Applied, Edit, EditOp, EditParseError, MAX_TITLE_CHARS, Replace};
+pub use edit::{
+    Applied, Edit, EditOp, EditParseError, EditTooLarge, MAX_BODY_BYTES, MAX_OPERATIONS,
+    MAX_TITLE_CHARS, Replace, json_len,
+};
 pub use engine::{
     BlockedCause, EditEngine, EditJob, EditMode, EditReport, EditResult, EngineSettings,
     RestrictedPagePolicy,

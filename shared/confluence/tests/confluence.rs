@@ -121,11 +121,13 @@ impl Harness {
         self.store
             .list_for_tenant(
                 &ClientKey::parse(CLIENT_KEY).unwrap(),
+                None,
                 100,
                 self.sim.clock.now_unix(),
             )
             .await
             .unwrap()
+            .records
     }
 }
 
@@ -192,6 +194,70 @@ async fn the_app_edits_an_open_page_with_a_request_bound_jwt_and_a_named_version
     );
     assert_eq!(audit[0].job_id, "job-1");
     assert!(report.audited);
+}
+
+#[tokio::test]
+async fn an_edit_that_would_make_the_page_too_large_is_audited_as_refused_with_no_put() {
+    let h = harness().await;
+    h.sim.add_page("190", SimPage::new("Plan", "<p>a</p>"));
+    let tenant = h.sim.tenant();
+    // Each replace multiplies every `a` by ten: 10^7 of them after seven.
+    let mut ops = vec![serde_json::json!({"append": "a".repeat(10)})];
+    ops.extend((0..7).map(|_| serde_json::json!({"replace": {"find": "a", "with": "aaaaaaaaaa"}})));
+    let edit = Edit::from_value(serde_json::Value::Array(ops)).unwrap();
+    let report = h
+        .run(
+            &tenant,
+            "190",
+            &edit,
+            &app_first(RestrictedPagePolicy::Impersonate, Some(ALICE)),
+        )
+        .await;
+    assert!(
+        matches!(report.result, EditResult::Refused(_)),
+        "{}",
+        report.reason()
+    );
+    assert!(!report.is_transient(), "the worker must not retry it");
+    assert_eq!(h.sim.count(Method::PUT, "/pages/190"), 0);
+    assert_eq!(h.sim.page("190").version, 1);
+    let audit = h.audit().await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, EditOutcome::Refused);
+    assert!(audit[0].reason.contains("more than"), "{}", audit[0].reason);
+}
+
+#[tokio::test]
+async fn a_users_own_request_that_confluence_refuses_stays_out_of_the_audit_trail() {
+    let h = harness().await;
+    h.sim.add_page("191", view_restricted_to(&[ALICE]));
+    let tenant = h.sim.tenant();
+    let report = h
+        .run(
+            &tenant,
+            "191",
+            &append("<p>spam</p>"),
+            &EditMode::AsUserOnly(account(BOB)),
+        )
+        .await;
+    assert!(
+        matches!(report.result, EditResult::Blocked(_)),
+        "{}",
+        report.reason()
+    );
+    assert!(!report.audited);
+    assert!(h.audit().await.is_empty());
+    // Alice's own edit of it is audited as ever.
+    let report = h
+        .run(
+            &tenant,
+            "191",
+            &append("<p>ok</p>"),
+            &EditMode::AsUserOnly(account(ALICE)),
+        )
+        .await;
+    assert_eq!(report.result, EditResult::Edited, "{}", report.reason());
+    assert_eq!(h.audit().await.len(), 1);
 }
 
 #[tokio::test]

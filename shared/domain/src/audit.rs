@@ -40,6 +40,9 @@ pub enum EditOutcome {
     Blocked,
     /// The edit was tried and failed.
     Failed,
+    /// The edit was refused before any change was sent: it would exceed a bound (too many
+    /// operations, a page larger than Confluence accepts).
+    Refused,
 }
 
 /// One audited edit attempt. Contains no secret; `acted_as` may hold an accountId, which is why

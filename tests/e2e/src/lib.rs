@@ -125,9 +125,24 @@ impl World {
         let page = PageId::parse(page).unwrap_or_else(|e| panic!("page id: {e}"));
         self.app
             .store()
-            .list_for_page(&self.client_key(), &page, 100, now())
+            .list_for_page(&self.client_key(), &page, None, 100, now())
             .await
             .unwrap_or_else(|e| panic!("audit: {e}"))
+            .records
+    }
+
+    /// A context token (`AP.context.getToken()`) of `user` on this site, as Confluence signs it.
+    pub fn context_token(&self, user: &str) -> String {
+        let secret = self
+            .sim
+            .installation("understudy")
+            .unwrap_or_else(|| panic!("the app is not installed"))
+            .shared_secret;
+        let now = now();
+        let claims = serde_json::json!({"iss": self.sim.client_key(), "sub": user, "iat": now,
+                                        "exp": now + 180, "qsh": "context-qsh", "context": {}});
+        connect_auth::sign_hs256(&claims, &connect_auth::SecretString::from(secret))
+            .unwrap_or_else(|e| panic!("signing: {e}"))
     }
 
     /// How many times `fragment` stands in the page's body now.

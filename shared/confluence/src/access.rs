@@ -1,0 +1,48 @@
+//! Who may see what the app knows about a page. The one rule every listing of audit records follows
+//! (the page's audit trail today, the admin listings later): a record of a page is shown to a user
+//! only when Confluence says that user may view the page.
+//!
+//! How Confluence is asked, in order of trust:
+//! 1. with `ACT_AS_USER`, **as that user**: `GET` the page with the user's own token. Whatever keeps
+//!    the user out (a view restriction, space permissions, an app access rule) keeps the records
+//!    out too; Confluence's 404 or 403 means no.
+//! 2. without it, Confluence's **permission check** for that user, asked as the app. If the app
+//!    itself cannot see the page (a restriction blocks it), Confluence cannot answer: no.
+//! 3. anything else that keeps Confluence from answering yes (the user may not be impersonated,
+//!    the tenant's site refuses the app): no.
+//!
+//! Outages (5xx, timeouts, rate limits past the deadline) are errors, so the caller answers 503 and
+//! the user may try again; they are never taken as a yes.
+
+use understudy_domain::{AccountId, PageId, Tenant};
+
+use crate::client::{ConfluenceClient, RestrictionOperation};
+use crate::error::{ConfluenceError, TokenError};
+
+/// Whether Confluence says `user` may view `page` on `tenant`'s site.
+#[tracing::instrument(skip_all, fields(client_key = %tenant.client_key, page_id = %page))]
+pub async fn user_may_view_page(
+    client: &ConfluenceClient,
+    tenant: &Tenant,
+    user: &AccountId,
+    page: &PageId,
+) -> Result<bool, ConfluenceError> {
+    let can_act_as_user = tenant
+        .oauth_client_id
+        .as_deref()
+        .is_some_and(|id| !id.trim().is_empty());
+    if can_act_as_user {
+        match client.as_user(tenant, user).can_view_page(page).await {
+            Ok(answer) => return Ok(answer),
+            // The site no longer lets the app act as users: fall back to the permission check.
+            Err(ConfluenceError::Token(TokenError::NoActAsUser)) => {}
+            // The app may not act as this user (deactivated, gone): nobody to ask as.
+            Err(ConfluenceError::Token(TokenError::InvalidGrant)) => return Ok(false),
+            Err(other) => return Err(other),
+        }
+    }
+    client
+        .as_app(tenant)
+        .permission_check(page, user, RestrictionOperation::Read)
+        .await
+}
