@@ -16,7 +16,7 @@ use connect_auth::{Claims, Clock, QshMode, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use understudy_confluence::{Edit, EditEngine, EditJob, EditMode, EditResult, user_may_view_page};
+use understudy_core::{Edit, EditEngine, EditJob, EditMode, EditResult, user_may_view_page};
 use understudy_domain::{
     AccountId, AuditCursor, AuditLog, AuditRecord, PageId, RateDecision, RateLimits, Tenant,
     TenantState, TenantStore,
@@ -213,7 +213,7 @@ where
     async fn audit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
         let (tenant, user) = self.api_user(request).await?;
         let before = before_cursor(&request.raw_query)?;
-        let may_view = user_may_view_page(self.engine.client(), &tenant, &user, &page)
+        let may_view = user_may_view_page(self.engine.confluence(), &tenant, &user, &page)
             .await
             .map_err(|e| {
                 if e.is_transient() {

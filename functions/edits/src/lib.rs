@@ -12,9 +12,9 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use understudy_confluence::{
-    ClientConfig, ConfigError, ConfluenceClient, EditEngine, EngineSettings,
-};
+use connect_auth::SystemClock;
+use understudy_confluence::{ClientConfig, ConfigError, ConfluenceClient};
+use understudy_core::{EditEngine, EngineSettings};
 use understudy_domain::{AuditLog, TokenCache};
 
 /// Every environment variable the edit worker reads.
@@ -69,5 +69,10 @@ where
         version_message: format!("Edited by {app_key} (Confluence app)"),
         ..EngineSettings::default()
     };
-    Ok(EditEngine::new(client, store, settings))
+    Ok(EditEngine::new(
+        Arc::new(client),
+        store,
+        Arc::new(SystemClock),
+        settings,
+    ))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connect_auth::Clock;
-use understudy_confluence::{EditEngine, EditJob, EditMode, EditResult};
+use understudy_core::{EditEngine, EditJob, EditMode, EditResult};
 use understudy_domain::{
     ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, TenantState, TenantStore,
 };
@@ -61,7 +61,7 @@ where
             engine,
             clock,
             max_receives: max_receives.max(1),
-            audit_retention_seconds: understudy_confluence::EngineSettings::default()
+            audit_retention_seconds: understudy_core::EngineSettings::default()
                 .audit_retention_seconds,
         }
     }

@@ -7,7 +7,6 @@
 //! answer is 503 and nothing is left half-done.
 
 pub mod payload;
-pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,7 @@ use understudy_web::request::empty;
 use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
 
 pub use payload::PageEvent;
-pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};
+pub use understudy_core::{Decision, Rules, RulesError, Subject, WebhookEvent};
 
 /// Every environment variable this function reads (template.yaml sets exactly these).
 pub const ENV_VARS: &[&str] = &[
@@ -181,7 +180,7 @@ where
             job_id: job_id(event, &page, body),
             client_key: tenant.client_key.clone(),
             page_id: page.page_id.clone(),
-            event: event.as_str().to_owned(),
+            event,
             page_version: page.version,
             user: page.user.clone(),
             policy: decision.policy,

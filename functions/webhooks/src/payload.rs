@@ -6,7 +6,7 @@ use serde_json::Value;
 use understudy_domain::{AccountId, PageId};
 use understudy_web::{ApiError, parse_json};
 
-use crate::rules::WebhookEvent;
+use understudy_core::WebhookEvent;
 
 /// What the app needs from a page event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use connect_auth::{FixedClock, RequestParts, SecretString, sign_hs256};
 use serde_json::{Value, json};
-use understudy_confluence::RestrictedPagePolicy;
+use understudy_core::{RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{
     ClientKey, MemoryStore, SettingsStore, Tenant, TenantSettings, TenantState, TenantStore,
 };
@@ -149,7 +149,7 @@ async fn a_matching_event_becomes_one_queued_job_with_everything_the_worker_need
     let job = &jobs[0];
     assert_eq!(job.client_key.as_str(), "tenant-a");
     assert_eq!(job.page_id.as_str(), "42");
-    assert_eq!(job.event, "page_updated");
+    assert_eq!(job.event, WebhookEvent::PageUpdated);
     assert_eq!(job.page_version, Some(3));
     assert_eq!(job.user.as_ref().unwrap().as_str(), "557058:alice");
     assert_eq!(job.policy, RestrictedPagePolicy::Grant);

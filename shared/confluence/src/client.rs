@@ -17,6 +17,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use understudy_core::{
+    Actor, OperationRestriction, Page, PageUpdate, RestrictionOperation, Restrictions,
+};
 use understudy_domain::{AccountId, ActedAs, ClientKey, PageId, Tenant, TokenCache};
 use url::Url;
 
@@ -155,110 +158,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Actor<'a> {
-    App,
-    User(&'a AccountId),
-}
-
 /// The typed operations, bound to one tenant and one actor.
 #[derive(Debug, Clone, Copy)]
 pub struct Session<'a> {
     client: &'a ConfluenceClient,
     tenant: &'a Tenant,
     actor: Actor<'a>,
-}
-
-/// A page as read with its storage body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// The page id.
-    pub id: PageId,
-    /// `current`, `draft`, `archived`, `trashed`, ...
-    pub status: String,
-    /// The title.
-    pub title: String,
-    /// The space, when given.
-    pub space_id: Option<String>,
-    /// The version number.
-    pub version: u64,
-    /// The storage-format body.
-    pub body: String,
-}
-
-/// A full replacement of a page's title and body (connect-protocol.md §7).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageUpdate<'a> {
-    /// The page.
-    pub id: &'a PageId,
-    /// The new title.
-    pub title: &'a str,
-    /// The new storage-format body.
-    pub body: &'a str,
-    /// The version this update creates: the version read plus one. Confluence answers 409 if the
-    /// page moved on, which also makes retrying the PUT safe.
-    pub version: u64,
-    /// The version message (names the app).
-    pub message: &'a str,
-}
-
-/// A restricted operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RestrictionOperation {
-    /// Who may view.
-    Read,
-    /// Who may edit.
-    Update,
-}
-
-impl RestrictionOperation {
-    /// The path segment: `read` or `update`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Update => "update",
-        }
-    }
-}
-
-/// Users and groups one operation is restricted to. Empty lists: no restriction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OperationRestriction {
-    /// Users listed.
-    pub users: Vec<AccountId>,
-    /// Groups listed (names or ids).
-    pub groups: Vec<String>,
-}
-
-impl OperationRestriction {
-    /// True when a restriction exists on this operation.
-    pub fn exists(&self) -> bool {
-        !self.users.is_empty() || !self.groups.is_empty()
-    }
-
-    /// True when the restriction names `account` directly.
-    pub fn lists_user(&self, account: &AccountId) -> bool {
-        self.users.contains(account)
-    }
-}
-
-/// The restrictions set directly on a page (inherited ones from ancestors are not listed).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Restrictions {
-    /// View restriction.
-    pub read: OperationRestriction,
-    /// Edit restriction.
-    pub update: OperationRestriction,
-}
-
-impl Restrictions {
-    /// The restriction of one operation.
-    pub fn get(&self, operation: RestrictionOperation) -> &OperationRestriction {
-        match operation {
-            RestrictionOperation::Read => &self.read,
-            RestrictionOperation::Update => &self.update,
-        }
-    }
 }
 
 /// Who the request ran as.

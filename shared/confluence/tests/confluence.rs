@@ -16,9 +16,11 @@ use axum::http::Method;
 use connect_auth::Clock;
 use support::{ALICE, APP_ACCOUNT, BOB, CLIENT_KEY, Sim, SimPage, Who};
 use understudy_confluence::{
-    BlockedCause, ClientConfig, ConfluenceClient, ConfluenceError, Edit, EditEngine, EditJob,
-    EditMode, EditReport, EditResult, EngineSettings, RestrictedPagePolicy, RetryPolicy, Scopes,
-    TokenError, VirtualPause,
+    ClientConfig, ConfluenceClient, ConfluenceError, RetryPolicy, Scopes, TokenError, VirtualPause,
+};
+use understudy_core::{
+    BlockedCause, Edit, EditEngine, EditJob, EditMode, EditReport, EditResult, EngineSettings,
+    RestrictedPagePolicy,
 };
 use understudy_domain::{
     AccountId, ActedAs, AuditLog, ClientKey, EditOutcome, EditStrategy, MemoryStore, PageId,
@@ -68,8 +70,9 @@ fn harness_on(
     )
     .unwrap();
     let engine = EditEngine::new(
-        client.clone(),
+        Arc::new(client.clone()),
         Arc::clone(&store) as Arc<dyn AuditLog>,
+        Arc::clone(&sim.clock) as Arc<dyn Clock>,
         EngineSettings {
             max_conflict_retries: 3,
             ..EngineSettings::default()
@@ -1155,7 +1158,7 @@ async fn restrictions_can_be_read_added_to_and_removed_from() {
     let bob = account(BOB);
     me.add_restriction_user(
         &id("700"),
-        understudy_confluence::RestrictionOperation::Read,
+        understudy_core::RestrictionOperation::Read,
         &bob,
     )
     .await
@@ -1163,7 +1166,7 @@ async fn restrictions_can_be_read_added_to_and_removed_from() {
     assert!(h.sim.page("700").read_users.contains(&BOB.to_owned()));
     me.remove_restriction_user(
         &id("700"),
-        understudy_confluence::RestrictionOperation::Read,
+        understudy_core::RestrictionOperation::Read,
         &bob,
     )
     .await

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use understudy_confluence::{Edit, RestrictedPagePolicy};
+use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{AccountId, ClientKey, PageId};
 
 /// An accepted edit, as queued. It names the tenant but carries no secret.
@@ -14,8 +14,8 @@ pub struct EditJobMessage {
     pub client_key: ClientKey,
     /// The page.
     pub page_id: PageId,
-    /// The webhook event that caused it (`page_created`, …).
-    pub event: String,
+    /// The page event that caused it (`page_created`, … on the wire, as before).
+    pub event: WebhookEvent,
     /// The page version the event announced, when it did.
     pub page_version: Option<u64>,
     /// The user who triggered the event: the one to act as, or grant through, on a restricted page.

@@ -412,7 +412,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use understudy_confluence::{Edit, RestrictedPagePolicy};
+    use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
     use understudy_domain::{ClientKey, PageId};
 
     fn job(page: u64) -> EditJobMessage {
@@ -420,7 +420,7 @@ mod tests {
             job_id: format!("page_updated:{page}:v1"),
             client_key: ClientKey::parse("t1").unwrap(),
             page_id: PageId::parse(page.to_string()).unwrap(),
-            event: "page_updated".into(),
+            event: WebhookEvent::PageUpdated,
             page_version: Some(1),
             user: None,
             policy: RestrictedPagePolicy::Impersonate,

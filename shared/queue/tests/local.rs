@@ -6,7 +6,7 @@
     clippy::panic
 )]
 
-use understudy_confluence::{Edit, RestrictedPagePolicy};
+use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{ClientKey, PageId};
 use understudy_queue::{EditJobMessage, EditQueue, Enqueued, JobIntake, LocalQueue};
 
@@ -15,7 +15,7 @@ fn job(tenant: &str, page: &str, id: &str) -> EditJobMessage {
         job_id: id.to_owned(),
         client_key: ClientKey::parse(tenant).unwrap(),
         page_id: PageId::parse(page).unwrap(),
-        event: "page_updated".into(),
+        event: WebhookEvent::PageUpdated,
         page_version: Some(2),
         user: None,
         policy: RestrictedPagePolicy::Impersonate,

@@ -8,7 +8,7 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use understudy_confluence::{Edit, RestrictedPagePolicy};
+use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{ClientKey, PageId};
 use understudy_queue::{EditJobMessage, EditQueue, QueueError, SqsQueue};
 
@@ -35,7 +35,7 @@ fn job(page: &str, id: &str) -> EditJobMessage {
         job_id: id.to_owned(),
         client_key: ClientKey::parse("tenant-sqs").unwrap(),
         page_id: PageId::parse(page).unwrap(),
-        event: "page_updated".into(),
+        event: WebhookEvent::PageUpdated,
         page_version: Some(3),
         user: None,
         policy: RestrictedPagePolicy::Grant,

@@ -2,7 +2,7 @@
 
 use url::Url;
 
-use crate::hosts::TenantHosts;
+use understudy_core::TenantHosts;
 
 /// A variable is missing or unusable; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,13 +5,11 @@
 //! - [`json::parse_json`]: the one way a JSON body is read, with errors in fixed words;
 //! - [`telemetry`]: the logs (levels capped for other crates, one line per record);
 //! - [`config::AppConfig`]: the environment, read once;
-//! - [`hosts::TenantHosts`]: which Confluence hosts may install the app;
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
 //! - [`lambda`] (feature `lambda`): conversions for the Lambda entry points.
 
 pub mod config;
 pub mod error;
-pub mod hosts;
 pub mod json;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -21,7 +19,7 @@ pub mod tenants;
 
 pub use config::{AppConfig, ConfigError};
 pub use error::ApiError;
-pub use hosts::TenantHosts;
 pub use json::parse_json;
 pub use request::{ApiRequest, ApiResponse};
 pub use tenants::{StoreTenants, TenantAuth};
+pub use understudy_core::TenantHosts;

@@ -16,9 +16,9 @@ use confluence_sim::{Endpoint, Fault, Installation, Simulator};
 use serde_json::json;
 use support::{ALL_SCOPES, installed};
 use understudy_confluence::{
-    ClientConfig, ConfluenceClient, ConfluenceError, PageUpdate, RestrictionOperation, TokenError,
-    VirtualPause,
+    ClientConfig, ConfluenceClient, ConfluenceError, TokenError, VirtualPause,
 };
+use understudy_core::{PageUpdate, RestrictionOperation};
 use understudy_domain::{AccountId, MemoryStore, PageId, Tenant};
 
 fn tenant(sim: &Simulator, installation: &Installation) -> Tenant {

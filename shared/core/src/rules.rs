@@ -13,12 +13,13 @@
 
 use std::fmt;
 
+use crate::edit::{Edit, EditOp, MAX_OPERATIONS};
+use crate::engine::RestrictedPagePolicy;
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
-use understudy_confluence::{Edit, EditOp, MAX_OPERATIONS, RestrictedPagePolicy};
+use serde::{Deserialize, Serialize};
 
 /// The page events the app subscribes to, one URL each (webhook bodies carry no event name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEvent {
     /// `page_created`.

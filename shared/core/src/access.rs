@@ -16,13 +16,13 @@
 
 use understudy_domain::{AccountId, PageId, Tenant};
 
-use crate::client::{ConfluenceClient, RestrictionOperation};
+use crate::confluence::{Actor, Confluence, RestrictionOperation};
 use crate::error::{ConfluenceError, TokenError};
 
 /// Whether Confluence says `user` may view `page` on `tenant`'s site.
 #[tracing::instrument(skip_all, fields(client_key = %tenant.client_key, page_id = %page))]
 pub async fn user_may_view_page(
-    client: &ConfluenceClient,
+    confluence: &dyn Confluence,
     tenant: &Tenant,
     user: &AccountId,
     page: &PageId,
@@ -32,7 +32,10 @@ pub async fn user_may_view_page(
         .as_deref()
         .is_some_and(|id| !id.trim().is_empty());
     if can_act_as_user {
-        match client.as_user(tenant, user).can_view_page(page).await {
+        match confluence
+            .can_view_page(tenant, Actor::User(user), page)
+            .await
+        {
             Ok(answer) => return Ok(answer),
             // The site no longer lets the app act as users: fall back to the permission check.
             Err(ConfluenceError::Token(TokenError::NoActAsUser)) => {}
@@ -41,8 +44,7 @@ pub async fn user_may_view_page(
             Err(other) => return Err(other),
         }
     }
-    client
-        .as_app(tenant)
-        .permission_check(page, user, RestrictionOperation::Read)
+    confluence
+        .permission_check(tenant, Actor::App, page, user, RestrictionOperation::Read)
         .await
 }

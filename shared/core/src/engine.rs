@@ -10,7 +10,9 @@ use understudy_domain::{
     AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId, Tenant,
 };
 
-use crate::client::{ConfluenceClient, PageUpdate, RestrictionOperation, Session};
+use connect_auth::Clock;
+
+use crate::confluence::{Actor, Confluence, PageUpdate, RestrictionOperation};
 use crate::edit::{Edit, EditTooLarge};
 use crate::error::{ConfluenceError, TokenError};
 
@@ -248,8 +250,9 @@ impl Default for EngineSettings {
 
 /// Executes edits.
 pub struct EditEngine {
-    client: ConfluenceClient,
+    confluence: Arc<dyn Confluence>,
     audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
     settings: EngineSettings,
 }
 
@@ -272,22 +275,24 @@ struct Attempt {
 }
 
 impl EditEngine {
-    /// An engine over a client and an audit log.
+    /// An engine over Confluence, an audit log and a clock (the audit records' time).
     pub fn new(
-        client: ConfluenceClient,
+        confluence: Arc<dyn Confluence>,
         audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
         settings: EngineSettings,
     ) -> Self {
         Self {
-            client,
+            confluence,
             audit,
+            clock,
             settings,
         }
     }
 
-    /// The client (for callers that also need plain reads).
-    pub fn client(&self) -> &ConfluenceClient {
-        &self.client
+    /// Confluence, as the engine talks to it (for callers that also need plain reads).
+    pub fn confluence(&self) -> &dyn Confluence {
+        &*self.confluence
     }
 
     /// Executes one edit and writes its audit record.
@@ -323,8 +328,7 @@ impl EditEngine {
     }
 
     async fn as_user_only(&self, job: &EditJob<'_>, user: &AccountId) -> EditReport {
-        let session = self.client.as_user(job.tenant, user);
-        let attempt = self.attempt(&session, job).await;
+        let attempt = self.attempt(Actor::User(user), job).await;
         blocked_or(
             attempt,
             ActedAs::User(user.clone()),
@@ -338,8 +342,7 @@ impl EditEngine {
         policy: RestrictedPagePolicy,
         user: Option<&AccountId>,
     ) -> EditReport {
-        let app = self.client.as_app(job.tenant);
-        let first = self.attempt(&app, job).await;
+        let first = self.attempt(Actor::App, job).await;
         match &first.outcome {
             Err(e) if e.is_access_denied() => {}
             _ => return report(first, ActedAs::App, EditStrategy::AsApp),
@@ -375,8 +378,7 @@ impl EditEngine {
         match policy {
             RestrictedPagePolicy::Grant => self.grant_then_edit(job, user).await,
             _ => {
-                let session = self.client.as_user(job.tenant, user);
-                let attempt = self.attempt(&session, job).await;
+                let attempt = self.attempt(Actor::User(user), job).await;
                 blocked_or(
                     attempt,
                     ActedAs::User(user.clone()),
@@ -387,7 +389,7 @@ impl EditEngine {
     }
 
     async fn grant_then_edit(&self, job: &EditJob<'_>, user: &AccountId) -> EditReport {
-        let as_user = self.client.as_user(job.tenant, user);
+        let as_user = Actor::User(user);
         let acted = ActedAs::User(user.clone());
         let fail = |error: ConfluenceError, acted_as: ActedAs| {
             let attempt = Attempt {
@@ -398,7 +400,7 @@ impl EditEngine {
             };
             blocked_or(attempt, acted_as, EditStrategy::Grant)
         };
-        let app_account = match self.client.app_account_id(job.tenant).await {
+        let app_account = match self.confluence.app_account_id(job.tenant).await {
             Ok(id) => id,
             Err(e) => {
                 let attempt = Attempt {
@@ -410,7 +412,11 @@ impl EditEngine {
                 return report(attempt, ActedAs::App, EditStrategy::Grant);
             }
         };
-        let restrictions = match as_user.get_restrictions(job.page_id).await {
+        let restrictions = match self
+            .confluence
+            .get_restrictions(job.tenant, as_user, job.page_id)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return fail(e, acted),
         };
@@ -419,8 +425,9 @@ impl EditEngine {
             let restriction = restrictions.get(operation);
             // Only extend a restriction that exists: creating one would lock everyone else out.
             if restriction.exists() && !restriction.lists_user(&app_account) {
-                if let Err(e) = as_user
-                    .add_restriction_user(job.page_id, operation, &app_account)
+                if let Err(e) = self
+                    .confluence
+                    .add_restriction_user(job.tenant, as_user, job.page_id, operation, &app_account)
                     .await
                 {
                     return fail(e, acted);
@@ -442,8 +449,7 @@ impl EditEngine {
                 audited: false,
             };
         }
-        let app = self.client.as_app(job.tenant);
-        let attempt = self.attempt(&app, job).await;
+        let attempt = self.attempt(Actor::App, job).await;
         match &attempt.outcome {
             Err(e) if e.is_access_denied() => EditReport {
                 result: EditResult::Blocked(BlockedCause::StillBlockedAfterGrant),
@@ -459,11 +465,15 @@ impl EditEngine {
 
     /// Read, apply, save if changed; on 409 re-read and re-apply, at most `max_conflict_retries`
     /// more times.
-    async fn attempt(&self, session: &Session<'_>, job: &EditJob<'_>) -> Attempt {
+    async fn attempt(&self, actor: Actor<'_>, job: &EditJob<'_>) -> Attempt {
         let mut version_before = None;
         let mut conflicts: u32 = 0;
         loop {
-            let page = match session.get_page(job.page_id).await {
+            let page = match self
+                .confluence
+                .get_page(job.tenant, actor, job.page_id)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     return Attempt {
@@ -509,7 +519,11 @@ impl EditEngine {
                 version: page.version.saturating_add(1),
                 message: &self.settings.version_message,
             };
-            match session.update_page(&update).await {
+            match self
+                .confluence
+                .update_page(job.tenant, actor, &update)
+                .await
+            {
                 Ok(version) => {
                     return Attempt {
                         outcome: Ok(Some(version)),
@@ -545,7 +559,7 @@ impl EditEngine {
         let record = AuditRecord {
             client_key: job.tenant.client_key.clone(),
             page_id: job.page_id.clone(),
-            at_ms: self.client.now_unix().saturating_mul(1000),
+            at_ms: self.clock.now_unix().saturating_mul(1000),
             version_before: report.version_before,
             version_after: report.version_after,
             acted_as: report.acted_as.clone(),

@@ -1,0 +1,173 @@
+//! The Confluence port: what the use cases need from Confluence, in their own terms. The HTTP client
+//! in `understudy-confluence` implements it; the engine's tests implement it in memory.
+//!
+//! Every call names the tenant and who acts: the app user, or a user the app acts as (user
+//! impersonation). Refusals come back as [`ConfluenceError::NotFound`] (the actor may not view the
+//! page) and [`ConfluenceError::Forbidden`] (it may view but not do this), as Confluence answers them.
+
+use async_trait::async_trait;
+use understudy_domain::{AccountId, PageId, Tenant};
+
+use crate::error::ConfluenceError;
+
+/// Who a call acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// The app user (a JWT signed with the tenant's shared secret).
+    App,
+    /// A user, through user impersonation.
+    User(&'a AccountId),
+}
+
+/// A page as read with its storage body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The page id.
+    pub id: PageId,
+    /// `current`, `draft`, `archived`, `trashed`, ...
+    pub status: String,
+    /// The title.
+    pub title: String,
+    /// The space, when given.
+    pub space_id: Option<String>,
+    /// The version number.
+    pub version: u64,
+    /// The storage-format body.
+    pub body: String,
+}
+
+/// A full replacement of a page's title and body (docs/protocol.md, "Page size").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageUpdate<'a> {
+    /// The page.
+    pub id: &'a PageId,
+    /// The new title.
+    pub title: &'a str,
+    /// The new storage-format body.
+    pub body: &'a str,
+    /// The version this update creates: the version read plus one. Confluence answers 409 if the
+    /// page moved on, which also makes retrying the PUT safe.
+    pub version: u64,
+    /// The version message (names the app).
+    pub message: &'a str,
+}
+
+/// A restricted operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestrictionOperation {
+    /// Who may view.
+    Read,
+    /// Who may edit.
+    Update,
+}
+
+impl RestrictionOperation {
+    /// The path segment: `read` or `update`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Update => "update",
+        }
+    }
+}
+
+/// Users and groups one operation is restricted to. Empty lists: no restriction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationRestriction {
+    /// Users listed.
+    pub users: Vec<AccountId>,
+    /// Groups listed (names or ids).
+    pub groups: Vec<String>,
+}
+
+impl OperationRestriction {
+    /// True when a restriction exists on this operation.
+    pub fn exists(&self) -> bool {
+        !self.users.is_empty() || !self.groups.is_empty()
+    }
+
+    /// True when the restriction names `account` directly.
+    pub fn lists_user(&self, account: &AccountId) -> bool {
+        self.users.contains(account)
+    }
+}
+
+/// The restrictions set directly on a page (inherited ones from ancestors are not listed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    /// View restriction.
+    pub read: OperationRestriction,
+    /// Edit restriction.
+    pub update: OperationRestriction,
+}
+
+impl Restrictions {
+    /// The restriction of one operation.
+    pub fn get(&self, operation: RestrictionOperation) -> &OperationRestriction {
+        match operation {
+            RestrictionOperation::Read => &self.read,
+            RestrictionOperation::Update => &self.update,
+        }
+    }
+}
+
+/// What the use cases ask of Confluence.
+#[async_trait]
+pub trait Confluence: Send + Sync {
+    /// A page with its storage body.
+    async fn get_page(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        page: &PageId,
+    ) -> Result<Page, ConfluenceError>;
+
+    /// Replaces a page's title and body; the new version number.
+    async fn update_page(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        update: &PageUpdate<'_>,
+    ) -> Result<u64, ConfluenceError>;
+
+    /// The restrictions set directly on a page.
+    async fn get_restrictions(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        page: &PageId,
+    ) -> Result<Restrictions, ConfluenceError>;
+
+    /// Adds `account` to the restriction of `operation` on a page (which creates the restriction if
+    /// there was none: callers check first).
+    async fn add_restriction_user(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        page: &PageId,
+        operation: RestrictionOperation,
+        account: &AccountId,
+    ) -> Result<(), ConfluenceError>;
+
+    /// Whether the actor may view the page: `false` on Confluence's refusals.
+    async fn can_view_page(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        page: &PageId,
+    ) -> Result<bool, ConfluenceError>;
+
+    /// Confluence's own judgement of whether `account` may do `operation` on the page, asked by the
+    /// actor; `false` when the actor itself cannot see the page.
+    async fn permission_check(
+        &self,
+        tenant: &Tenant,
+        actor: Actor<'_>,
+        page: &PageId,
+        account: &AccountId,
+        operation: RestrictionOperation,
+    ) -> Result<bool, ConfluenceError>;
+
+    /// The app user's own accountId on this tenant's site.
+    async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError>;
+}
