@@ -25,7 +25,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// A mark's identity (see `local.rs`).
+/// A mark's identity (see [`crate::tables::mark_id`]).
 pub(crate) type MarkId = [u8; 16];
 
 /// One accepted job, as journaled.

@@ -17,6 +17,7 @@ mod job;
 mod journal;
 mod local;
 mod sqs;
+mod tables;
 mod writer;
 
 pub use intake::{Enqueued, IntakeError, JobIntake, MarkedQueue};

@@ -1,5 +1,6 @@
 //! A durable local queue under the data directory: `queue.redb` (jobs, dead letters, idempotency
-//! marks) fed through `queue.journal` by one writer thread ([`crate::writer`]).
+//! marks; the tables are in [`crate::tables`]) fed through `queue.journal` by one writer thread
+//! ([`crate::writer`]).
 //!
 //! It behaves like the SQS FIFO queue where it matters to the worker: jobs of one page run in
 //! order (a later job of a page waits while an earlier one is leased or waiting to retry), a leased
@@ -15,31 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
-use serde::{Deserialize, Serialize};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::Notify;
 
-use crate::writer::{
-    JOURNAL_BYTES, MARKS, META, PendingEnqueue, PendingMark, Request, Threads, applied_through,
-    mark_id, recover, start,
-};
+use crate::tables::{DEAD, JOBS, MARKS, META, Stored, applied_through, mark_id, unavailable};
+use crate::writer::{JOURNAL_BYTES, PendingEnqueue, PendingMark, Request, Threads, recover, start};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
-
-pub(crate) const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
-pub(crate) const DEAD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("dead");
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored {
-    message: EditJobMessage,
-    /// How many times it was leased.
-    receives: u32,
-    /// Unix milliseconds from which it may be leased again.
-    visible_at_ms: i64,
-    /// Why it was dead-lettered (dead table only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
 
 /// A job handed to the worker; finish it with [`LocalQueue::complete`], [`LocalQueue::retry_later`]
 /// or [`LocalQueue::dead_letter`]. Until then it is invisible to other leases.
@@ -86,18 +68,6 @@ impl std::fmt::Debug for LocalQueue {
     }
 }
 
-pub(crate) fn unavailable(err: impl std::fmt::Display) -> QueueError {
-    QueueError::Unavailable(format!("local queue: {err}"))
-}
-
-fn encode(stored: &Stored) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(stored).map_err(|e| QueueError::Malformed(e.to_string()))
-}
-
-fn decode(bytes: &[u8]) -> Result<Stored, QueueError> {
-    serde_json::from_slice(bytes).map_err(|e| QueueError::Malformed(e.to_string()))
-}
-
 impl LocalQueue {
     /// Opens (or creates) `queue.redb` in `data_dir`. Jobs that were leased when the last process
     /// stopped are visible again at once: nobody else can be working on them.
@@ -124,11 +94,11 @@ impl LocalQueue {
             let mut stored = Vec::new();
             for item in jobs.iter().map_err(unavailable)? {
                 let (seq, bytes) = item.map_err(unavailable)?;
-                stored.push((seq.value(), decode(bytes.value())?));
+                stored.push((seq.value(), Stored::decode(bytes.value())?));
             }
             for (seq, mut job) in stored {
                 job.visible_at_ms = 0;
-                jobs.insert(seq, encode(&job)?.as_slice())
+                jobs.insert(seq, job.encode()?.as_slice())
                     .map_err(unavailable)?;
             }
         }
@@ -205,7 +175,7 @@ impl LocalQueue {
                 let mut found = None;
                 for item in jobs.iter().map_err(unavailable)? {
                     let (seq, bytes) = item.map_err(unavailable)?;
-                    let job = decode(bytes.value())?;
+                    let job = Stored::decode(bytes.value())?;
                     let group = job.message.group_id();
                     if job.visible_at_ms > now_ms || blocked_groups.contains(&group) {
                         blocked_groups.insert(group);
@@ -218,7 +188,7 @@ impl LocalQueue {
                     Some((seq, mut job)) => {
                         job.receives = job.receives.saturating_add(1);
                         job.visible_at_ms = now_ms.saturating_add(visibility_ms);
-                        jobs.insert(seq, encode(&job)?.as_slice())
+                        jobs.insert(seq, job.encode()?.as_slice())
                             .map_err(unavailable)?;
                         Some(Lease {
                             seq,
@@ -255,11 +225,11 @@ impl LocalQueue {
             let current = jobs
                 .get(seq)
                 .map_err(unavailable)?
-                .map(|b| decode(b.value()));
+                .map(|b| Stored::decode(b.value()));
             if let Some(job) = current {
                 let mut job = job?;
                 job.visible_at_ms = visible_at_ms;
-                jobs.insert(seq, encode(&job)?.as_slice())
+                jobs.insert(seq, job.encode()?.as_slice())
                     .map_err(unavailable)?;
             }
             Ok(())
@@ -275,13 +245,13 @@ impl LocalQueue {
             let current = jobs
                 .remove(seq)
                 .map_err(unavailable)?
-                .map(|b| decode(b.value()));
+                .map(|b| Stored::decode(b.value()));
             if let Some(job) = current {
                 let mut job = job?;
                 job.reason = Some(reason);
                 txn.open_table(DEAD)
                     .map_err(unavailable)?
-                    .insert(seq, encode(&job)?.as_slice())
+                    .insert(seq, job.encode()?.as_slice())
                     .map_err(unavailable)?;
             }
             Ok(())
@@ -348,7 +318,7 @@ impl LocalQueue {
             let mut out = Vec::new();
             for item in dead.iter().map_err(unavailable)? {
                 let (_, bytes) = item.map_err(unavailable)?;
-                let job = decode(bytes.value())?;
+                let job = Stored::decode(bytes.value())?;
                 out.push((job.message, job.reason.unwrap_or_default()));
             }
             Ok(out)
@@ -372,7 +342,7 @@ impl LocalQueue {
         };
         let (done, durable) = tokio::sync::oneshot::channel();
         self.send(Request::Enqueue(PendingEnqueue {
-            bytes: encode(&stored)?,
+            bytes: stored.encode()?,
             mark,
             done,
         }))?;

@@ -26,25 +26,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::journal::{Journal, MarkId, Record};
-use crate::local::{DEAD, JOBS, unavailable};
+use crate::tables::{APPLIED_THROUGH, DEAD, JOBS, MARKS, META, applied_through, unavailable};
 use crate::{Enqueued, QueueError};
-
-/// Idempotency marks, as (expiry in unix seconds, [`MarkId`]). Ordered by expiry, so that new
-/// marks are appended at the end (a commit touches a few pages, not one per mark) and expired ones
-/// are swept from the front. The writer looks marks up in memory ([`MarkIndex`]), loaded from here.
-pub(crate) const MARKS: TableDefinition<'static, (i64, MarkId), ()> =
-    TableDefinition::new("marks_by_expiry");
-
-/// The queue's bookkeeping: [`APPLIED_THROUGH`].
-pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
-
-/// The highest job sequence number applied from the journal: every job up to it is in redb (or
-/// was, and has finished).
-pub(crate) const APPLIED_THROUGH: &str = "journal_applied_through";
 
 /// The journal file's size.
 pub(crate) const JOURNAL_BYTES: u64 = 8 * 1024 * 1024;
@@ -64,19 +50,6 @@ const FULL_JOURNAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Most expired marks one commit removes, so that a backlog of them never delays an answer much.
 const MARK_SWEEP_PER_COMMIT: usize = 64;
-
-/// A mark's identity: the first 128 bits of SHA-256(clientKey NUL mark key). Fixed-size, so the
-/// table and the index stay small; no client key is kept in the queue's files.
-pub(crate) fn mark_id(client_key: &str, key: &str) -> MarkId {
-    let digest = Sha256::new()
-        .chain_update(client_key.as_bytes())
-        .chain_update([0])
-        .chain_update(key.as_bytes())
-        .finalize();
-    let mut id = [0; 16];
-    id.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-    id
-}
 
 /// The marks' expiries by id, owned by the writer thread (the only one that reads or changes
 /// marks, so it needs no lock).
@@ -148,16 +121,6 @@ pub(crate) fn recover(
         index.insert(id, expires_at);
     }
     Ok((journal, index, next_seq))
-}
-
-/// The [`APPLIED_THROUGH`] number in `meta` (0 before the first apply).
-pub(crate) fn applied_through(
-    meta: &impl ReadableTable<&'static str, u64>,
-) -> Result<u64, QueueError> {
-    Ok(meta
-        .get(APPLIED_THROUGH)
-        .map_err(unavailable)?
-        .map_or(0, |v| v.value()))
 }
 
 /// Writes `records` (jobs, marks and the applied-through number) into `txn`, and sweeps a few

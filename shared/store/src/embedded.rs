@@ -22,10 +22,11 @@ use understudy_domain::{
     AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, IdempotencyKey,
     IdempotencyMarks, InstallOutcome, PageId, RateCounters, RateDecision, RateLimits,
     SettingsStore, StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache,
-    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS, redact_install_payload,
+    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 
-use crate::crypto::{LocalKeyCipher, SecretCipher, secret_context};
+use crate::codec::{TenantRow, TokenRow};
+use crate::crypto::{LocalKeyCipher, SecretCipher};
 use crate::keys::{
     AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk,
     cursor_sk_suffix, live, mark_sk, page_prefix, page_sk, token_sk,
@@ -52,32 +53,6 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-/// Tenant row. The clientKey is in the key; the secret is sealed.
-#[derive(Serialize, Deserialize)]
-struct TenantRow {
-    app_key: String,
-    base_url: String,
-    display_url: String,
-    product_type: String,
-    oauth_client_id: Option<String>,
-    cloud_id: Option<String>,
-    installation_id: Option<String>,
-    install_payload: Value,
-    state: TenantState,
-    created_at: i64,
-    updated_at: i64,
-    #[serde(with = "b64")]
-    shared_secret: Vec<u8>,
-    expires_at: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TokenRow {
-    #[serde(with = "b64")]
-    access_token: Vec<u8>,
-    expires_at: i64,
-}
-
 #[derive(Serialize, Deserialize)]
 struct MarkRow {
     marked_at: i64,
@@ -94,21 +69,6 @@ struct AuditRow {
 struct SettingsRow {
     document: Value,
     expires_at: Option<i64>,
-}
-
-mod b64 {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
 }
 
 /// `<clientKey> NUL <sort key>`: a clientKey has no control characters, so the NUL cannot be part of
@@ -313,45 +273,11 @@ impl TenantStore for EmbeddedStore {
         let Some(row) = row.filter(|r| live(r.expires_at, now)) else {
             return Ok(None);
         };
-        let context = secret_context(client_key, TENANT_SK);
-        let shared_secret = self.cipher.open(&row.shared_secret, &context).await?;
-        Ok(Some(Tenant {
-            client_key: client_key.clone(),
-            app_key: row.app_key,
-            shared_secret,
-            base_url: row.base_url,
-            display_url: row.display_url,
-            product_type: row.product_type,
-            oauth_client_id: row.oauth_client_id,
-            cloud_id: row.cloud_id,
-            installation_id: row.installation_id,
-            install_payload: row.install_payload,
-            state: row.state,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }))
+        row.open(client_key, &*self.cipher).await.map(Some)
     }
 
     async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError> {
-        let context = secret_context(&tenant.client_key, TENANT_SK);
-        let shared_secret = self.cipher.seal(&tenant.shared_secret, &context).await?;
-        let mut install_payload = tenant.install_payload.clone();
-        redact_install_payload(&mut install_payload);
-        let mut row = TenantRow {
-            app_key: tenant.app_key.clone(),
-            base_url: tenant.base_url.clone(),
-            display_url: tenant.display_url.clone(),
-            product_type: tenant.product_type.clone(),
-            oauth_client_id: tenant.oauth_client_id.clone(),
-            cloud_id: tenant.cloud_id.clone(),
-            installation_id: tenant.installation_id.clone(),
-            install_payload,
-            state: tenant.state,
-            created_at: tenant.created_at,
-            updated_at: tenant.updated_at,
-            shared_secret,
-            expires_at: None,
-        };
+        let mut row = TenantRow::seal(tenant, &*self.cipher).await?;
         let key = item_key(&tenant.client_key, TENANT_SK);
         let settings_key = item_key(&tenant.client_key, SETTINGS_SK);
         self.write(move |table| {
@@ -452,20 +378,12 @@ impl TokenCache for EmbeddedStore {
         key: &TokenCacheKey,
         now: i64,
     ) -> Result<Option<CachedToken>, StoreError> {
-        let sk = token_sk(key);
-        let item = item_key(client_key, &sk);
+        let item = item_key(client_key, &token_sk(key));
         let row: Option<TokenRow> = self.read(move |t| get_row(t, &item, "token")).await?;
         let Some(row) = row.filter(|r| r.expires_at > now) else {
             return Ok(None);
         };
-        let access_token = self
-            .cipher
-            .open(&row.access_token, &secret_context(client_key, &sk))
-            .await?;
-        Ok(Some(CachedToken {
-            access_token,
-            expires_at: row.expires_at,
-        }))
+        row.open(client_key, key, &*self.cipher).await.map(Some)
     }
 
     async fn put_token(
@@ -474,16 +392,8 @@ impl TokenCache for EmbeddedStore {
         key: &TokenCacheKey,
         token: &CachedToken,
     ) -> Result<(), StoreError> {
-        let sk = token_sk(key);
-        let sealed = self
-            .cipher
-            .seal(&token.access_token, &secret_context(client_key, &sk))
-            .await?;
-        let row = TokenRow {
-            access_token: sealed,
-            expires_at: token.expires_at,
-        };
-        let item = item_key(client_key, &sk);
+        let row = TokenRow::seal(client_key, key, token, &*self.cipher).await?;
+        let item = item_key(client_key, &token_sk(key));
         self.write(move |t| put_row(t, &item, &row)).await
     }
 

@@ -41,6 +41,7 @@
 //! fails is [`understudy_domain::StoreError::Unavailable`], which the functions answer with 503.
 
 mod aws;
+mod codec;
 mod crypto;
 mod dynamo;
 mod embedded;

@@ -1,0 +1,591 @@
+//! The edit worker on AWS, end to end but for Lambda itself: jobs go to an SQS FIFO queue on a real
+//! SQS-compatible server (moto, started by tests/run.sh) through the project's SQS adapter, are
+//! received as the Lambda event source mapping receives them, handed to [`handle_sqs_batch`] as the
+//! JSON event Lambda delivers, and the batch response is applied as Lambda applies it (successes
+//! deleted, failures left to come back). The edits run against the Confluence simulator.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use confluence_sim::stub_app::StubApp;
+use confluence_sim::{Demo, Endpoint, Fault, Installation, Simulator};
+use connect_auth::SystemClock;
+use serde_json::{Value, json};
+use understudy_confluence::ClientConfig;
+use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
+use understudy_domain::{
+    AuditLog, AuditRecord, ClientKey, EditOutcome, MemoryStore, PageId, Tenant, TenantStore,
+};
+use understudy_edits::worker::{EditWorker, handle_sqs_batch};
+use understudy_queue::{EditJobMessage, EditQueue, SqsQueue};
+
+/// The worker's `EDIT_MAX_RECEIVES` and the queue's `maxReceiveCount` in these tests (as in
+/// template.yaml, the two are the same).
+const MAX_RECEIVES: u32 = 2;
+
+/// Attempts per Confluence request in these tests: a fault armed for this many requests fails
+/// one job with a passing error.
+const ATTEMPTS: u32 = 2;
+
+fn endpoint() -> String {
+    std::env::var("UNDERSTUDY_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("UNDERSTUDY_TEST_AWS_ENDPOINT is not set: run the README's test command (bash tests/run.sh), which starts a local SQS-compatible server")
+    })
+}
+
+fn sqs_client() -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(endpoint())
+        .build();
+    Client::from_conf(config)
+}
+
+/// A FIFO edit queue with its dead-letter queue, as template.yaml declares them.
+struct Queues {
+    client: Client,
+    url: String,
+    dead_letter_url: String,
+}
+
+impl Queues {
+    async fn create(test: &str) -> Self {
+        let client = sqs_client();
+        let suffix = format!("{}-{}", std::process::id(), test.replace('_', "-"));
+        let dead_letter_url = client
+            .create_queue()
+            .queue_name(format!("edits-dlq-{suffix}.fifo"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let dead_letter_arn = client
+            .get_queue_attributes()
+            .queue_url(&dead_letter_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let redrive =
+            json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": MAX_RECEIVES});
+        let url = client
+            .create_queue()
+            .queue_name(format!("edits-{suffix}.fifo"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::VisibilityTimeout, "60")
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        Self {
+            client,
+            url,
+            dead_letter_url,
+        }
+    }
+
+    /// The project's SQS adapter on this queue (what the webhook function sends through).
+    fn adapter(&self) -> SqsQueue {
+        SqsQueue::new(self.client.clone(), &self.url)
+    }
+
+    /// Sends a message that is not a job, in its own message group.
+    async fn send_raw(&self, body: &str, group: &str) {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(format!("raw-{group}"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// One receive, as the event source mapping polls: up to 10 messages with every system
+    /// attribute.
+    async fn receive(&self, url: &str) -> Vec<Message> {
+        self.client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default()
+    }
+
+    /// The bodies of the messages still in a queue, in queue order (received and made visible
+    /// again, so that the look changes nothing but their receive counts).
+    async fn held(&self, url: &str) -> Vec<String> {
+        let messages = self.receive(url).await;
+        for message in &messages {
+            self.make_visible(url, message).await;
+        }
+        messages.into_iter().filter_map(|m| m.body).collect()
+    }
+
+    /// How many messages a queue holds, visible or in flight.
+    async fn count(&self, url: &str) -> usize {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|name| {
+            attributes
+                .get(name)
+                .map_or(0, |n| n.parse::<usize>().unwrap())
+        })
+        .sum()
+    }
+
+    async fn make_visible(&self, url: &str, message: &Message) {
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(message.receipt_handle.clone().unwrap())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// One Lambda invocation: receives a batch, runs it, deletes what succeeded; the failures
+    /// become visible again at once (their visibility timeout running out, without the wait).
+    /// Returns the batch response and the received messages.
+    async fn deliver(&self, world: &World) -> (SqsBatchResponse, Vec<Message>) {
+        let messages = self.receive(&self.url).await;
+        assert!(!messages.is_empty(), "nothing to deliver");
+        let response = handle_sqs_batch(&world.worker, lambda_event(&messages)).await;
+        let failed: HashSet<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for message in &messages {
+            if failed.contains(message.message_id.as_deref().unwrap()) {
+                self.make_visible(&self.url, message).await;
+            } else {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(message.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        (response, messages)
+    }
+}
+
+/// The event Lambda hands the function for these messages, in its JSON form (field names,
+/// attributes as strings), read the way the runtime reads it.
+fn lambda_event(messages: &[Message]) -> SqsEvent {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
+                .collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:edits.fifo",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+/// The message ids a batch response asks to have delivered again.
+fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+fn message_ids(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect()
+}
+
+fn job_id(message: &Message) -> String {
+    EditJobMessage::from_json(message.body.as_deref().unwrap())
+        .unwrap()
+        .job_id
+}
+
+fn receive_count(message: &Message) -> String {
+    message.attributes.as_ref().unwrap()[&MessageSystemAttributeName::ApproximateReceiveCount]
+        .clone()
+}
+
+/// A simulated site with the app installed, its tenant in the worker's store, and the worker.
+struct World {
+    sim: Simulator,
+    demo: Demo,
+    store: Arc<MemoryStore>,
+    worker: EditWorker<MemoryStore, SystemClock>,
+    client_key: ClientKey,
+    _app: StubApp,
+}
+
+impl World {
+    async fn new() -> Self {
+        let sim = Simulator::start(confluence_sim::SimConfig::default())
+            .await
+            .unwrap();
+        let demo = sim.seed_demo().unwrap();
+        let app = StubApp::start("", &["READ", "WRITE", "ACT_AS_USER"])
+            .await
+            .unwrap();
+        let installation = sim.install(&app.base_url()).await.unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let tenant = tenant(&sim, &installation);
+        store.save_install(&tenant, sim.now()).await.unwrap();
+        let mut config = ClientConfig::from_lookup(|name| match name {
+            "ATLASSIAN_OAUTH_URL" => Some(sim.oauth_url()),
+            "CONFLUENCE_ALLOW_HTTP_LOOPBACK" => Some("true".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        config.retry.max_attempts = ATTEMPTS;
+        config.retry.base_delay = Duration::from_millis(1);
+        config.retry.max_delay = Duration::from_millis(5);
+        let engine =
+            understudy_edits::engine(config, store.clone(), &installation.app_key).unwrap();
+        let worker = EditWorker::new(store.clone(), engine, SystemClock, MAX_RECEIVES);
+        Self {
+            client_key: tenant.client_key.clone(),
+            sim,
+            demo,
+            store,
+            worker,
+            _app: app,
+        }
+    }
+
+    /// A job appending `fragment` to `page`, as the webhook function queues it.
+    fn job(&self, page: &str, id: &str, fragment: &str) -> EditJobMessage {
+        EditJobMessage {
+            job_id: id.to_owned(),
+            client_key: self.client_key.clone(),
+            page_id: PageId::parse(page).unwrap(),
+            event: WebhookEvent::PageUpdated,
+            page_version: Some(1),
+            user: None,
+            policy: RestrictedPagePolicy::Skip,
+            edit: Edit::from_json(&json!([{ "append": fragment }]).to_string()).unwrap(),
+            rules: vec!["stamp".into()],
+            accepted_at: self.sim.now(),
+        }
+    }
+
+    fn body(&self, page: &str) -> String {
+        self.sim.page(page).unwrap().body
+    }
+
+    /// GET requests for this page that reached the site.
+    fn page_reads(&self, page: &str) -> usize {
+        self.sim.count(&page_get(page))
+    }
+
+    /// Fails the next `count` reads of the page with a 503.
+    fn fail_reads(&self, page: &str, count: usize) {
+        self.sim
+            .fail_next(page_get(page), Fault::ServerError(503), count);
+    }
+
+    async fn audit(&self, page: &str) -> Vec<AuditRecord> {
+        self.store
+            .list_for_page(
+                &self.client_key,
+                &PageId::parse(page).unwrap(),
+                None,
+                100,
+                self.sim.now(),
+            )
+            .await
+            .unwrap()
+            .records
+    }
+}
+
+fn page_get(page: &str) -> Endpoint {
+    Endpoint::Path {
+        method: Some("GET".into()),
+        contains: format!("/api/v2/pages/{page}"),
+    }
+}
+
+fn tenant(sim: &Simulator, installation: &Installation) -> Tenant {
+    let mut payload = json!({
+        "key": installation.app_key,
+        "clientKey": installation.client_key,
+        "sharedSecret": installation.shared_secret,
+        "baseUrl": sim.site_base_url(),
+        "productType": "confluence",
+    });
+    if let Some(id) = &installation.oauth_client_id {
+        payload["oauthClientId"] = json!(id);
+    }
+    Tenant::from_install_payload(payload, sim.now()).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_job_holds_back_the_later_jobs_of_its_page_only_and_they_run_in_order_after() {
+    let world = World::new().await;
+    let queues = Queues::create("order").await;
+    let page = world.demo.open_page.clone();
+    let other = world
+        .sim
+        .create_page("DEMO", "Another page", "<p>other</p>", &world.demo.alice)
+        .unwrap();
+    let adapter = queues.adapter();
+    adapter
+        .enqueue(&world.job(&page, "first", "<p>first</p>"))
+        .await
+        .unwrap();
+    adapter
+        .enqueue(&world.job(&page, "second", "<p>second</p>"))
+        .await
+        .unwrap();
+    adapter
+        .enqueue(&world.job(&other, "other", "<p>stamped</p>"))
+        .await
+        .unwrap();
+    let before = world.body(&page);
+    // The first job's read fails on both attempts (a passing 503); the second job of the page
+    // would succeed if it ran.
+    world.fail_reads(&page, ATTEMPTS as usize);
+
+    let (response, batch) = queues.deliver(&world).await;
+    assert_eq!(batch.len(), 3, "one batch with the three jobs");
+    let of_page: Vec<String> = batch
+        .iter()
+        .filter(|m| ["first", "second"].contains(&job_id(m).as_str()))
+        .map(|m| m.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(of_page.len(), 2);
+    assert_eq!(
+        failed_ids(&response),
+        of_page,
+        "the failed job and the later job of its page go back; the other page's job does not"
+    );
+    assert_eq!(
+        world.page_reads(&page),
+        ATTEMPTS as usize,
+        "only the first job read the page: the second was not run"
+    );
+    assert_eq!(world.body(&page), before, "the page is untouched");
+    assert!(world.body(&other).ends_with("<p>stamped</p>"));
+    assert_eq!(
+        queues.count(&queues.url).await,
+        2,
+        "moto still holds the two jobs of the page"
+    );
+
+    // Redelivered, the two come back in their order, run in it, and are deleted.
+    let (response, batch) = queues.deliver(&world).await;
+    let redelivered: Vec<(String, String)> = batch
+        .iter()
+        .map(|m| (job_id(m), receive_count(m)))
+        .collect();
+    assert_eq!(
+        redelivered,
+        [("first".into(), "2".into()), ("second".into(), "2".into())]
+    );
+    assert!(failed_ids(&response).is_empty(), "{response:?}");
+    let body = world.body(&page);
+    let first = body
+        .find("<p>first</p>")
+        .expect("the first edit is on the page");
+    let second = body
+        .find("<p>second</p>")
+        .expect("the second edit is on the page");
+    assert!(first < second, "edits of one page ran in order: {body}");
+    assert!(
+        queues.held(&queues.url).await.is_empty(),
+        "the queue is empty"
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_job_fails_every_time_and_is_parked_in_the_dead_letter_queue() {
+    let world = World::new().await;
+    let queues = Queues::create("unreadable").await;
+    let page = world.demo.open_page.clone();
+    queues.send_raw("{not a job", "garbage").await;
+    queues
+        .adapter()
+        .enqueue(&world.job(&page, "good", "<p>good</p>"))
+        .await
+        .unwrap();
+
+    let (response, batch) = queues.deliver(&world).await;
+    assert_eq!(batch.len(), 2);
+    assert_eq!(
+        failed_ids(&response),
+        vec![batch[0].message_id.clone().unwrap()],
+        "only the unreadable message goes back; the job after it (another group) ran"
+    );
+    assert!(world.body(&page).ends_with("<p>good</p>"));
+
+    for _ in 1..MAX_RECEIVES {
+        let (response, batch) = queues.deliver(&world).await;
+        assert_eq!(message_ids(&batch), failed_ids(&response));
+    }
+    assert!(
+        queues.held(&queues.url).await.is_empty(),
+        "after maxReceiveCount failures the queue gives it up"
+    );
+    assert_eq!(
+        queues.held(&queues.dead_letter_url).await,
+        vec!["{not a job".to_owned()],
+        "the unreadable message is in the dead-letter queue"
+    );
+}
+
+#[tokio::test]
+async fn a_job_for_an_uninstalled_or_unknown_tenant_is_dropped_without_calling_confluence() {
+    let world = World::new().await;
+    let queues = Queues::create("uninstalled").await;
+    let page = world.demo.open_page.clone();
+    let before = world.body(&page);
+    world
+        .store
+        .mark_uninstalled(&world.client_key, world.sim.now())
+        .await
+        .unwrap();
+    let mut stranger = world.job(&page, "stranger", "<p>stranger</p>");
+    stranger.client_key = ClientKey::parse("a-tenant-never-installed").unwrap();
+    let adapter = queues.adapter();
+    adapter
+        .enqueue(&world.job(&page, "uninstalled", "<p>uninstalled</p>"))
+        .await
+        .unwrap();
+    adapter.enqueue(&stranger).await.unwrap();
+    let calls = world.sim.count(&Endpoint::AnyConfluence);
+
+    let (response, batch) = queues.deliver(&world).await;
+    assert_eq!(batch.len(), 2);
+    assert!(
+        failed_ids(&response).is_empty(),
+        "both are done for good: {response:?}"
+    );
+    assert_eq!(
+        world.sim.count(&Endpoint::AnyConfluence),
+        calls,
+        "Confluence was not called"
+    );
+    assert_eq!(world.body(&page), before);
+    assert!(world.audit(&page).await.is_empty(), "nothing to audit");
+    assert!(queues.held(&queues.url).await.is_empty(), "both deleted");
+    assert!(queues.held(&queues.dead_letter_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_audited_on_its_last_receive_and_dead_lettered() {
+    let world = World::new().await;
+    let queues = Queues::create("dead-letter").await;
+    let page = world.demo.open_page.clone();
+    let job = world.job(&page, "doomed", "<p>doomed</p>");
+    queues.adapter().enqueue(&job).await.unwrap();
+    world.fail_reads(&page, 1000);
+
+    let (response, batch) = queues.deliver(&world).await;
+    assert_eq!(receive_count(&batch[0]), "1");
+    assert_eq!(failed_ids(&response), message_ids(&batch));
+    assert!(
+        !world
+            .audit(&page)
+            .await
+            .iter()
+            .any(|r| r.reason.contains("dead-letter")),
+        "a passing failure is not yet a dead letter"
+    );
+
+    let (response, batch) = queues.deliver(&world).await;
+    assert_eq!(
+        receive_count(&batch[0]),
+        MAX_RECEIVES.to_string(),
+        "the last receive SQS allows"
+    );
+    assert_eq!(
+        failed_ids(&response),
+        message_ids(&batch),
+        "still a failure, so that SQS moves it"
+    );
+    let audit = world.audit(&page).await;
+    let dead = audit
+        .iter()
+        .find(|r| r.reason.contains("dead-letter"))
+        .unwrap_or_else(|| panic!("no dead-letter audit record in {audit:?}"));
+    assert_eq!(dead.job_id, "doomed");
+    assert_eq!(dead.outcome, EditOutcome::Failed);
+    assert!(
+        dead.reason
+            .starts_with(&format!("gave up after {MAX_RECEIVES} attempts")),
+        "{}",
+        dead.reason
+    );
+
+    assert!(queues.held(&queues.url).await.is_empty());
+    assert_eq!(
+        queues.held(&queues.dead_letter_url).await,
+        vec![job.to_json().unwrap()],
+        "the job is in the dead-letter queue"
+    );
+    world.sim.clear_faults();
+    assert!(!world.body(&page).contains("doomed"));
+}
