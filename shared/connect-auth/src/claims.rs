@@ -25,7 +25,9 @@ impl Audience {
     }
 }
 
-/// The verified claims of a token. `iss`, `iat`, `exp` and `qsh` are always present once verified.
+/// The verified claims of a token. `iss`, `iat` and `exp` are always present once verified. `qsh`
+/// is a Connect rule, not every token's: the Connect verifiers require and check it
+/// ([`crate::QshMode`]), so a verified Connect token always has one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     /// The issuer: the tenant's clientKey on tokens from Confluence.
@@ -44,7 +46,8 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     /// The query-string hash, or `context-qsh`.
-    pub qsh: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qsh: Option<String>,
     /// Confluence's `context` claim (user, license, …), kept as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,
@@ -64,7 +67,7 @@ pub(crate) struct RawClaims {
 }
 
 impl RawClaims {
-    /// Requires `iss`, `iat`, `exp` and `qsh` (Atlassian's Java reader requires `exp` and `iat`;
+    /// Requires `iss`, `iat` and `exp` (Atlassian's Java reader requires `exp` and `iat`;
     /// the Node one does not, and so accepts tokens that never expire).
     pub(crate) fn into_claims(self) -> Result<Claims, AuthError> {
         Ok(Claims {
@@ -74,7 +77,7 @@ impl RawClaims {
                 .ok_or(AuthError::MissingClaim("iss"))?,
             iat: self.iat.ok_or(AuthError::MissingClaim("iat"))?,
             exp: self.exp.ok_or(AuthError::MissingClaim("exp"))?,
-            qsh: self.qsh.ok_or(AuthError::MissingQsh)?,
+            qsh: self.qsh,
             sub: self.sub,
             aud: self.aud,
             nbf: self.nbf,

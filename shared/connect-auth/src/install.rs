@@ -1,4 +1,4 @@
-//! Verifying signed installs: RS256 tokens on `installed` and `uninstalled` (§4).
+//! Verifying signed installs: RS256 tokens on `installed` and `uninstalled` (docs/protocol.md §4).
 
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::Validation;
@@ -90,7 +90,7 @@ impl<K: KeyProvider, C: Clock> InstallVerifier<K, C> {
             return Err(AuthError::WrongAudience);
         }
         check_times(&claims, self.clock.now_unix(), self.leeway_seconds)?;
-        check_qsh(&claims.qsh, QshMode::Computed, request)?;
+        check_qsh(claims.qsh.as_deref(), QshMode::Computed, request)?;
         Ok(claims)
     }
 }

@@ -1,17 +1,17 @@
-//! Public keys for signed installs (§4): a provider port, an in-memory provider for tests, a bounded
+//! Public keys for signed installs (docs/protocol.md §4): a provider port, an in-memory provider for tests, a bounded
 //! cache that also bounds what reaches the key servers (remembered misses, a fetch budget, one fetch
 //! per kid at a time), and (feature `http-keys`) the HTTP provider that fetches from Atlassian's key
 //! servers.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jsonwebtoken::DecodingKey;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::AuthError;
@@ -153,17 +153,21 @@ impl KeyProvider for InMemoryKeys {
 /// Anyone can send `POST /installed` with a fresh, well-formed `kid`, unsigned by anything, and
 /// each such kid would otherwise cost one or two requests to Atlassian's key servers. So:
 ///
-/// - Keys found are kept, at most `capacity` of them (oldest out first). Atlassian rotates install
-///   keys by issuing a new kid, so a key cached under a kid never changes.
+/// - Keys found are kept, at most `capacity` of them (least recently used out first), without
+///   expiry: Atlassian rotates install keys by issuing a new kid, so a key cached under a kid never
+///   changes.
 /// - Kids the key server does not know ([`KeyError::NotFound`]) are remembered for a while
-///   ([`Self::DEFAULT_MISS_TTL_SECONDS`]), at most [`Self::DEFAULT_MISS_CAPACITY`] of them: the
-///   same forged kid is asked about once.
+///   ([`Self::DEFAULT_MISS_TTL_SECONDS`]), at most [`Self::DEFAULT_MISS_CAPACITY`] of them (least
+///   recently used out first): the same forged kid is asked about once. Each miss's expiry is
+///   checked against the injected clock on every read; moka also drops it after the same time on
+///   the monotonic clock.
 /// - Lookups that must reach the inner provider (kid in neither cache) are limited to
 ///   [`Self::DEFAULT_MAX_FETCHES`] per [`Self::DEFAULT_FETCH_WINDOW_SECONDS`] seconds. Past that the
 ///   answer is [`KeyError::Unavailable`] (503, `Retry-After`) without asking: not `NotFound`, which
 ///   would refuse a genuine install as forged (401) on the say-so of a flood rather than of the key
 ///   server. Kids already cached are still answered.
-/// - Concurrent lookups of one kid share one fetch.
+/// - Concurrent lookups of one kid share one fetch (moka's single-flight loading); when the lookup
+///   that fetches is dropped (a cancelled request), a waiting one fetches instead.
 /// - Other failures are not remembered: a key server that is down is asked again next time (within
 ///   the budget).
 ///
@@ -172,7 +176,10 @@ pub struct CachingKeyProvider<P, C = SystemClock> {
     inner: P,
     clock: C,
     limits: Limits,
-    state: Mutex<CacheState>,
+    keys: Cache<Kid, DecodingKey>,
+    /// Kids the key server does not know, and until when (exclusive, on `clock`) that is believed.
+    misses: Cache<Kid, i64>,
+    budget: Mutex<Budget>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,179 +191,27 @@ struct Limits {
     fetch_window_seconds: i64,
 }
 
-#[derive(Default)]
-struct CacheState {
-    keys: HashMap<Kid, DecodingKey>,
-    order: VecDeque<Kid>,
-    /// Kids the key server does not know, and until when (exclusive) that is believed.
-    misses: HashMap<Kid, i64>,
-    /// The same, oldest first; an entry whose time no longer matches `misses` is stale.
-    miss_order: VecDeque<(Kid, i64)>,
+/// The fetch budget's state.
+#[derive(Debug, Default)]
+struct Budget {
     /// When each fetch within the current window began.
     fetches: VecDeque<i64>,
     /// True once a lookup was refused for the budget, until the next fetch (logs once per episode).
     throttling: bool,
-    /// Fetches under way, by kid, for concurrent lookups of the same kid to wait on.
-    flights: HashMap<Kid, Arc<Flight>>,
 }
 
-impl CacheState {
-    fn remember_key(&mut self, kid: &Kid, key: &DecodingKey, capacity: usize) {
-        if self.keys.contains_key(kid) {
-            return;
-        }
-        while self.keys.len() >= capacity {
-            match self.order.pop_front() {
-                Some(oldest) => self.keys.remove(&oldest),
-                None => break,
-            };
-        }
-        self.order.push_back(kid.clone());
-        self.keys.insert(kid.clone(), key.clone());
+/// A cache of at most `capacity` entries, least recently used out first, expiring after `ttl` when
+/// one is given.
+fn lru<V: Clone + Send + Sync + 'static>(capacity: usize, ttl: Option<i64>) -> Cache<Kid, V> {
+    let builder = Cache::builder()
+        .max_capacity(u64::try_from(capacity).unwrap_or(u64::MAX))
+        .eviction_policy(EvictionPolicy::lru());
+    match ttl {
+        Some(seconds) => builder
+            .time_to_live(Duration::from_secs(seconds.unsigned_abs().max(1)))
+            .build(),
+        None => builder.build(),
     }
-
-    fn is_known_miss(&self, kid: &Kid, now: i64) -> bool {
-        self.misses.get(kid).is_some_and(|until| *until > now)
-    }
-
-    fn forget_miss(&mut self, kid: &Kid, until: i64) {
-        if self.misses.get(kid) == Some(&until) {
-            self.misses.remove(kid);
-        }
-    }
-
-    fn remember_miss(&mut self, kid: &Kid, now: i64, limits: &Limits) {
-        // Every miss lives equally long, so the queue is in expiry order.
-        while self
-            .miss_order
-            .front()
-            .is_some_and(|(_, until)| *until <= now)
-        {
-            if let Some((old, until)) = self.miss_order.pop_front() {
-                self.forget_miss(&old, until);
-            }
-        }
-        while self.misses.len() >= limits.miss_capacity {
-            match self.miss_order.pop_front() {
-                Some((old, until)) => self.forget_miss(&old, until),
-                None => break,
-            }
-        }
-        let until = now.saturating_add(limits.miss_ttl_seconds);
-        self.misses.insert(kid.clone(), until);
-        self.miss_order.push_back((kid.clone(), until));
-    }
-
-    /// Takes one fetch from the budget, or says there is none left in this window.
-    fn take_fetch(&mut self, now: i64, limits: &Limits) -> bool {
-        while self
-            .fetches
-            .front()
-            .is_some_and(|began| began.saturating_add(limits.fetch_window_seconds) <= now)
-        {
-            self.fetches.pop_front();
-        }
-        if self.fetches.len() >= limits.max_fetches {
-            return false;
-        }
-        self.fetches.push_back(now);
-        true
-    }
-}
-
-/// One fetch under way, shared by every concurrent lookup of its kid.
-#[derive(Default)]
-struct Flight {
-    state: Mutex<FlightState>,
-}
-
-#[derive(Default)]
-struct FlightState {
-    outcome: Option<Outcome>,
-    wakers: Vec<Waker>,
-}
-
-#[derive(Clone)]
-enum Outcome {
-    /// The fetch's result.
-    Done(Result<DecodingKey, KeyError>),
-    /// The lookup that was fetching was dropped before it finished: look again.
-    Abandoned,
-}
-
-impl Flight {
-    fn finish(&self, outcome: Outcome) {
-        let wakers = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
-    }
-}
-
-/// Waits for a flight's outcome.
-struct Landing<'a> {
-    flight: &'a Flight,
-}
-
-impl Future for Landing<'_> {
-    type Output = Outcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let mut state = self
-            .flight
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(outcome) = &state.outcome {
-            return Poll::Ready(outcome.clone());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-/// Held by the lookup that fetches: if it is dropped mid-fetch (a cancelled request), the waiting
-/// lookups are told to look again rather than wait forever.
-struct Pilot<'a> {
-    state: &'a Mutex<CacheState>,
-    kid: &'a Kid,
-    flight: Arc<Flight>,
-    landed: bool,
-}
-
-impl Pilot<'_> {
-    fn ground(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state
-            .flights
-            .get(self.kid)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-        {
-            state.flights.remove(self.kid);
-        }
-    }
-}
-
-impl Drop for Pilot<'_> {
-    fn drop(&mut self) {
-        if !self.landed {
-            self.ground();
-            self.flight.finish(Outcome::Abandoned);
-        }
-    }
-}
-
-/// What a lookup does after looking at the caches.
-enum Step {
-    Answer(Result<DecodingKey, KeyError>),
-    Wait(Arc<Flight>),
-    Fetch(Arc<Flight>),
 }
 
 impl<P: fmt::Debug, C: fmt::Debug> fmt::Debug for CachingKeyProvider<P, C> {
@@ -391,17 +246,20 @@ impl<P> CachingKeyProvider<P> {
 impl<P, C: Clock> CachingKeyProvider<P, C> {
     /// The same, reading time from `clock` (the miss memory and the fetch budget).
     pub fn with_clock(inner: P, capacity: usize, clock: C) -> Self {
+        let limits = Limits {
+            capacity: capacity.max(1),
+            miss_capacity: CachingKeyProvider::<()>::DEFAULT_MISS_CAPACITY,
+            miss_ttl_seconds: CachingKeyProvider::<()>::DEFAULT_MISS_TTL_SECONDS,
+            max_fetches: CachingKeyProvider::<()>::DEFAULT_MAX_FETCHES,
+            fetch_window_seconds: CachingKeyProvider::<()>::DEFAULT_FETCH_WINDOW_SECONDS,
+        };
         Self {
             inner,
             clock,
-            limits: Limits {
-                capacity: capacity.max(1),
-                miss_capacity: CachingKeyProvider::<()>::DEFAULT_MISS_CAPACITY,
-                miss_ttl_seconds: CachingKeyProvider::<()>::DEFAULT_MISS_TTL_SECONDS,
-                max_fetches: CachingKeyProvider::<()>::DEFAULT_MAX_FETCHES,
-                fetch_window_seconds: CachingKeyProvider::<()>::DEFAULT_FETCH_WINDOW_SECONDS,
-            },
-            state: Mutex::new(CacheState::default()),
+            keys: lru(limits.capacity, None),
+            misses: lru(limits.miss_capacity, Some(limits.miss_ttl_seconds)),
+            limits,
+            budget: Mutex::new(Budget::default()),
         }
     }
 
@@ -410,6 +268,10 @@ impl<P, C: Clock> CachingKeyProvider<P, C> {
     pub fn miss_memory(mut self, seconds: i64, capacity: usize) -> Self {
         self.limits.miss_ttl_seconds = seconds.max(0);
         self.limits.miss_capacity = capacity.max(1);
+        self.misses = lru(
+            self.limits.miss_capacity,
+            Some(self.limits.miss_ttl_seconds),
+        );
         self
     }
 
@@ -423,69 +285,73 @@ impl<P, C: Clock> CachingKeyProvider<P, C> {
 
     /// How many keys are cached now.
     pub fn cached(&self) -> usize {
-        self.state.lock().map(|c| c.keys.len()).unwrap_or(0)
+        usize::try_from(self.keys.entry_count()).unwrap_or(usize::MAX)
     }
 
-    /// How many unknown kids are remembered now (expired ones included until they are swept).
+    /// How many unknown kids are remembered now (those whose time is up are not counted).
     pub fn remembered_misses(&self) -> usize {
-        self.state.lock().map(|c| c.misses.len()).unwrap_or(0)
+        let now = self.clock.now_unix();
+        self.misses.iter().filter(|(_, until)| *until > now).count()
     }
 
-    fn step(&self, kid: &Kid) -> Result<Step, KeyError> {
+    async fn is_known_miss(&self, kid: &Kid) -> bool {
         let now = self.clock.now_unix();
-        let mut state = self.state.lock().map_err(|_| poisoned())?;
-        if let Some(key) = state.keys.get(kid) {
-            return Ok(Step::Answer(Ok(key.clone())));
+        self.misses.get(kid).await.is_some_and(|until| until > now)
+    }
+
+    async fn remember_miss(&self, kid: &Kid) {
+        let until = self
+            .clock
+            .now_unix()
+            .saturating_add(self.limits.miss_ttl_seconds);
+        self.misses.insert(kid.clone(), until).await;
+        // Evicts past the bound now rather than at moka's next maintenance (misses are budgeted).
+        self.misses.run_pending_tasks().await;
+    }
+
+    /// Takes one fetch from the budget, or says there is none left in this window.
+    fn take_fetch(&self) -> Result<(), KeyError> {
+        let now = self.clock.now_unix();
+        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        let window = self.limits.fetch_window_seconds;
+        while budget
+            .fetches
+            .front()
+            .is_some_and(|began| began.saturating_add(window) <= now)
+        {
+            budget.fetches.pop_front();
         }
-        if state.is_known_miss(kid, now) {
-            return Ok(Step::Answer(Err(KeyError::NotFound)));
-        }
-        if let Some(flight) = state.flights.get(kid) {
-            return Ok(Step::Wait(Arc::clone(flight)));
-        }
-        if !state.take_fetch(now, &self.limits) {
-            if !state.throttling {
-                state.throttling = true;
+        if budget.fetches.len() >= self.limits.max_fetches {
+            if !budget.throttling {
+                budget.throttling = true;
                 tracing::warn!(
                     max_fetches = self.limits.max_fetches,
-                    window_seconds = self.limits.fetch_window_seconds,
+                    window_seconds = window,
                     "install key lookups over budget: answering unavailable without fetching"
                 );
             }
-            return Ok(Step::Answer(Err(KeyError::Unavailable(
+            return Err(KeyError::Unavailable(
                 "too many install key lookups, try again shortly".into(),
-            ))));
+            ));
         }
-        state.throttling = false;
-        let flight = Arc::new(Flight::default());
-        state.flights.insert(kid.clone(), Arc::clone(&flight));
-        Ok(Step::Fetch(flight))
+        budget.throttling = false;
+        budget.fetches.push_back(now);
+        Ok(())
     }
 }
 
 impl<P: KeyProvider, C: Clock> CachingKeyProvider<P, C> {
-    async fn fetch(&self, kid: &Kid, flight: Arc<Flight>) -> Result<DecodingKey, KeyError> {
-        let mut pilot = Pilot {
-            state: &self.state,
-            kid,
-            flight,
-            landed: false,
-        };
-        let result = self.inner.public_key(kid).await;
-        let now = self.clock.now_unix();
-        {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match &result {
-                Ok(key) => state.remember_key(kid, key, self.limits.capacity),
-                Err(KeyError::NotFound) if self.limits.miss_ttl_seconds > 0 => {
-                    state.remember_miss(kid, now, &self.limits);
-                }
-                Err(_) => {}
-            }
+    /// The one fetch of a kid that concurrent lookups share.
+    async fn fetch(&self, kid: &Kid) -> Result<DecodingKey, KeyError> {
+        // A lookup of this kid that just finished may have learned that it is unknown.
+        if self.is_known_miss(kid).await {
+            return Err(KeyError::NotFound);
         }
-        pilot.ground();
-        pilot.flight.finish(Outcome::Done(result.clone()));
-        pilot.landed = true;
+        self.take_fetch()?;
+        let result = self.inner.public_key(kid).await;
+        if matches!(result, Err(KeyError::NotFound)) && self.limits.miss_ttl_seconds > 0 {
+            self.remember_miss(kid).await;
+        }
         result
     }
 }
@@ -493,17 +359,22 @@ impl<P: KeyProvider, C: Clock> CachingKeyProvider<P, C> {
 #[async_trait]
 impl<P: KeyProvider, C: Clock> KeyProvider for CachingKeyProvider<P, C> {
     async fn public_key(&self, kid: &Kid) -> Result<DecodingKey, KeyError> {
-        loop {
-            let flight = match self.step(kid)? {
-                Step::Answer(answer) => return answer,
-                Step::Fetch(flight) => return self.fetch(kid, flight).await,
-                Step::Wait(flight) => flight,
-            };
-            match (Landing { flight: &flight }).await {
-                Outcome::Done(result) => return result,
-                Outcome::Abandoned => {}
-            }
+        if let Some(key) = self.keys.get(kid).await {
+            return Ok(key);
         }
+        if self.is_known_miss(kid).await {
+            return Err(KeyError::NotFound);
+        }
+        let result = self
+            .keys
+            .try_get_with_by_ref(kid, self.fetch(kid))
+            .await
+            .map_err(|error| (*error).clone());
+        if result.is_ok() {
+            // Evicts past the bound now rather than at moka's next maintenance.
+            self.keys.run_pending_tasks().await;
+        }
+        result
     }
 }
 
@@ -529,7 +400,7 @@ mod http {
     }
 
     impl HttpKeyProvider {
-        /// Atlassian's install key server (§4).
+        /// Atlassian's install key server (docs/protocol.md §4).
         pub const ATLASSIAN: &'static str = "https://connect-install-keys.atlassian.com";
         /// Atlassian's regional mirror, asked when the first server fails.
         pub const ATLASSIAN_FALLBACK: &'static str =

@@ -8,7 +8,7 @@
 //! - [`dangerous`]: reading a token without verifying it, fenced off.
 //!
 //! No AWS, no Lambda, no web framework; the only I/O is behind [`keys::KeyProvider`] and
-//! [`verify::TenantSecrets`]. Protocol references: `connect-protocol.md` §2–§6.
+//! [`verify::TenantSecrets`]. Protocol references: docs/protocol.md §2–§6.
 
 pub mod claims;
 pub mod clock;
@@ -22,7 +22,7 @@ pub mod token;
 pub mod verify;
 
 pub use claims::{Audience, Claims};
-pub use clock::{Clock, FixedClock, SystemClock};
+pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use error::{AuthError, UNVERIFIABLE_MESSAGE};
 pub use install::InstallVerifier;
 #[cfg(feature = "http-keys")]

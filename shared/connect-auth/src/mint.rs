@@ -1,5 +1,5 @@
-//! Minting tokens: the app user's token for requests to Confluence (§5) and the assertion of the
-//! user-impersonation grant (§6).
+//! Minting tokens: the app user's token for requests to Confluence (docs/protocol.md §5) and the assertion of the
+//! user-impersonation grant (docs/protocol.md §6).
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
@@ -11,7 +11,7 @@ use crate::qsh::RequestParts;
 
 /// Lifetime of the app user's tokens, as Atlassian's frameworks mint them.
 pub const APP_TOKEN_TTL_SECONDS: i64 = 180;
-/// An impersonation assertion must not live longer than 60 s (§6).
+/// An impersonation assertion must not live longer than 60 s (docs/protocol.md §6).
 pub const ASSERTION_TTL_SECONDS: i64 = 60;
 /// The `aud` of impersonation assertions for production sites.
 pub const ATLASSIAN_OAUTH_AUDIENCE: &str =
@@ -64,7 +64,7 @@ pub fn mint_app_token(
     sign_hs256(&claims, secret)
 }
 
-/// What an impersonation assertion says (§6).
+/// What an impersonation assertion says (docs/protocol.md §6).
 #[derive(Debug, Clone, Copy)]
 pub struct ImpersonationRequest<'a> {
     /// `oauthClientId` from the install payload.

@@ -2,7 +2,7 @@
 //!
 //! The qsh binds a token to one request: `hex(SHA-256(METHOD & PATH & QUERY))`. Confluence computes it
 //! with Atlassian's Java canonicaliser, so this module follows the Java rules where the Node library
-//! differs (see `connect-protocol.md` §2): parameters are ordered by their *encoded* names.
+//! differs (see docs/protocol.md §2): parameters are ordered by their *encoded* names.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -64,7 +64,7 @@ impl<'a> RequestParts<'a> {
     }
 }
 
-/// Builds the canonical request string `METHOD&PATH&QUERY` (§2).
+/// Builds the canonical request string `METHOD&PATH&QUERY` (docs/protocol.md §2).
 pub fn canonical_request(request: &RequestParts<'_>) -> String {
     let mut out = String::with_capacity(
         request.method.len() + request.raw_path.len() + request.raw_query.len() + 8,
@@ -150,7 +150,7 @@ fn push_canonical_query(out: &mut String, raw_query: &str) {
     if raw_query.is_empty() {
         return;
     }
-    // Keyed by the encoded name: that is the Java sort order (§2 step 5).
+    // Keyed by the encoded name: that is the Java sort order (docs/protocol.md §2 step 5).
     let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));

@@ -1,4 +1,4 @@
-//! Verifying incoming HS256 tokens: webhooks, `enabled`/`disabled`, context JWTs (§3).
+//! Verifying incoming HS256 tokens: webhooks, `enabled`/`disabled`, context JWTs (docs/protocol.md §3).
 
 use std::sync::LazyLock;
 
@@ -136,12 +136,14 @@ fn decoy_secret() -> &'static SecretString {
     &DECOY
 }
 
-/// Compares the qsh claim with what the route requires, in constant time.
+/// Requires the qsh claim (a Connect rule, so it is checked here rather than in the claims every
+/// token shares) and compares it with what the route requires, in constant time.
 pub(crate) fn check_qsh(
-    claimed: &str,
+    claimed: Option<&str>,
     mode: QshMode,
     request: &RequestParts<'_>,
 ) -> Result<(), AuthError> {
+    let claimed = claimed.ok_or(AuthError::MissingQsh)?;
     let matches = |expected: &str| bool::from(claimed.as_bytes().ct_eq(expected.as_bytes()));
     match mode {
         QshMode::Context if matches(CONTEXT_QSH) => Ok(()),
@@ -199,7 +201,7 @@ impl<C: Clock> Hs256Verifier<C> {
         if let Some(max) = self.max_lifetime_seconds {
             check_lifetime(&claims, now, self.leeway_seconds, max)?;
         }
-        check_qsh(&claims.qsh, mode, request)?;
+        check_qsh(claims.qsh.as_deref(), mode, request)?;
         Ok(claims)
     }
 

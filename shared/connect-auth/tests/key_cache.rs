@@ -8,36 +8,17 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use connect_auth::{
-    AuthError, CachingKeyProvider, Clock, InMemoryKeys, KeyError, KeyProvider, Kid,
+    AuthError, CachingKeyProvider, InMemoryKeys, KeyError, KeyProvider, Kid, ManualClock,
 };
 use jsonwebtoken::DecodingKey;
 use tokio::sync::Semaphore;
 
 const NOW: i64 = 1_750_000_000;
 const PUBLIC_PEM: &[u8] = include_bytes!("fixtures/test-install-key.public.pem");
-
-/// A clock the test moves by hand.
-#[derive(Debug)]
-struct TestClock(AtomicI64);
-
-impl TestClock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicI64::new(NOW)))
-    }
-    fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-}
-
-impl Clock for TestClock {
-    fn now_unix(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Knows `real` and `real-2`; `down` is unavailable; every other kid is unknown. Counts every
 /// lookup; when gated, each lookup first waits for a permit.
@@ -88,9 +69,9 @@ impl KeyProvider for Counting {
     }
 }
 
-type Cache = CachingKeyProvider<Arc<Counting>, Arc<TestClock>>;
+type Cache = CachingKeyProvider<Arc<Counting>, Arc<ManualClock>>;
 
-fn cache(inner: &Arc<Counting>, clock: &Arc<TestClock>) -> Cache {
+fn cache(inner: &Arc<Counting>, clock: &Arc<ManualClock>) -> Cache {
     CachingKeyProvider::with_clock(Arc::clone(inner), 8, Arc::clone(clock))
 }
 
@@ -109,7 +90,7 @@ fn the_defaults_are_the_documented_ones() {
 
 #[tokio::test]
 async fn many_distinct_forged_kids_cost_at_most_the_fetch_budget() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock);
     let mut not_found = 0;
     let mut unavailable = 0;
@@ -143,7 +124,7 @@ async fn many_distinct_forged_kids_cost_at_most_the_fetch_budget() {
 
 #[tokio::test]
 async fn a_cached_key_is_answered_whatever_the_flood() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock);
     keys.public_key(&kid("real")).await.unwrap();
     for i in 0..50 {
@@ -159,7 +140,7 @@ async fn a_cached_key_is_answered_whatever_the_flood() {
 
 #[tokio::test]
 async fn a_missing_kid_is_fetched_once_until_the_miss_expires() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock);
     let missing = kid("no-such-kid");
     for _ in 0..3 {
@@ -190,7 +171,7 @@ async fn a_missing_kid_is_fetched_once_until_the_miss_expires() {
 
 #[tokio::test]
 async fn a_real_key_is_still_found_and_cached() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock);
     keys.public_key(&kid("real")).await.unwrap();
     clock.advance(3600);
@@ -202,7 +183,7 @@ async fn a_real_key_is_still_found_and_cached() {
 
 #[tokio::test]
 async fn an_unavailable_key_server_is_asked_again_within_the_budget() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock);
     for _ in 0..2 {
         assert!(matches!(
@@ -216,7 +197,7 @@ async fn an_unavailable_key_server_is_asked_again_within_the_budget() {
 
 #[tokio::test]
 async fn remembered_misses_stay_within_their_bound() {
-    let (inner, clock) = (Counting::new(), TestClock::new());
+    let (inner, clock) = (Counting::new(), ManualClock::at(NOW));
     let keys = cache(&inner, &clock)
         .miss_memory(300, 3)
         .fetch_budget(1000, 10);
@@ -244,7 +225,7 @@ async fn settle() {
 
 #[tokio::test]
 async fn concurrent_lookups_of_one_kid_share_one_fetch() {
-    let (inner, clock) = (Counting::gated(), TestClock::new());
+    let (inner, clock) = (Counting::gated(), ManualClock::at(NOW));
     let keys = Arc::new(cache(&inner, &clock));
     let started = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -274,7 +255,7 @@ async fn concurrent_lookups_of_one_kid_share_one_fetch() {
 
 #[tokio::test]
 async fn a_cancelled_fetch_lets_the_waiting_lookups_fetch_again() {
-    let (inner, clock) = (Counting::gated(), TestClock::new());
+    let (inner, clock) = (Counting::gated(), ManualClock::at(NOW));
     let keys = Arc::new(cache(&inner, &clock));
     let first = {
         let keys = Arc::clone(&keys);

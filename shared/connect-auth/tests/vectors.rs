@@ -54,7 +54,7 @@ fn every_signed_url_verifies_against_its_own_request_and_fails_against_another()
         let claims = verifier
             .verify(token, &secret, &request, QshMode::Computed)
             .unwrap();
-        assert_eq!(claims.qsh, v.qsh, "{}", v.name);
+        assert_eq!(claims.qsh.as_deref(), Some(v.qsh.as_str()), "{}", v.name);
 
         let other = RequestParts::new("GET", "/other", "");
         assert_eq!(
