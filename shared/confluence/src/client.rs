@@ -6,13 +6,13 @@
 //! differs from the base is refused before anything is sent, and redirects are never followed, so the
 //! tenant's own host is the only one ever called with its credentials.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use connect_auth::ExposeSecret;
 use connect_auth::{Clock, SecretString, SystemClock, mint_app_token};
+use moka::future::Cache;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::config::{ClientConfig, ConfigError, Scopes, scheme_allowed};
 use crate::error::{ConfluenceError, network_reason};
-use crate::retry::{Pause, TokioPause, told_wait};
+use crate::retry::{Attempt, AttemptLimits, Pause, Retried, Retrier, TokioPause, told_wait};
 use crate::tokens::ImpersonationTokens;
 
 /// The client. Cheap to clone; build it once per cold start.
@@ -40,8 +40,32 @@ struct Inner {
     clock: Arc<dyn Clock>,
     pause: Arc<dyn Pause>,
     tokens: ImpersonationTokens,
-    /// The app user's accountId per tenant (and base URL: a renamed site is asked again).
-    app_accounts: Mutex<HashMap<(ClientKey, String), AccountId>>,
+    /// The app user's accountId per tenant (and base URL: a renamed site is asked again); see
+    /// [`app_account_cache`] for its bound and expiry.
+    app_accounts: Cache<(ClientKey, String), AppAccount>,
+}
+
+/// Tenants whose app user's accountId one warm instance keeps, at most.
+const APP_ACCOUNTS_CAPACITY: u64 = 4_096;
+
+/// How long an app user's accountId is kept before it is asked again: a day.
+const APP_ACCOUNT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The app user's accountId, and until when (Unix seconds, on the injected clock) it is trusted.
+#[derive(Debug, Clone)]
+struct AppAccount {
+    id: AccountId,
+    until: i64,
+}
+
+/// The app users' accountIds: at most `capacity` tenants (least recently used out first), each
+/// for [`APP_ACCOUNT_TTL`]. Moka counts that on the monotonic clock from when the id is stored;
+/// [`ConfluenceClient::app_account_id`] also checks it against the injected clock on every read.
+fn app_account_cache(capacity: u64) -> Cache<(ClientKey, String), AppAccount> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(APP_ACCOUNT_TTL)
+        .build()
 }
 
 impl fmt::Debug for ConfluenceClient {
@@ -95,7 +119,7 @@ impl ConfluenceClient {
                 clock,
                 pause,
                 tokens,
-                app_accounts: Mutex::new(HashMap::new()),
+                app_accounts: app_account_cache(APP_ACCOUNTS_CAPACITY),
             }),
         })
     }
@@ -133,12 +157,25 @@ impl ConfluenceClient {
     }
 
     /// The app user's own accountId on this tenant (`GET /rest/api/user/current` as the app),
-    /// asked once per tenant and warm instance.
+    /// asked once per tenant, warm instance and [`APP_ACCOUNT_TTL`]; concurrent callers share one
+    /// request.
     pub async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError> {
         let key = (tenant.client_key.clone(), tenant.base_url.clone());
-        if let Some(id) = lock(&self.inner.app_accounts).get(&key) {
-            return Ok(id.clone());
+        let cache = &self.inner.app_accounts;
+        if let Some(known) = cache.get(&key).await {
+            if known.until > self.now_unix() {
+                return Ok(known.id);
+            }
+            cache.invalidate(&key).await;
         }
+        cache
+            .try_get_with(key, self.ask_app_account_id(tenant))
+            .await
+            .map(|known| known.id)
+            .map_err(|error| (*error).clone())
+    }
+
+    async fn ask_app_account_id(&self, tenant: &Tenant) -> Result<AppAccount, ConfluenceError> {
         let user = self.as_app(tenant).current_user().await?;
         if user.account_type.as_deref().is_some_and(|t| t != "app") {
             tracing::warn!(
@@ -147,15 +184,12 @@ impl ConfluenceClient {
                 "the app's current user is not of accountType app"
             );
         }
-        lock(&self.inner.app_accounts).insert(key, user.account_id.clone());
-        Ok(user.account_id)
+        let ttl = i64::try_from(APP_ACCOUNT_TTL.as_secs()).unwrap_or(i64::MAX);
+        Ok(AppAccount {
+            id: user.account_id,
+            until: self.now_unix().saturating_add(ttl),
+        })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The typed operations, bound to one tenant and one actor.
@@ -471,13 +505,13 @@ impl<'a> Session<'a> {
         Ok((value, user_token))
     }
 
-    /// Sends one logical request with retries; returns the 2xx body.
+    /// Sends one logical request through the retry executor ([`Retrier`]); returns the 2xx body.
     ///
     /// Retried: 429 and 503-with-a-told-wait (waiting as told, else backoff), other 5xx and network
     /// errors (backoff). All our requests are safe to repeat: GETs; restriction PUT/DELETE, which set
     /// a state; and the page PUT, which carries the next version number, so a repeat of one that
     /// already landed gets 409 and never a second edit. A user token refused with 401 is exchanged
-    /// again once (it may have been revoked or expired early).
+    /// again once (it may have been revoked or expired early): [`Attempt::Again`].
     async fn send(
         &self,
         method: Method,
@@ -485,92 +519,86 @@ impl<'a> Session<'a> {
         body: Option<Value>,
     ) -> Result<Vec<u8>, ConfluenceError> {
         let inner = &self.client.inner;
-        let policy = inner.config.retry;
-        let deadline = inner.pause.now() + policy.total_deadline;
-        let mut attempt: u32 = 0;
-        let mut rejected: Option<SecretString> = None;
-        let mut refreshed = false;
-        loop {
-            attempt = attempt.saturating_add(1);
-            let (authorization, user_token) =
-                self.authorization(&method, &url, rejected.as_ref()).await?;
-            let remaining = deadline.saturating_duration_since(inner.pause.now());
-            let mut request = inner
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, authorization)
-                .header(ACCEPT, "application/json")
-                .timeout(
-                    policy
-                        .attempt_timeout
-                        .min(remaining)
-                        .max(Duration::from_millis(1)),
-                );
-            // Never a body on GET: Confluence answers 403 to it (§5).
-            if let Some(body) = &body
-                && method != Method::GET
-            {
-                request = request.json(body);
-            }
-            let (error, wait) = match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    return response.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                        ConfluenceError::Network {
-                            reason: network_reason(&e),
-                        }
-                    });
+        let retried = Retried {
+            client_key: self.tenant.client_key.as_str(),
+            method: method.as_str(),
+            path: url.path(),
+        };
+        // The user token Confluence refused, once set: later attempts exchange a new one.
+        let rejected: OnceLock<SecretString> = OnceLock::new();
+        let (method, url, body, rejected) = (&method, &url, &body, &rejected);
+        Retrier::new(inner.config.retry, &*inner.pause)
+            .run(retried, |limits| async move {
+                let (authorization, user_token) =
+                    match self.authorization(method, url, rejected.get()).await {
+                        Ok(pair) => pair,
+                        Err(error) => return Attempt::Done(Err(error)),
+                    };
+                let mut request = inner
+                    .http
+                    .request(method.clone(), url.clone())
+                    .header(AUTHORIZATION, authorization)
+                    .header(ACCEPT, "application/json");
+                // Never a body on GET: Confluence answers 403 to it (docs/protocol.md §5).
+                if let Some(body) = body
+                    && method != Method::GET
+                {
+                    request = request.json(body);
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let told = told_wait(response.headers(), self.client.now_unix());
-                    if status == StatusCode::UNAUTHORIZED
-                        && let Some(token) = user_token
-                        && !refreshed
-                    {
-                        tracing::warn!(
-                            client_key = %self.tenant.client_key,
-                            attempt,
-                            reason = "401 to a user token",
-                            "retrying Confluence request with a fresh user token"
-                        );
-                        refreshed = true;
-                        rejected = Some(token);
-                        continue;
-                    }
-                    match status {
-                        StatusCode::TOO_MANY_REQUESTS => {
-                            (ConfluenceError::RateLimited { retry_after: told }, told)
-                        }
-                        StatusCode::SERVICE_UNAVAILABLE if told.is_some() => {
-                            (ConfluenceError::RateLimited { retry_after: told }, told)
-                        }
-                        s if s.is_server_error() => {
-                            (ConfluenceError::Server { status: s.as_u16() }, None)
-                        }
-                        s => return Err(final_error(s)),
-                    }
+                let network = |reason| ConfluenceError::Network { reason };
+                match limits.send(request, network).await {
+                    Ok(response) => self.judge(response, user_token, rejected, limits).await,
+                    Err(retry) => retry,
                 }
-                Err(e) => (
-                    ConfluenceError::Network {
-                        reason: network_reason(&e),
-                    },
-                    None,
-                ),
-            };
-            let wait = wait.unwrap_or_else(|| policy.backoff(attempt));
-            if attempt >= policy.max_attempts || inner.pause.now() + wait >= deadline {
-                return Err(error);
-            }
+            })
+            .await
+    }
+
+    /// What Confluence's answer to one attempt of [`Self::send`] comes to.
+    async fn judge(
+        &self,
+        response: reqwest::Response,
+        user_token: Option<SecretString>,
+        rejected: &OnceLock<SecretString>,
+        limits: AttemptLimits<'_>,
+    ) -> Attempt<Vec<u8>, ConfluenceError> {
+        let status = response.status();
+        if status.is_success() {
+            return Attempt::Done(response.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+                ConfluenceError::Network {
+                    reason: network_reason(&e),
+                }
+            }));
+        }
+        if status == StatusCode::UNAUTHORIZED
+            && let Some(token) = user_token
+            && rejected.set(token).is_ok()
+        {
             tracing::warn!(
                 client_key = %self.tenant.client_key,
-                method = %method,
-                path = url.path(),
-                attempt,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                reason = %error,
-                "retrying Confluence request"
+                attempt = limits.number(),
+                reason = "401 to a user token",
+                "retrying Confluence request with a fresh user token"
             );
-            inner.pause.sleep(wait).await;
+            return Attempt::Again {
+                error: ConfluenceError::Unauthorized,
+            };
+        }
+        let told = told_wait(response.headers(), self.client.now_unix());
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
+                error: ConfluenceError::RateLimited { retry_after: told },
+                told,
+            },
+            StatusCode::SERVICE_UNAVAILABLE if told.is_some() => Attempt::Retry {
+                error: ConfluenceError::RateLimited { retry_after: told },
+                told,
+            },
+            s if s.is_server_error() => Attempt::Retry {
+                error: ConfluenceError::Server { status: s.as_u16() },
+                told: None,
+            },
+            s => Attempt::Done(Err(final_error(s))),
         }
     }
 }
@@ -636,6 +664,25 @@ fn parse_restrictions(value: &Value) -> Result<Restrictions, ConfluenceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_app_accounts_stay_within_their_bound() {
+        let cache = app_account_cache(3);
+        for n in 0..20 {
+            let key = (
+                ClientKey::parse(format!("tenant-{n}")).unwrap(),
+                String::new(),
+            );
+            let known = AppAccount {
+                id: AccountId::parse("app").unwrap(),
+                until: i64::MAX,
+            };
+            cache.insert(key, known).await;
+        }
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 3);
+        assert_eq!(APP_ACCOUNTS_CAPACITY, 4_096);
+    }
 
     #[test]
     fn restrictions_parse_in_both_shapes() {

@@ -7,7 +7,7 @@
 //!   page, read and change its restrictions, ask who the current user is. Typed outcomes
 //!   ([`ConfluenceError`]), retries with told waits or jittered backoff inside a deadline
 //!   ([`RetryPolicy`]).
-//! - [`ImpersonationTokens`]: the JWT bearer grant (docs/protocol.md, "User impersonation"), cached
+//! - [`ImpersonationTokens`]: the JWT bearer grant (docs/protocol.md §6), cached
 //!   in memory and in the tenant store, refreshed ahead of expiry, one exchange per (tenant, user,
 //!   scopes) at a time.
 //!

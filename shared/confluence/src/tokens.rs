@@ -1,18 +1,20 @@
-//! User access tokens by the OAuth 2.0 JWT bearer grant (connect-protocol.md §6), cached two levels
+//! User access tokens by the OAuth 2.0 JWT bearer grant (docs/protocol.md §6), cached two levels
 //! deep: in this warm instance's memory and in the tenant store (through the domain's
 //! [`TokenCache`] port, which encrypts and expires them). A token with less than the refresh margin
 //! left is not used. Concurrent callers for one (tenant, user, scopes) share one exchange.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use connect_auth::{
     Clock, ExposeSecret, ImpersonationRequest, SecretString, mint_impersonation_assertion,
 };
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use serde::Deserialize;
@@ -20,8 +22,8 @@ use understudy_domain::{AccountId, CachedToken, ClientKey, Tenant, TokenCache, T
 use url::Url;
 
 use crate::config::{ClientConfig, Scopes};
-use crate::error::{TokenError, network_reason};
-use crate::retry::{Pause, told_wait};
+use crate::error::TokenError;
+use crate::retry::{Attempt, Pause, Retried, Retrier, told_wait};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -34,7 +36,62 @@ struct MemoryKey {
     token: TokenCacheKey,
 }
 
+/// How long a token may still be used at `now`: its own expiry less the refresh margin (zero when
+/// it is past that).
+fn usable_for(token: &CachedToken, now: i64, margin: Duration) -> Duration {
+    let left = token.expires_at.saturating_sub(now);
+    let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    left.saturating_sub(margin)
+}
+
+/// Moka's per-entry expiry for a token in memory: [`usable_for`] as of when it is stored.
+struct UsableFor {
+    clock: Arc<dyn Clock>,
+    margin: Duration,
+}
+
+impl Expiry<MemoryKey, CachedToken> for UsableFor {
+    fn expire_after_create(
+        &self,
+        _key: &MemoryKey,
+        token: &CachedToken,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(usable_for(token, self.clock.now_unix(), self.margin))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &MemoryKey,
+        token: &CachedToken,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(usable_for(token, self.clock.now_unix(), self.margin))
+    }
+}
+
+/// The in-memory layer: at most `capacity` tokens (least recently used out first), each until its
+/// own expiry less `margin`. Moka counts that expiry on the monotonic clock from when the token is
+/// stored; every read also checks it against the injected `clock` ([`ImpersonationTokens`]), which
+/// is what tests move.
+fn memory_layer(
+    capacity: u64,
+    clock: Arc<dyn Clock>,
+    margin: Duration,
+) -> Cache<MemoryKey, CachedToken> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .expire_after(UsableFor { clock, margin })
+        .support_invalidation_closures()
+        .build()
+}
+
 /// Issues and caches user access tokens. One per warm instance (inside [`crate::ConfluenceClient`]).
+///
+/// Memory holds at most [`Self::MEMORY_CAPACITY`] tokens, each until its own expiry less the
+/// configured refresh margin ([`ClientConfig::token_refresh_margin`]); one load (store, else
+/// exchange) per (tenant, user, scopes) at a time.
 pub struct ImpersonationTokens {
     http: reqwest::Client,
     config: ClientConfig,
@@ -42,14 +99,13 @@ pub struct ImpersonationTokens {
     clock: Arc<dyn Clock>,
     pause: Arc<dyn Pause>,
     hasher: RandomState,
-    memory: Mutex<HashMap<MemoryKey, CachedToken>>,
-    flights: Mutex<HashMap<MemoryKey, Arc<tokio::sync::Mutex<()>>>>,
+    memory: Cache<MemoryKey, CachedToken>,
 }
 
 impl fmt::Debug for ImpersonationTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ImpersonationTokens")
-            .field("cached", &lock(&self.memory).len())
+            .field("cached", &self.memory.entry_count())
             .finish_non_exhaustive()
     }
 }
@@ -66,13 +122,11 @@ struct OAuthErrorBody {
     error: Option<String>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl ImpersonationTokens {
+    /// Tokens kept in one warm instance's memory, at most: one per (tenant, install, user, scopes)
+    /// recently acted as.
+    pub const MEMORY_CAPACITY: u64 = 4_096;
+
     pub(crate) fn new(
         http: reqwest::Client,
         config: ClientConfig,
@@ -80,6 +134,11 @@ impl ImpersonationTokens {
         clock: Arc<dyn Clock>,
         pause: Arc<dyn Pause>,
     ) -> Self {
+        let memory = memory_layer(
+            Self::MEMORY_CAPACITY,
+            Arc::clone(&clock),
+            config.token_refresh_margin,
+        );
         Self {
             http,
             config,
@@ -87,8 +146,7 @@ impl ImpersonationTokens {
             clock,
             pause,
             hasher: RandomState::new(),
-            memory: Mutex::new(HashMap::new()),
-            flights: Mutex::new(HashMap::new()),
+            memory,
         }
     }
 
@@ -110,9 +168,12 @@ impl ImpersonationTokens {
         }
     }
 
-    fn usable(&self, token: &CachedToken, now: i64) -> bool {
-        let margin = i64::try_from(self.config.token_refresh_margin.as_secs()).unwrap_or(i64::MAX);
-        token.expires_at.saturating_sub(now) > margin
+    /// True when `token` has more than the refresh margin left on the injected clock and is not the
+    /// one Confluence refused.
+    fn fresh(&self, token: &CachedToken, rejected: Option<&SecretString>) -> bool {
+        let now = self.clock.now_unix();
+        !usable_for(token, now, self.config.token_refresh_margin).is_zero()
+            && !same(&token.access_token, rejected)
     }
 
     /// An access token to act as `account` on `tenant`: from memory, else from the store, else by a
@@ -151,42 +212,55 @@ impl ImpersonationTokens {
             .filter(|id| !id.trim().is_empty())
             .ok_or(TokenError::NoActAsUser)?;
         let key = self.memory_key(tenant, account, scopes);
-        if let Some(token) = self.memory_hit(&key, rejected) {
-            return Ok(token);
+        if let Some(token) = self.memory.get(&key).await
+            && self.fresh(&token, rejected)
+        {
+            return Ok(token.access_token);
         }
 
-        // Single flight: one exchange per key at a time; whoever waited finds the token in memory.
-        let flight = Arc::clone(lock(&self.flights).entry(key.clone()).or_default());
-        let result = {
-            let _turn = flight.lock().await;
-            self.get_in_flight(tenant, account, scopes, rejected, oauth_client_id, &key)
-                .await
-        };
-        drop(flight);
-        // The map's entry is the last reference once nobody waits: forget it.
-        let mut flights = lock(&self.flights);
-        if flights.get(&key).is_some_and(|f| Arc::strong_count(f) == 1) {
-            flights.remove(&key);
+        // Single flight: moka runs the computations of one key one at a time, in order, so whoever
+        // waited finds the token the first one loaded. A stale or refused token that cannot be
+        // replaced is dropped all the same.
+        let mut failure = None;
+        let computed = self
+            .memory
+            .entry(key.clone())
+            .and_compute_with(|held| {
+                let failure = &mut failure;
+                let key = &key;
+                async move {
+                    if held
+                        .as_ref()
+                        .is_some_and(|held| self.fresh(held.value(), rejected))
+                    {
+                        return Op::Nop;
+                    }
+                    match self
+                        .load(tenant, account, scopes, rejected, oauth_client_id, key)
+                        .await
+                    {
+                        Ok(token) => Op::Put(token),
+                        Err(error) => {
+                            *failure = Some(error);
+                            Op::Remove
+                        }
+                    }
+                }
+            })
+            .await;
+        if let Some(error) = failure {
+            return Err(error);
         }
-        result
+        computed
+            .into_entry()
+            .map(|entry| entry.into_value().access_token)
+            .ok_or(TokenError::InvalidResponse {
+                reason: "the token vanished from memory as it was stored",
+            })
     }
 
-    fn memory_hit(&self, key: &MemoryKey, rejected: Option<&SecretString>) -> Option<SecretString> {
-        let now = self.clock.now_unix();
-        let mut memory = lock(&self.memory);
-        match memory.get(key) {
-            Some(token) if self.usable(token, now) && !same(&token.access_token, rejected) => {
-                Some(token.access_token.clone())
-            }
-            Some(_) => {
-                memory.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    async fn get_in_flight(
+    /// The token from the store when it is fresh, else from a new exchange (then stored).
+    async fn load(
         &self,
         tenant: &Tenant,
         account: &AccountId,
@@ -194,21 +268,14 @@ impl ImpersonationTokens {
         rejected: Option<&SecretString>,
         oauth_client_id: &str,
         key: &MemoryKey,
-    ) -> Result<SecretString, TokenError> {
-        if let Some(token) = self.memory_hit(key, rejected) {
-            return Ok(token);
-        }
+    ) -> Result<CachedToken, TokenError> {
         let now = self.clock.now_unix();
         match self
             .store
             .get_token(&tenant.client_key, &key.token, now)
             .await
         {
-            Ok(Some(token)) if self.usable(&token, now) && !same(&token.access_token, rejected) => {
-                let secret = token.access_token.clone();
-                lock(&self.memory).insert(key.clone(), token);
-                return Ok(secret);
-            }
+            Ok(Some(token)) if self.fresh(&token, rejected) => return Ok(token),
             Ok(_) => {}
             // The store is a cache: when it is down, exchanging a token is still correct.
             Err(error) => tracing::warn!(
@@ -227,14 +294,13 @@ impl ImpersonationTokens {
         {
             tracing::warn!(client_key = %tenant.client_key, error = %error, "token store write failed");
         }
-        let secret = token.access_token.clone();
-        lock(&self.memory).insert(key.clone(), token);
-        Ok(secret)
+        Ok(token)
     }
 
-    /// One exchange of an assertion for an access token, with retries on 429, 5xx and network
-    /// errors (the grant has no side effect, so a retry is always safe). A fresh assertion is minted
-    /// for every attempt: each lives 60 s at most.
+    /// One exchange of an assertion for an access token, through the retry executor ([`Retrier`]):
+    /// 429 and 5xx (waiting as told, else backoff) and network errors are retried (the grant has
+    /// no side effect, so a retry is always safe). A fresh assertion is minted for every attempt:
+    /// each lives 60 s at most.
     async fn exchange(
         &self,
         tenant: &Tenant,
@@ -249,79 +315,58 @@ impl ImpersonationTokens {
             .config
             .oauth_endpoint(&base)
             .map_err(|reason| TokenError::Endpoint { reason })?;
-        let policy = self.config.retry;
-        let deadline = self.pause.now() + policy.total_deadline;
-        let mut attempt: u32 = 0;
-        loop {
-            attempt = attempt.saturating_add(1);
-            let now = self.clock.now_unix();
-            let request = ImpersonationRequest {
-                oauth_client_id,
-                tenant_base_url: &tenant.base_url,
-                account_id: account.as_str(),
-                audience,
-            };
-            let assertion = mint_impersonation_assertion(&request, &tenant.shared_secret, now)
-                .map_err(|_| TokenError::Signing)?;
-            let mut form: Vec<(&str, &str)> = vec![
-                ("grant_type", GRANT_TYPE),
-                ("assertion", assertion.as_str()),
-            ];
-            if let Some(scopes) = scopes {
-                form.push(("scope", scopes.as_str()));
-            }
-            let remaining = deadline.saturating_duration_since(self.pause.now());
-            let sent = self
-                .http
-                .post(endpoint.clone())
-                .header(ACCEPT, "application/json")
-                .form(&form)
-                .timeout(
-                    policy
-                        .attempt_timeout
-                        .min(remaining)
-                        .max(Duration::from_millis(1)),
-                )
-                .send()
-                .await;
-            let (error, wait) = match sent {
-                Ok(response) if response.status().is_success() => {
-                    return parse_token(response, now).await;
+        let retried = Retried {
+            client_key: tenant.client_key.as_str(),
+            method: "POST",
+            path: endpoint.path(),
+        };
+        let endpoint = &endpoint;
+        Retrier::new(self.config.retry, &*self.pause)
+            .run(retried, |limits| async move {
+                let now = self.clock.now_unix();
+                let request = ImpersonationRequest {
+                    oauth_client_id,
+                    tenant_base_url: &tenant.base_url,
+                    account_id: account.as_str(),
+                    audience,
+                };
+                let Ok(assertion) =
+                    mint_impersonation_assertion(&request, &tenant.shared_secret, now)
+                else {
+                    return Attempt::Done(Err(TokenError::Signing));
+                };
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", GRANT_TYPE),
+                    ("assertion", assertion.as_str()),
+                ];
+                if let Some(scopes) = scopes {
+                    form.push(("scope", scopes.as_str()));
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let told = told_wait(response.headers(), now);
-                    match classify(status, told) {
-                        Some((error, wait)) => (error, wait),
-                        None => return Err(oauth_refusal(status, response).await),
-                    }
+                let request = self
+                    .http
+                    .post(endpoint.clone())
+                    .header(ACCEPT, "application/json")
+                    .form(&form);
+                let network = |reason| TokenError::Network { reason };
+                match limits.send(request, network).await {
+                    Ok(response) => judge(response, now).await,
+                    Err(retry) => retry,
                 }
-                Err(e) => (
-                    TokenError::Network {
-                        reason: network_reason(&e),
-                    },
-                    None,
-                ),
-            };
-            let wait = wait.unwrap_or_else(|| policy.backoff(attempt));
-            if attempt >= policy.max_attempts || self.pause.now() + wait >= deadline {
-                return Err(error);
-            }
-            tracing::warn!(
-                client_key = %tenant.client_key,
-                attempt,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                reason = %error,
-                "retrying the user token request"
-            );
-            self.pause.sleep(wait).await;
-        }
+            })
+            .await
     }
 
     /// Forgets every token of a tenant held in this instance (the store's copies are dropped by the
     /// lifecycle handler through [`TokenCache::drop_tokens_for_tenant`]).
     pub fn forget_tenant(&self, client_key: &ClientKey) {
-        lock(&self.memory).retain(|k, _| &k.client_key != client_key);
+        let client_key = client_key.clone();
+        if self
+            .memory
+            .invalidate_entries_if(move |k, _| k.client_key == client_key)
+            .is_err()
+        {
+            self.memory.invalidate_all();
+        }
     }
 }
 
@@ -329,20 +374,29 @@ fn same(token: &SecretString, rejected: Option<&SecretString>) -> bool {
     rejected.is_some_and(|r| r.expose_secret() == token.expose_secret())
 }
 
-/// Retryable answers: the error to report if retries run out, and the told wait.
-fn classify(status: StatusCode, told: Option<Duration>) -> Option<(TokenError, Option<Duration>)> {
+/// What the authorization server's answer to one attempt of an exchange comes to: 429 and 5xx are
+/// retried (waiting as told, else backoff), other refusals are final.
+async fn judge(response: reqwest::Response, now: i64) -> Attempt<CachedToken, TokenError> {
+    let status = response.status();
+    if status.is_success() {
+        return Attempt::Done(parse_token(response, now).await);
+    }
+    let told = told_wait(response.headers(), now);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Some((TokenError::RateLimited { retry_after: told }, told));
+        return Attempt::Retry {
+            error: TokenError::RateLimited { retry_after: told },
+            told,
+        };
     }
     if status.is_server_error() {
-        return Some((
-            TokenError::Server {
+        return Attempt::Retry {
+            error: TokenError::Server {
                 status: status.as_u16(),
             },
             told,
-        ));
+        };
     }
-    None
+    Attempt::Done(Err(oauth_refusal(status, response).await))
 }
 
 async fn oauth_refusal(status: StatusCode, response: reqwest::Response) -> TokenError {
@@ -394,4 +448,55 @@ async fn parse_token(response: reqwest::Response, now: i64) -> Result<CachedToke
         access_token: SecretString::from(access_token),
         expires_at: now.saturating_add(expires_in),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use connect_auth::FixedClock;
+
+    use super::*;
+
+    const NOW: i64 = 1_750_000_000;
+    const MARGIN: Duration = Duration::from_secs(60);
+
+    fn key(n: u32) -> MemoryKey {
+        MemoryKey {
+            client_key: ClientKey::parse("tenant").unwrap(),
+            install_fingerprint: 1,
+            token: TokenCacheKey::new(&AccountId::parse(format!("user-{n}")).unwrap(), ""),
+        }
+    }
+
+    fn token(expires_at: i64) -> CachedToken {
+        CachedToken {
+            access_token: SecretString::from("t"),
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_memory_layer_stays_within_its_bound() {
+        let memory = memory_layer(3, Arc::new(FixedClock(NOW)), MARGIN);
+        for n in 0..20 {
+            memory.insert(key(n), token(NOW + 3600)).await;
+        }
+        memory.run_pending_tasks().await;
+        assert_eq!(memory.entry_count(), 3);
+        assert_eq!(ImpersonationTokens::MEMORY_CAPACITY, 4_096);
+    }
+
+    #[tokio::test]
+    async fn a_token_lives_in_memory_until_its_expiry_less_the_margin() {
+        let memory = memory_layer(8, Arc::new(FixedClock(NOW)), MARGIN);
+        // Exactly the margin left: expired as it is stored.
+        memory.insert(key(1), token(NOW + 60)).await;
+        assert!(memory.get(&key(1)).await.is_none());
+        memory.insert(key(2), token(NOW + 61)).await;
+        assert!(memory.get(&key(2)).await.is_some());
+        assert_eq!(
+            usable_for(&token(NOW + 900), NOW, MARGIN),
+            Duration::from_secs(840)
+        );
+        assert_eq!(usable_for(&token(NOW - 5), NOW, MARGIN), Duration::ZERO);
+    }
 }
