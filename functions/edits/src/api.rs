@@ -12,18 +12,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use connect_auth::{Claims, Clock, QshMode, SystemClock};
+use connect_auth::{Clock, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use understudy_core::{Edit, EditEngine, EditJob, EditMode, EditResult, user_may_view_page};
+use understudy_core::{Edit, EditEngine, EditJob, EditMode, user_may_view_page};
 use understudy_domain::{
     AccountId, AuditCursor, AuditLog, AuditRecord, PageId, RateDecision, RateLimits, Tenant,
     TenantState, TenantStore,
 };
 use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
+use understudy_web::{
+    Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, Caller,
+    ConnectAuthenticator,
+};
 
 /// An edit request is a short list of operations.
 pub const MAX_EDIT_BODY: usize = 64 * 1024;
@@ -38,7 +41,7 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     config: AppConfig,
     store: Arc<S>,
     engine: EditEngine,
-    auth: TenantAuth<C>,
+    auth: ConnectAuthenticator<S, C>,
     clock: C,
     /// The iframe's `Content-Security-Policy`: framed only by the hosts that may install the app.
     ui_policy: HeaderValue,
@@ -57,23 +60,18 @@ enum Route {
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    if path == "/ui/page" {
-        return if method == Method::GET {
-            Ok(Route::Ui)
-        } else {
-            Err(ApiError::MethodNotAllowed)
-        };
-    }
-    let rest = path.strip_prefix("/api/pages/").ok_or(ApiError::NotFound)?;
-    let (page, action) = rest.split_once('/').ok_or(ApiError::NotFound)?;
-    let wrap: fn(PageId) -> Route = match (action, method) {
-        ("edits", &Method::POST) => Route::Edit,
-        ("audit", &Method::GET) => Route::Audit,
-        ("edits" | "audit", _) => return Err(ApiError::MethodNotAllowed),
-        _ => return Err(ApiError::NotFound),
+    use understudy_web::routes::{self, Function};
+    let found = routes::resolve(Function::EditApi, method, path)?;
+    let page = || {
+        let page = found.param(path, "pageId").ok_or(ApiError::NotFound)?;
+        PageId::parse(page).map_err(|e| ApiError::BadRequest(e.to_string()))
     };
-    let page = PageId::parse(page).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(wrap(page))
+    match found {
+        routes::PAGE_EDITS => Ok(Route::Edit(page()?)),
+        routes::PAGE_AUDIT => Ok(Route::Audit(page()?)),
+        routes::PAGE_PANEL => Ok(Route::Ui),
+        _ => Err(ApiError::NotFound),
+    }
 }
 
 impl<S, C> EditApi<S, C>
@@ -83,7 +81,7 @@ where
 {
     /// Builds the API's state once per cold start.
     pub fn new(config: AppConfig, store: Arc<S>, engine: EditEngine, clock: C) -> Self {
-        let auth = TenantAuth::new(clock.clone(), config.base_path());
+        let auth = ConnectAuthenticator::new(store.clone(), clock.clone(), config.base_path());
         let ui_policy = HeaderValue::from_str(&format!(
             "frame-ancestors {}",
             config.tenant_hosts.frame_ancestors()
@@ -114,33 +112,26 @@ where
         understudy_web::error::respond(result, &self.config.app_key)
     }
 
-    /// Verifies the caller: a token of an installed, enabled tenant.
-    async fn caller(
-        &self,
-        request: &ApiRequest,
-        mode: QshMode,
-    ) -> Result<(Tenant, Claims), ApiError> {
-        let verified = self.auth.verify(&*self.store, request, mode).await?;
-        if verified.tenant.state == TenantState::Disabled {
+    /// The verified caller, of a tenant that has not disabled the app.
+    async fn caller(&self, request: &ApiRequest, accept: Accept) -> Result<Caller, ApiError> {
+        let caller = self.auth.authenticate(request, accept).await?;
+        if caller.tenant.state == TenantState::Disabled {
             return Err(ApiError::Forbidden(
                 "the app is disabled on this site".into(),
             ));
         }
-        Ok((verified.tenant, verified.claims))
+        Ok(caller)
     }
 
     /// The caller of an API route: a context token naming a user, within that user's call limit.
     async fn api_user(&self, request: &ApiRequest) -> Result<(Tenant, AccountId), ApiError> {
-        let (tenant, claims) = self.caller(request, QshMode::Context).await?;
-        let user = claims
-            .sub
-            .as_deref()
-            .ok_or_else(|| ApiError::Unauthorized("the context token names no user".into()))
-            .and_then(|sub| {
-                AccountId::parse(sub).map_err(|_| {
-                    ApiError::Unauthorized("the token's user is not an accountId".into())
-                })
-            })?;
+        let caller = self.caller(request, Accept::UserContextToken).await?;
+        tracing::Span::current().record("client_key", caller.tenant.client_key.as_str());
+        let (tenant, Some(user)) = (caller.tenant, caller.user) else {
+            return Err(ApiError::Unauthorized(
+                "the context token names no user".into(),
+            ));
+        };
         let decision = self
             .store
             .take(
@@ -163,12 +154,14 @@ where
         Ok((tenant, user))
     }
 
+    #[tracing::instrument(skip_all, fields(page_id = %page, client_key = tracing::field::Empty, job_id = tracing::field::Empty))]
     async fn edit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_EDIT_BODY)?;
         let (tenant, user) = self.api_user(request).await?;
         let edit = parse_edit_request(body)?;
         let now_ms = self.clock.now_unix().saturating_mul(1000);
         let job_id = format!("api:{}:{now_ms}", page.as_str());
+        tracing::Span::current().record("job_id", job_id.as_str());
         // The edit runs as the person asking, never as the app.
         let mode = EditMode::AsUserOnly(user);
         let report = self
@@ -181,13 +174,7 @@ where
                 job_id: &job_id,
             })
             .await;
-        let status = match &report.result {
-            EditResult::Edited | EditResult::Unchanged => StatusCode::OK,
-            EditResult::Refused(_) => StatusCode::BAD_REQUEST,
-            EditResult::Blocked(_) => StatusCode::FORBIDDEN,
-            EditResult::Failed(_) if report.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            EditResult::Failed(_) => StatusCode::BAD_GATEWAY,
-        };
+        let status = understudy_web::error::edit_status(&report.result);
         let record = AuditRecord {
             client_key: tenant.client_key.clone(),
             page_id: page,
@@ -210,6 +197,7 @@ where
     /// A page's audit records, newest first, `AUDIT_PAGE_SIZE` at a time (`?before=<next>` for the
     /// next ones), shown only to a user Confluence says may view the page: to anyone else the page
     /// has no records here (404, as Confluence itself answers).
+    #[tracing::instrument(skip_all, fields(page_id = %page, client_key = tracing::field::Empty))]
     async fn audit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
         let (tenant, user) = self.api_user(request).await?;
         let before = before_cursor(&request.raw_query)?;
@@ -250,7 +238,7 @@ where
 
     /// The iframe: loaded by Confluence with a request-bound token in the query (computed qsh).
     async fn ui(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
-        self.caller(request, QshMode::Computed).await?;
+        self.caller(request, Accept::RequestToken).await?;
         let mut response = http::Response::new(Bytes::from_static(UI_PAGE.as_bytes()));
         let headers = response.headers_mut();
         headers.insert(

@@ -16,43 +16,57 @@ use connect_auth::SystemClock;
 use understudy_confluence::{ClientConfig, ConfigError, ConfluenceClient};
 use understudy_core::{EditEngine, EngineSettings};
 use understudy_domain::{AuditLog, TokenCache};
+use understudy_web::env::{Env, FromEnv};
+use understudy_web::lambda::DeployedConfig;
 
-/// Every environment variable the edit worker reads.
-pub const WORKER_ENV_VARS: &[&str] = &[
-    "APP_KEY",
-    "APP_BASE_URL",
-    "INSTALL_AUDIENCES",
-    "CONNECT_KEYS_URL",
-    "ALLOWED_TENANT_HOSTS",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "ATLASSIAN_OAUTH_URL",
-    "CONFLUENCE_RETRY_DEADLINE_SECONDS",
-    "EDIT_MAX_RECEIVES",
-    "RUST_LOG",
-];
+/// The edit worker's settings on Lambda, read once at its cold start
+/// ([`understudy_web::lambda::start`]). What it reads is what `tests/deployment` checks
+/// template.yaml against.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The shared settings and the store's.
+    pub deployed: DeployedConfig,
+    /// The Confluence client's (`ATLASSIAN_OAUTH_URL`, `CONFLUENCE_RETRY_DEADLINE_SECONDS`).
+    pub client: ClientConfig,
+    /// `EDIT_MAX_RECEIVES` (default [`worker::DEFAULT_MAX_RECEIVES`]): deliveries before a job is
+    /// audited as failed and dead-lettered; the edit queue's `maxReceiveCount`.
+    pub max_receives: u32,
+}
 
-/// Every environment variable the edit API reads.
-pub const API_ENV_VARS: &[&str] = &[
-    "APP_KEY",
-    "APP_BASE_URL",
-    "INSTALL_AUDIENCES",
-    "CONNECT_KEYS_URL",
-    "ALLOWED_TENANT_HOSTS",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "ATLASSIAN_OAUTH_URL",
-    "CONFLUENCE_RETRY_DEADLINE_SECONDS",
-    "RUST_LOG",
-];
+impl FromEnv for WorkerConfig {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let deployed = DeployedConfig::read(env);
+        let client = env.check(ClientConfig::from_lookup(env.lookup()));
+        let max_receives = env.or("EDIT_MAX_RECEIVES", worker::DEFAULT_MAX_RECEIVES, |v| {
+            v.parse().map_err(|_| "must be a whole number".into())
+        });
+        Some(Self {
+            deployed: deployed?,
+            client: client?,
+            max_receives,
+        })
+    }
+}
 
-/// The edit engine over `store`, with the Confluence client configured from the environment
-/// (`ATLASSIAN_OAUTH_URL`, `CONFLUENCE_RETRY_DEADLINE_SECONDS`).
-pub fn engine_from_env<S>(store: Arc<S>, app_key: &str) -> Result<EditEngine, ConfigError>
-where
-    S: TokenCache + AuditLog + 'static,
-{
-    engine(ClientConfig::from_env()?, store, app_key)
+/// The edit API's settings on Lambda, read once at its cold start
+/// ([`understudy_web::lambda::start`]).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The shared settings and the store's.
+    pub deployed: DeployedConfig,
+    /// The Confluence client's (`ATLASSIAN_OAUTH_URL`, `CONFLUENCE_RETRY_DEADLINE_SECONDS`).
+    pub client: ClientConfig,
+}
+
+impl FromEnv for ApiConfig {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let deployed = DeployedConfig::read(env);
+        let client = env.check(ClientConfig::from_lookup(env.lookup()));
+        Some(Self {
+            deployed: deployed?,
+            client: client?,
+        })
+    }
 }
 
 /// The edit engine over `store` with this client configuration.

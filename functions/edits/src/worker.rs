@@ -67,6 +67,7 @@ where
     }
 
     /// Runs one job, delivered for the `receives`-th time.
+    #[tracing::instrument(skip_all, fields(client_key = %job.client_key, page_id = %job.page_id, job_id = %job.job_id, receives))]
     pub async fn run(&self, job: &EditJobMessage, receives: u32) -> JobOutcome {
         let client_key = job.client_key.as_str();
         let now = self.clock.now_unix();

@@ -18,13 +18,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use confluence_sim::stub_app::StubApp;
-use confluence_sim::{Demo, Endpoint, Fault, Installation, Simulator};
+use confluence_sim::{Demo, Endpoint, Fault, Simulator};
 use connect_auth::SystemClock;
 use serde_json::{Value, json};
-use understudy_confluence::ClientConfig;
+use test_support::aws::{create_fifo_queue, receive_batch, sqs_client};
+use test_support::sim::{sim_client_config, sim_tenant};
 use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{
-    AuditLog, AuditRecord, ClientKey, EditOutcome, MemoryStore, PageId, Tenant, TenantStore,
+    AuditLog, AuditRecord, ClientKey, EditOutcome, MemoryStore, PageId, TenantStore,
 };
 use understudy_edits::worker::{EditWorker, handle_sqs_batch};
 use understudy_queue::{EditJobMessage, EditQueue, SqsQueue};
@@ -37,24 +38,6 @@ const MAX_RECEIVES: u32 = 2;
 /// one job with a passing error.
 const ATTEMPTS: u32 = 2;
 
-fn endpoint() -> String {
-    std::env::var("UNDERSTUDY_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("UNDERSTUDY_TEST_AWS_ENDPOINT is not set: run the README's test command (bash tests/run.sh), which starts a local SQS-compatible server")
-    })
-}
-
-fn sqs_client() -> Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .endpoint_url(endpoint())
-        .build();
-    Client::from_conf(config)
-}
-
 /// A FIFO edit queue with its dead-letter queue, as template.yaml declares them.
 struct Queues {
     client: Client,
@@ -66,15 +49,8 @@ impl Queues {
     async fn create(test: &str) -> Self {
         let client = sqs_client();
         let suffix = format!("{}-{}", std::process::id(), test.replace('_', "-"));
-        let dead_letter_url = client
-            .create_queue()
-            .queue_name(format!("edits-dlq-{suffix}.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let dead_letter_url =
+            create_fifo_queue(&client, &format!("edits-dlq-{suffix}.fifo"), &[]).await;
         let dead_letter_arn = client
             .get_queue_attributes()
             .queue_url(&dead_letter_url)
@@ -87,17 +63,15 @@ impl Queues {
             .clone();
         let redrive =
             json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": MAX_RECEIVES});
-        let url = client
-            .create_queue()
-            .queue_name(format!("edits-{suffix}.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .attributes(QueueAttributeName::VisibilityTimeout, "60")
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let url = create_fifo_queue(
+            &client,
+            &format!("edits-{suffix}.fifo"),
+            &[
+                (QueueAttributeName::VisibilityTimeout, "60".to_owned()),
+                (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+            ],
+        )
+        .await;
         Self {
             client,
             url,
@@ -123,19 +97,9 @@ impl Queues {
             .unwrap();
     }
 
-    /// One receive, as the event source mapping polls: up to 10 messages with every system
-    /// attribute.
+    /// One receive, as the event source mapping polls.
     async fn receive(&self, url: &str) -> Vec<Message> {
-        self.client
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default()
+        receive_batch(&self.client, url).await
     }
 
     /// The bodies of the messages still in a queue, in queue order (received and made visible
@@ -291,14 +255,9 @@ impl World {
             .unwrap();
         let installation = sim.install(&app.base_url()).await.unwrap();
         let store = Arc::new(MemoryStore::new());
-        let tenant = tenant(&sim, &installation);
+        let tenant = sim_tenant(&sim, &installation);
         store.save_install(&tenant, sim.now()).await.unwrap();
-        let mut config = ClientConfig::from_lookup(|name| match name {
-            "ATLASSIAN_OAUTH_URL" => Some(sim.oauth_url()),
-            "CONFLUENCE_ALLOW_HTTP_LOOPBACK" => Some("true".to_owned()),
-            _ => None,
-        })
-        .unwrap();
+        let mut config = sim_client_config(&sim);
         config.retry.max_attempts = ATTEMPTS;
         config.retry.base_delay = Duration::from_millis(1);
         config.retry.max_delay = Duration::from_millis(5);
@@ -366,20 +325,6 @@ fn page_get(page: &str) -> Endpoint {
         method: Some("GET".into()),
         contains: format!("/api/v2/pages/{page}"),
     }
-}
-
-fn tenant(sim: &Simulator, installation: &Installation) -> Tenant {
-    let mut payload = json!({
-        "key": installation.app_key,
-        "clientKey": installation.client_key,
-        "sharedSecret": installation.shared_secret,
-        "baseUrl": sim.site_base_url(),
-        "productType": "confluence",
-    });
-    if let Some(id) = &installation.oauth_client_id {
-        payload["oauthClientId"] = json!(id);
-    }
-    Tenant::from_install_payload(payload, sim.now()).unwrap()
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //! disables or removes the app, and the descriptor it reads first.
 //!
 //! Nobody but Atlassian may register or replace a tenant: `installed` and `uninstalled` carry an
-//! RS256 token signed by Atlassian (signed install, `connect-protocol.md` §4), verified before
+//! RS256 token signed by Atlassian (signed install, docs/protocol.md §4), verified before
 //! anything is read from the body or written. `enabled` and `disabled` carry an HS256 token signed
-//! with the tenant's stored secret (§3). A genuine install must never fail: the path is short,
+//! with the tenant's stored secret (docs/protocol.md §3). A genuine install must never fail: the path is short,
 //! idempotent, and answers 503 (not 401) when a dependency is down.
 
 pub mod descriptor;
@@ -12,33 +12,20 @@ pub mod descriptor;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use connect_auth::{Clock, InstallVerifier, KeyProvider, QshMode, SystemClock, extract_token};
-use http::{Method, StatusCode, header};
+use connect_auth::{Clock, InstallVerifier, KeyProvider, SystemClock, extract_token};
+use http::{StatusCode, header};
 use serde_json::Value;
 use understudy_domain::{ClientKey, InstallOutcome, Tenant, TenantState, TenantStore, TokenCache};
 use understudy_web::request::empty;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
+use understudy_web::routes::{self, Function};
+use understudy_web::{
+    Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
+};
 
-/// Every environment variable this function reads; template.yaml sets exactly these (checked by
-/// `tests/deployment`).
-///
-/// - `understudy_web::AppConfig`: `APP_KEY`, `APP_BASE_URL`, `INSTALL_AUDIENCES` (optional),
-///   `CONNECT_KEYS_URL` (optional), `ALLOWED_TENANT_HOSTS`;
-/// - `understudy_store::deployed_store_from_env`: `TABLE_NAME`, `KMS_KEY_ID`;
-/// - `understudy_web::telemetry`: `RUST_LOG`.
-///
-/// Variables that the AWS SDK and the Lambda runtime read (`AWS_REGION`, credentials,
-/// `AWS_LAMBDA_RUNTIME_API`, …) are Lambda's own and not listed.
-pub const ENV_VARS: &[&str] = &[
-    "APP_KEY",
-    "APP_BASE_URL",
-    "INSTALL_AUDIENCES",
-    "CONNECT_KEYS_URL",
-    "ALLOWED_TENANT_HOSTS",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "RUST_LOG",
-];
+/// The lifecycle function's settings on Lambda, read once at its cold start
+/// ([`understudy_web::lambda::start`]): the shared [`AppConfig`] and the store's. What it reads is
+/// what `tests/deployment` checks template.yaml against.
+pub type LifecycleConfig = understudy_web::lambda::DeployedConfig;
 
 /// Install payloads are a few KiB; anything much larger is not from Confluence.
 pub const MAX_LIFECYCLE_BODY: usize = 64 * 1024;
@@ -49,7 +36,7 @@ pub struct Lifecycle<S: ?Sized, K, C = SystemClock> {
     config: AppConfig,
     store: Arc<S>,
     installs: InstallVerifier<K, C>,
-    requests: TenantAuth<C>,
+    requests: ConnectAuthenticator<S, C>,
     clock: C,
     descriptor: Bytes,
 }
@@ -69,7 +56,7 @@ where
     ) -> Result<Self, serde_json::Error> {
         let descriptor = Bytes::from(descriptor::render(&config)?.to_string());
         let installs = InstallVerifier::with_clock(keys, &config.install_audiences, clock.clone());
-        let requests = TenantAuth::new(clock.clone(), config.base_path());
+        let requests = ConnectAuthenticator::new(store.clone(), clock.clone(), config.base_path());
         Ok(Self {
             config,
             store,
@@ -87,24 +74,15 @@ where
 
     /// Answers one request; never panics, whatever the caller sends.
     pub async fn handle(&self, request: ApiRequest) -> ApiResponse {
-        let result = match (
-            request.method.clone(),
-            request.relative_path(self.config.base_path()),
-        ) {
-            (Method::GET, "/atlassian-connect.json") => Ok(self.serve_descriptor()),
-            (Method::POST, "/installed") => self.installed(&request).await,
-            (Method::POST, "/uninstalled") => self.uninstalled(&request).await,
-            (Method::POST, "/enabled") => self.set_state(&request, TenantState::Enabled).await,
-            (Method::POST, "/disabled") => self.set_state(&request, TenantState::Disabled).await,
-            (
-                _,
-                "/atlassian-connect.json"
-                | "/installed"
-                | "/uninstalled"
-                | "/enabled"
-                | "/disabled",
-            ) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
+        let path = request.relative_path(self.config.base_path());
+        let result = match routes::resolve(Function::Lifecycle, &request.method, path) {
+            Ok(routes::DESCRIPTOR) => Ok(self.serve_descriptor()),
+            Ok(routes::INSTALLED) => self.installed(&request).await,
+            Ok(routes::UNINSTALLED) => self.uninstalled(&request).await,
+            Ok(routes::ENABLED) => self.set_state(&request, TenantState::Enabled).await,
+            Ok(routes::DISABLED) => self.set_state(&request, TenantState::Disabled).await,
+            Ok(_) => Err(ApiError::NotFound),
+            Err(err) => Err(err),
         };
         understudy_web::error::respond(result, &self.config.app_key)
     }
@@ -128,6 +106,7 @@ where
         Ok(claims.iss)
     }
 
+    #[tracing::instrument(skip_all, fields(callback = "installed"))]
     async fn installed(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         let issuer = self.verify_signed(request).await?;
@@ -191,6 +170,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(callback = "uninstalled"))]
     async fn uninstalled(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         let issuer = self.verify_signed(request).await?;
@@ -204,6 +184,7 @@ where
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
+    #[tracing::instrument(skip_all, fields(state = state.as_str(), client_key = tracing::field::Empty))]
     async fn set_state(
         &self,
         request: &ApiRequest,
@@ -211,16 +192,18 @@ where
     ) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_LIFECYCLE_BODY)?;
         // Lifecycle routes never accept context tokens (CVE-2021-26073).
-        let verified = self
+        let caller = self
             .requests
-            .verify(&*self.store, request, QshMode::Computed)
+            .authenticate(request, Accept::RequestToken)
             .await?;
         let now = self.clock.now_unix();
         let payload = parse_payload(body, "the lifecycle payload")?;
         if payload.get("clientKey").is_some() {
-            require_issuer_is_client_key(&verified.claims.iss, &payload)?;
+            // The token's issuer is the tenant it verified with.
+            require_issuer_is_client_key(caller.tenant.client_key.as_str(), &payload)?;
         }
-        let client_key = verified.tenant.client_key;
+        let client_key = caller.tenant.client_key;
+        tracing::Span::current().record("client_key", client_key.as_str());
         if !self.store.set_state(&client_key, state, now).await? {
             // Uninstalled between the lookup and now.
             return Err(ApiError::Unauthorized("tenant is not installed".into()));

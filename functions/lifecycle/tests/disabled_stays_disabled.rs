@@ -10,54 +10,22 @@
 
 use std::sync::Arc;
 
-use connect_auth::{
-    ExposeSecret, FixedClock, InMemoryKeys, RequestParts, SecretString, sign_hs256,
-};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use connect_auth::{ExposeSecret, FixedClock, InMemoryKeys};
 use serde_json::{Value, json};
+use test_support::install::{install_keys, install_token};
+use test_support::lambda::api_gateway_request;
+use test_support::{ConnectToken, NOW, app_env, install_payload};
 use understudy_domain::{ClientKey, MemoryStore, TenantState, TenantStore, TokenCache};
 use understudy_lifecycle::Lifecycle;
 use understudy_store::EmbeddedStore;
 use understudy_web::lambda::to_api_request;
 use understudy_web::{ApiResponse, AppConfig};
 
-const NOW: i64 = 1_780_000_000;
-const APP: &str = "https://understudy.example.com";
-const PRIVATE_PEM: &[u8] =
-    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.private.pem");
-const PUBLIC_PEM: &[u8] =
-    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.public.pem");
 const CLIENT: &str = "0d5e2a8c-6f3b-4c1d-9e7a-2b3c4d5e6f70";
 
 fn app<S: TenantStore + TokenCache>(store: Arc<S>) -> Lifecycle<S, InMemoryKeys, FixedClock> {
-    let config = AppConfig::from_lookup(|name| match name {
-        "APP_BASE_URL" => Some(APP.to_owned()),
-        "APP_KEY" => Some("understudy".to_owned()),
-        _ => None,
-    })
-    .unwrap();
-    let keys = InMemoryKeys::new();
-    keys.insert_pem("install-kid-1", PUBLIC_PEM).unwrap();
-    Lifecycle::new(config, store, keys, FixedClock(NOW)).unwrap()
-}
-
-/// An API Gateway HTTP API v2 event, as Lambda delivers it.
-fn event(path: &str, authorization: &str, body: &str) -> lambda_http::Request {
-    let event = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"host": "understudy.example.com", "content-type": "application/json",
-                    "user-agent": "Atlassian Connect/1.0", "authorization": authorization},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "api1", "domainName": "understudy.example.com",
-            "domainPrefix": "understudy",
-            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "192.0.2.1", "userAgent": "Atlassian Connect/1.0"},
-            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
-            "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 1_780_000_000_000_i64
-        },
-        "body": body, "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    let config = AppConfig::from_lookup(app_env).unwrap();
+    Lifecycle::new(config, store, install_keys(), FixedClock(NOW)).unwrap()
 }
 
 /// `installed` signed RS256 by "Atlassian" (the test key), carrying `secret`.
@@ -65,25 +33,13 @@ async fn install<S: TenantStore + TokenCache>(
     app: &Lifecycle<S, InMemoryKeys, FixedClock>,
     secret: &str,
 ) -> ApiResponse {
-    let claims = json!({"iss": CLIENT, "aud": [APP], "iat": NOW, "exp": NOW + 180,
-                        "qsh": RequestParts::new("POST", "/installed", "").qsh()});
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("install-kid-1".into());
-    let token = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(PRIVATE_PEM).unwrap(),
-    )
-    .unwrap();
-    let body = json!({
-        "key": "understudy", "clientKey": CLIENT, "sharedSecret": secret,
-        "baseUrl": "https://acme.atlassian.net/wiki", "productType": "confluence",
-        "eventType": "installed", "oauthClientId": "oauth-client-1"
-    });
-    app.handle(to_api_request(event(
+    let token = install_token(CLIENT, "/installed", NOW);
+    app.handle(to_api_request(api_gateway_request(
+        "POST",
         "/installed",
-        &format!("JWT {token}"),
-        &body.to_string(),
+        "",
+        Some(&format!("JWT {token}")),
+        &install_payload(CLIENT, secret).to_string(),
     )))
     .await
 }
@@ -95,13 +51,13 @@ async fn lifecycle_event<S: TenantStore + TokenCache>(
     secret: &str,
 ) -> ApiResponse {
     let path = format!("/{event_type}");
-    let claims = json!({"iss": CLIENT, "iat": NOW, "exp": NOW + 180,
-                        "qsh": RequestParts::new("POST", &path, "").qsh()});
-    let token = sign_hs256(&claims, &SecretString::from(secret)).unwrap();
+    let auth = ConnectToken::for_post(CLIENT, &path, NOW).header(secret);
     let body = json!({"clientKey": CLIENT, "key": "understudy", "eventType": event_type});
-    app.handle(to_api_request(event(
+    app.handle(to_api_request(api_gateway_request(
+        "POST",
         &path,
-        &format!("JWT {token}"),
+        "",
+        Some(&auth),
         &body.to_string(),
     )))
     .await

@@ -10,11 +10,15 @@
 use std::sync::Arc;
 
 use connect_auth::{
-    CachingKeyProvider, FixedClock, HttpKeyProvider, InMemoryKeys, KeyProvider, RequestParts,
-    SecretString, sign_hs256,
+    CachingKeyProvider, FixedClock, HttpKeyProvider, InMemoryKeys, KeyProvider, SecretString,
+    sign_hs256,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use test_support::install::{
+    INSTALL_KID, INSTALL_PRIVATE_PEM, install_claims, install_keys, install_token, rs256,
+};
+use test_support::lambda::api_gateway_request;
+use test_support::{APP_BASE_URL as APP, ConnectToken, NOW, app_env, closed_port, install_payload};
 use understudy_domain::{
     AccountId, CachedToken, ClientKey, MemoryStore, TenantState, TenantStore, TokenCache,
     TokenCacheKey,
@@ -23,27 +27,10 @@ use understudy_lifecycle::Lifecycle;
 use understudy_web::lambda::to_api_request;
 use understudy_web::{ApiResponse, AppConfig};
 
-const NOW: i64 = 1_780_000_000;
-const APP: &str = "https://understudy.example.com";
-const PRIVATE_PEM: &[u8] =
-    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.private.pem");
-const PUBLIC_PEM: &[u8] =
-    include_bytes!("../../../shared/connect-auth/tests/fixtures/test-install-key.public.pem");
 const CLIENT: &str = "7c3a1a66-4b1d-4f5e-9a57-1b2c3d4e5f60";
 
 fn config() -> AppConfig {
-    AppConfig::from_lookup(|name| match name {
-        "APP_BASE_URL" => Some(APP.to_owned()),
-        "APP_KEY" => Some("understudy".to_owned()),
-        _ => None,
-    })
-    .unwrap()
-}
-
-fn keys() -> InMemoryKeys {
-    let keys = InMemoryKeys::new();
-    keys.insert_pem("install-kid-1", PUBLIC_PEM).unwrap();
-    keys
+    AppConfig::from_lookup(app_env).unwrap()
 }
 
 type App<K> = Lifecycle<MemoryStore, K, FixedClock>;
@@ -51,66 +38,14 @@ type App<K> = Lifecycle<MemoryStore, K, FixedClock>;
 fn app() -> (App<InMemoryKeys>, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     (
-        Lifecycle::new(config(), store.clone(), keys(), FixedClock(NOW)).unwrap(),
+        Lifecycle::new(config(), store.clone(), install_keys(), FixedClock(NOW)).unwrap(),
         store,
     )
 }
 
-/// An API Gateway HTTP API v2 event, as Lambda delivers it.
-fn event(
-    method: &str,
-    path: &str,
-    query: &str,
-    authorization: Option<&str>,
-    body: &str,
-) -> lambda_http::Request {
-    let mut headers = json!({"host": "understudy.example.com", "content-type": "application/json",
-                             "user-agent": "Atlassian Connect/1.0"});
-    if let Some(auth) = authorization {
-        headers["authorization"] = json!(auth);
-    }
-    let event = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "api1", "domainName": "understudy.example.com",
-            "domainPrefix": "understudy",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1",
-                     "userAgent": "Atlassian Connect/1.0"},
-            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
-            "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 1_780_000_000_000_i64
-        },
-        "body": body, "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).unwrap()
-}
-
-fn install_payload(secret: &str) -> Value {
-    json!({
-        "key": "understudy", "clientKey": CLIENT, "sharedSecret": secret,
-        "baseUrl": "https://acme.atlassian.net/wiki", "displayUrl": "https://wiki.acme.com",
-        "productType": "confluence", "description": "Atlassian Confluence at https://acme.atlassian.net/wiki",
-        "serviceEntitlementNumber": "SEN-1", "eventType": "installed", "oauthClientId": "oauth-client-1",
-        "cloudId": "cloud-1", "futureField": {"kept": true}
-    })
-}
-
-fn install_claims(path: &str) -> Value {
-    json!({"iss": CLIENT, "aud": [APP], "iat": NOW, "exp": NOW + 180,
-           "qsh": RequestParts::new("POST", path, "").qsh()})
-}
-
-fn rs256(kid: Option<&str>, claims: &Value, pem: &[u8]) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem).unwrap()).unwrap()
-}
-
+/// `installed` signed by "Atlassian" (the test install key) for `path`.
 fn signed(path: &str) -> String {
-    format!(
-        "JWT {}",
-        rs256(Some("install-kid-1"), &install_claims(path), PRIVATE_PEM)
-    )
+    format!("JWT {}", install_token(CLIENT, path, NOW))
 }
 
 async fn send<K: KeyProvider>(
@@ -120,8 +55,10 @@ async fn send<K: KeyProvider>(
     auth: Option<&str>,
     body: &str,
 ) -> ApiResponse {
-    app.handle(to_api_request(event(method, path, "", auth, body)))
-        .await
+    app.handle(to_api_request(api_gateway_request(
+        method, path, "", auth, body,
+    )))
+    .await
 }
 
 fn body(response: &ApiResponse) -> Value {
@@ -132,15 +69,52 @@ fn client() -> ClientKey {
     ClientKey::parse(CLIENT).unwrap()
 }
 
-async fn install<K: KeyProvider>(app: &App<K>, secret: &str) -> ApiResponse {
+async fn state(store: &MemoryStore) -> TenantState {
+    store
+        .get_tenant(&client(), NOW)
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+}
+
+/// A lifecycle callback to `path` signed by the tenant with `secret`, as Confluence signs it.
+async fn callback<K: KeyProvider>(
+    app: &App<K>,
+    path: &str,
+    secret: &str,
+    body: &str,
+) -> ApiResponse {
+    let auth = ConnectToken::for_post(CLIENT, path, NOW).header(secret);
+    send(app, "POST", path, Some(&auth), body).await
+}
+
+/// `POST /installed` of `body` with `Authorization: JWT <token>`.
+async fn post_installed<K: KeyProvider>(app: &App<K>, token: &str, body: &str) -> ApiResponse {
+    send(
+        app,
+        "POST",
+        "/installed",
+        Some(&format!("JWT {token}")),
+        body,
+    )
+    .await
+}
+
+/// `installed` of `payload`, signed by "Atlassian".
+async fn signed_install<K: KeyProvider>(app: &App<K>, payload: &Value) -> ApiResponse {
     send(
         app,
         "POST",
         "/installed",
         Some(&signed("/installed")),
-        &install_payload(secret).to_string(),
+        &payload.to_string(),
     )
     .await
+}
+
+async fn install<K: KeyProvider>(app: &App<K>, secret: &str) -> ApiResponse {
+    signed_install(app, &install_payload(CLIENT, secret)).await
 }
 
 fn assert_refused(response: &ApiResponse, status: u16) {
@@ -183,7 +157,10 @@ async fn a_signed_install_stores_the_tenant_with_its_whole_payload_but_not_the_s
     assert_eq!(tenant.base_url, "https://acme.atlassian.net/wiki");
     assert_eq!(tenant.oauth_client_id.as_deref(), Some("oauth-client-1"));
     assert_eq!(tenant.state, TenantState::Installed);
-    assert_eq!(tenant.install_payload["futureField"], json!({"kept": true}));
+    assert_eq!(
+        tenant.install_payload["futureField"],
+        json!({"kept": [1, 2, 3]})
+    );
     assert!(!tenant.install_payload.to_string().contains("secret-1"));
     assert_eq!(
         connect_auth::ExposeSecret::expose_secret(&tenant.shared_secret),
@@ -212,16 +189,9 @@ async fn a_reinstall_by_atlassian_rotates_the_secret_and_drops_cached_tokens() {
     };
     store.put_token(&client(), &key, &token).await.unwrap();
 
-    let mut payload = install_payload("secret-2");
+    let mut payload = install_payload(CLIENT, "secret-2");
     payload["baseUrl"] = json!("https://acme-renamed.atlassian.net/wiki");
-    let r = send(
-        &app,
-        "POST",
-        "/installed",
-        Some(&signed("/installed")),
-        &payload.to_string(),
-    )
-    .await;
+    let r = signed_install(&app, &payload).await;
     assert_eq!(r.status(), 204);
     let tenant = store.get_tenant(&client(), NOW).await.unwrap().unwrap();
     assert_eq!(
@@ -241,7 +211,7 @@ async fn a_reinstall_by_atlassian_rotates_the_secret_and_drops_cached_tokens() {
 #[tokio::test]
 async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored() {
     let (app, store) = app();
-    let body = install_payload("evil").to_string();
+    let body = install_payload(CLIENT, "evil").to_string();
 
     // Another key, with Atlassian's kid: a forged signature, e.g. a reinstall attempt for an
     // existing clientKey by someone else.
@@ -257,46 +227,29 @@ async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored(
         .unwrap()
         .stdout;
     let forged = rs256(
-        Some("install-kid-1"),
-        &install_claims("/installed"),
+        Some(INSTALL_KID),
+        &install_claims(CLIENT, "/installed", NOW),
         &forged_key,
     );
-    let r = send(
-        &app,
-        "POST",
-        "/installed",
-        Some(&format!("JWT {forged}")),
-        &body,
-    )
-    .await;
+    let r = post_installed(&app, &forged, &body).await;
     assert_refused_because(&r, 401, connect_auth::UNVERIFIABLE_MESSAGE);
 
     // HS256 with the secret the body itself carries.
-    let hs = sign_hs256(&install_claims("/installed"), &SecretString::from("evil")).unwrap();
-    let r = send(
-        &app,
-        "POST",
-        "/installed",
-        Some(&format!("JWT {hs}")),
-        &body,
+    let hs = sign_hs256(
+        &install_claims(CLIENT, "/installed", NOW),
+        &SecretString::from("evil"),
     )
-    .await;
+    .unwrap();
+    let r = post_installed(&app, &hs, &body).await;
     assert_refused_because(&r, 401, "algorithm");
 
     // alg none.
     let none = format!(
         "{}.{}.",
         base64_url(&json!({"alg": "none", "kid": "install-kid-1"})),
-        base64_url(&install_claims("/installed"))
+        base64_url(&install_claims(CLIENT, "/installed", NOW))
     );
-    let r = send(
-        &app,
-        "POST",
-        "/installed",
-        Some(&format!("JWT {none}")),
-        &body,
-    )
-    .await;
+    let r = post_installed(&app, &none, &body).await;
     assert_refused_because(&r, 401, "algorithm");
 
     // Unknown kid, and kids that try to leave the key server's path.
@@ -306,28 +259,25 @@ async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored(
         ("https://evil.example/key", "kid"),
         ("a/../../b", "kid"),
     ] {
-        let token = rs256(Some(kid), &install_claims("/installed"), PRIVATE_PEM);
-        let r = send(
-            &app,
-            "POST",
-            "/installed",
-            Some(&format!("JWT {token}")),
-            &body,
-        )
-        .await;
+        let token = rs256(
+            Some(kid),
+            &install_claims(CLIENT, "/installed", NOW),
+            INSTALL_PRIVATE_PEM,
+        );
+        let r = post_installed(&app, &token, &body).await;
         assert_refused_because(&r, 401, reason);
     }
 
     // Wrong audience, expired, qsh of another route.
-    let mut c = install_claims("/installed");
+    let mut c = install_claims(CLIENT, "/installed", NOW);
     c["aud"] = json!(["https://someone-else.example.com"]);
-    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
-    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    let t = rs256(Some(INSTALL_KID), &c, INSTALL_PRIVATE_PEM);
+    let r = post_installed(&app, &t, &body).await;
     assert_refused_because(&r, 401, "audience");
-    let mut c = install_claims("/installed");
+    let mut c = install_claims(CLIENT, "/installed", NOW);
     c["exp"] = json!(NOW - 100);
-    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
-    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    let t = rs256(Some(INSTALL_KID), &c, INSTALL_PRIVATE_PEM);
+    let r = post_installed(&app, &t, &body).await;
     assert_refused_because(&r, 401, "expired");
     let t = signed("/uninstalled");
     assert_refused_because(
@@ -337,10 +287,10 @@ async fn installs_that_atlassian_did_not_sign_are_refused_and_nothing_is_stored(
     );
 
     // Signed for another clientKey than the body's.
-    let mut c = install_claims("/installed");
+    let mut c = install_claims(CLIENT, "/installed", NOW);
     c["iss"] = json!("another-client");
-    let t = rs256(Some("install-kid-1"), &c, PRIVATE_PEM);
-    let r = send(&app, "POST", "/installed", Some(&format!("JWT {t}")), &body).await;
+    let t = rs256(Some(INSTALL_KID), &c, INSTALL_PRIVATE_PEM);
+    let r = post_installed(&app, &t, &body).await;
     assert_refused_because(&r, 401, "issuer");
 
     // No token at all.
@@ -375,16 +325,9 @@ async fn a_site_outside_the_allowed_hosts_cannot_install() {
         "http://acme.atlassian.net/wiki",
         "https://127.0.0.1/wiki",
     ] {
-        let mut payload = install_payload("s");
+        let mut payload = install_payload(CLIENT, "s");
         payload["baseUrl"] = json!(base);
-        let r = send(
-            &app,
-            "POST",
-            "/installed",
-            Some(&signed("/installed")),
-            &payload.to_string(),
-        )
-        .await;
+        let r = signed_install(&app, &payload).await;
         assert_refused_because(&r, 403, "install refused");
     }
     assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
@@ -397,12 +340,12 @@ async fn bad_install_bodies_get_a_clear_400_or_413() {
     let r = send(&app, "POST", "/installed", Some(&auth), "{not json").await;
     assert_refused(&r, 400);
     assert!(body(&r)["error"].as_str().unwrap().contains("JSON"));
-    let mut p = install_payload("s");
+    let mut p = install_payload(CLIENT, "s");
     p.as_object_mut().unwrap().remove("sharedSecret");
     let r = send(&app, "POST", "/installed", Some(&auth), &p.to_string()).await;
     assert_refused(&r, 400);
     assert!(body(&r)["error"].as_str().unwrap().contains("sharedSecret"));
-    let mut p = install_payload("s");
+    let mut p = install_payload(CLIENT, "s");
     p["productType"] = json!("jira");
     assert_refused(
         &send(&app, "POST", "/installed", Some(&auth), &p.to_string()).await,
@@ -418,11 +361,7 @@ async fn bad_install_bodies_get_a_clear_400_or_413() {
 
 #[tokio::test]
 async fn a_key_server_that_is_down_gives_503_and_stores_nothing() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let keys = CachingKeyProvider::new(
         HttpKeyProvider::configured(
             HttpKeyProvider::default_client().unwrap(),
@@ -437,15 +376,6 @@ async fn a_key_server_that_is_down_gives_503_and_stores_nothing() {
     assert!(store.get_tenant(&client(), NOW).await.unwrap().is_none());
 }
 
-fn hs256(path: &str, secret: &str, qsh: Option<&str>) -> String {
-    let qsh = qsh.map_or_else(|| RequestParts::new("POST", path, "").qsh(), str::to_owned);
-    let claims = json!({"iss": CLIENT, "iat": NOW, "exp": NOW + 180, "qsh": qsh});
-    format!(
-        "JWT {}",
-        sign_hs256(&claims, &SecretString::from(secret)).unwrap()
-    )
-}
-
 #[tokio::test]
 async fn enabled_and_disabled_flip_the_state_with_the_stored_secret_only() {
     let (app, store) = app();
@@ -453,56 +383,16 @@ async fn enabled_and_disabled_flip_the_state_with_the_stored_secret_only() {
     let body =
         json!({"clientKey": CLIENT, "key": "understudy", "eventType": "disabled"}).to_string();
 
-    let r = send(
-        &app,
-        "POST",
-        "/disabled",
-        Some(&hs256("/disabled", "secret-1", None)),
-        &body,
-    )
-    .await;
+    let r = callback(&app, "/disabled", "secret-1", &body).await;
     assert_eq!(r.status(), 204);
-    assert_eq!(
-        store
-            .get_tenant(&client(), NOW)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        TenantState::Disabled
-    );
-    let r = send(
-        &app,
-        "POST",
-        "/enabled",
-        Some(&hs256("/enabled", "secret-1", None)),
-        &body,
-    )
-    .await;
+    assert_eq!(state(&store).await, TenantState::Disabled);
+    let r = callback(&app, "/enabled", "secret-1", &body).await;
     assert_eq!(r.status(), 204);
-    assert_eq!(
-        store
-            .get_tenant(&client(), NOW)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        TenantState::Enabled
-    );
+    assert_eq!(state(&store).await, TenantState::Enabled);
 
-    assert_refused(
-        &send(
-            &app,
-            "POST",
-            "/disabled",
-            Some(&hs256("/disabled", "wrong", None)),
-            &body,
-        )
-        .await,
-        401,
-    );
+    assert_refused(&callback(&app, "/disabled", "wrong", &body).await, 401);
     // A context token is never accepted on a lifecycle route.
-    let context = hs256("/disabled", "secret-1", Some("context-qsh"));
+    let context = ConnectToken::with_qsh(CLIENT, "context-qsh", NOW).header("secret-1");
     assert_refused_because(
         &send(&app, "POST", "/disabled", Some(&context), &body).await,
         401,
@@ -510,26 +400,8 @@ async fn enabled_and_disabled_flip_the_state_with_the_stored_secret_only() {
     );
     // Signed by the tenant, but speaking for another.
     let other = json!({"clientKey": "someone-else"}).to_string();
-    assert_refused(
-        &send(
-            &app,
-            "POST",
-            "/disabled",
-            Some(&hs256("/disabled", "secret-1", None)),
-            &other,
-        )
-        .await,
-        401,
-    );
-    assert_eq!(
-        store
-            .get_tenant(&client(), NOW)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        TenantState::Enabled
-    );
+    assert_refused(&callback(&app, "/disabled", "secret-1", &other).await, 401);
+    assert_eq!(state(&store).await, TenantState::Enabled);
 }
 
 #[tokio::test]
@@ -553,27 +425,12 @@ async fn after_uninstall_requests_signed_with_the_old_secret_are_refused() {
         TenantState::Uninstalled,
         "kept for site imports"
     );
-    let r = send(
-        &app,
-        "POST",
-        "/enabled",
-        Some(&hs256("/enabled", "secret-1", None)),
-        &body,
-    )
-    .await;
+    let r = callback(&app, "/enabled", "secret-1", &body).await;
     assert_refused_because(&r, 401, connect_auth::UNVERIFIABLE_MESSAGE);
 
     // A later install by Atlassian brings it back.
     assert_eq!(install(&app, "secret-3").await.status(), 204);
-    assert_eq!(
-        store
-            .get_tenant(&client(), NOW)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        TenantState::Installed
-    );
+    assert_eq!(state(&store).await, TenantState::Installed);
 }
 
 #[tokio::test]
@@ -613,7 +470,7 @@ async fn refusals_say_what_was_wrong_without_repeating_the_body() {
     let auth = signed("/installed");
     let evil = "evil\nINFO forged line";
     let with = |name: &str, value: Value| {
-        let mut p = install_payload("s");
+        let mut p = install_payload(CLIENT, "s");
         p[evil] = json!("MARKER-1");
         p[name] = value;
         p.to_string()
@@ -656,14 +513,7 @@ async fn refusals_say_what_was_wrong_without_repeating_the_body() {
         "{\"evil\\nINFO forged line\": MARKER}".to_owned(),
         json!({"clientKey": ["MARKER"], "evil\nINFO forged line": 1}).to_string(),
     ] {
-        let r = send(
-            &app,
-            "POST",
-            "/disabled",
-            Some(&hs256("/disabled", "secret-1", None)),
-            &body,
-        )
-        .await;
+        let r = callback(&app, "/disabled", "secret-1", &body).await;
         assert_refused_in_own_words(&r, 400, &body);
     }
 }

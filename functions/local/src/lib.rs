@@ -5,7 +5,6 @@
 //! API); only the transport differs (axum here, API Gateway there), and the edit worker is fed by
 //! the local queue instead of SQS.
 
-pub mod demo;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -26,6 +25,7 @@ use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
 use understudy_lifecycle::Lifecycle;
 use understudy_queue::LocalQueue;
 use understudy_store::EmbeddedStore;
+use understudy_web::routes::{self, Function};
 use understudy_web::{ApiError, ApiRequest, AppConfig};
 use understudy_webhooks::{Rules, Webhooks};
 
@@ -319,13 +319,12 @@ async fn dispatch(State(services): State<Arc<Services>>, request: Request) -> Re
         }
     };
     let request = ApiRequest::from_http(http::Request::from_parts(parts, body));
-    let path = request.relative_path(&services.base_path);
-    let response = if path.starts_with("/webhooks/") {
-        services.webhooks.handle(request).await
-    } else if path.starts_with("/api/") || path.starts_with("/ui/") {
-        services.api.handle(request).await
-    } else {
-        services.lifecycle.handle(request).await
+    // The function that owns the path in the one route table, as API Gateway routes it on AWS.
+    let response = match routes::owner(request.relative_path(&services.base_path)) {
+        Some(Function::Lifecycle) => services.lifecycle.handle(request).await,
+        Some(Function::Webhooks) => services.webhooks.handle(request).await,
+        Some(Function::EditApi) => services.api.handle(request).await,
+        None => ApiError::NotFound.into_response(&services.app_key),
     };
     to_axum(response)
 }

@@ -1,7 +1,8 @@
 //! `understudy`: the whole app on 127.0.0.1, no AWS needed.
 //!
-//! `cargo run --release --bin understudy` serves every route; `-- demo` plays the whole story
-//! against the Confluence simulator.
+//! `cargo run --release --bin understudy` serves every route. The demo, which plays the whole story
+//! against the Confluence simulator, is its own binary (`cargo run --release --bin understudy-demo`),
+//! so that this one never links the simulator.
 
 use std::process::ExitCode;
 
@@ -63,7 +64,9 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None => serve().await,
-        Some("demo") => understudy::demo::run().await.map(|story| print!("{story}")),
+        Some("demo") => {
+            Err("the demo is its own binary: cargo run --release --bin understudy-demo".to_owned())
+        }
         Some(other) => Err(format!(
             "unknown command `{other}` (run with no arguments to serve)"
         )),

@@ -8,33 +8,50 @@
 
 pub mod payload;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use connect_auth::{Clock, QshMode, SystemClock};
-use http::{Method, StatusCode};
+use connect_auth::{Clock, SystemClock};
+use http::StatusCode;
 use sha2::{Digest, Sha256};
 use understudy_domain::{SettingsStore, Tenant, TenantState, TenantStore};
 use understudy_queue::{EditJobMessage, Enqueued, IntakeError, JobIntake};
+use understudy_web::env::{Env, FromEnv};
+use understudy_web::lambda::DeployedConfig;
 use understudy_web::request::empty;
-use understudy_web::{ApiError, ApiRequest, ApiResponse, AppConfig, TenantAuth};
+use understudy_web::routes::{self, Function};
+use understudy_web::{
+    Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
+};
 
 pub use payload::PageEvent;
 pub use understudy_core::{Decision, Rules, RulesError, Subject, WebhookEvent};
 
-/// Every environment variable this function reads (template.yaml sets exactly these).
-pub const ENV_VARS: &[&str] = &[
-    "APP_KEY",
-    "APP_BASE_URL",
-    "INSTALL_AUDIENCES",
-    "CONNECT_KEYS_URL",
-    "ALLOWED_TENANT_HOSTS",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "EDIT_QUEUE_URL",
-    "EDIT_RULES",
-    "RUST_LOG",
-];
+/// The webhook function's settings on Lambda, read once at its cold start
+/// ([`understudy_web::lambda::start`]). What it reads is what `tests/deployment` checks
+/// template.yaml against.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// The shared settings and the store's.
+    pub deployed: DeployedConfig,
+    /// `EDIT_QUEUE_URL`: the SQS FIFO edit queue.
+    pub edit_queue_url: String,
+    /// `EDIT_RULES`: the deployment's edit rules, inline JSON or a file path (none when unset). An
+    /// invalid document stops the cold start with its reason: rules are never half-applied.
+    pub rules: Rules,
+}
+
+impl FromEnv for WebhooksConfig {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let deployed = DeployedConfig::read(env);
+        let edit_queue_url = env.required("EDIT_QUEUE_URL", |v| Ok(v.to_owned()));
+        let rules = env.check(Rules::from_env_value(env.get("EDIT_RULES").as_deref()));
+        Some(Self {
+            deployed: deployed?,
+            edit_queue_url: edit_queue_url?,
+            rules: rules?,
+        })
+    }
+}
 
 /// Page event bodies are a few KiB.
 pub const MAX_WEBHOOK_BODY: usize = 256 * 1024;
@@ -43,34 +60,104 @@ pub const MAX_WEBHOOK_BODY: usize = 256 * 1024;
 pub const MARK_TTL_SECONDS: i64 = 7 * 24 * 60 * 60;
 
 /// Compiled tenant rules, by a hash of the stored document, so a regular expression is compiled
-/// once per document and warm instance, not once per event.
-#[derive(Debug, Default)]
+/// once per document and warm instance, not once per event: at most [`RULE_CACHE_ENTRIES`]
+/// documents, each for [`RULE_CACHE_TTL_SECONDS`] from its parse; concurrent events with one
+/// document share one parse. Moka counts the expiry on the monotonic clock from when the rules are
+/// stored; every read also checks it against the function's injected clock (`now`).
+#[derive(Debug)]
 struct RuleCache {
-    by_document: Mutex<HashMap<[u8; 32], Arc<Rules>>>,
+    by_document: moka::future::Cache<[u8; 32], ParsedRules>,
 }
 
-const RULE_CACHE_ENTRIES: usize = 1_024;
+/// Rules documents one warm instance keeps compiled, at most.
+const RULE_CACHE_ENTRIES: u64 = 1_024;
+
+/// How long compiled rules are kept from their parse: an hour.
+const RULE_CACHE_TTL_SECONDS: i64 = 60 * 60;
+
+/// Compiled rules and until when (Unix seconds) they are kept.
+#[derive(Debug, Clone)]
+struct ParsedRules {
+    rules: Arc<Rules>,
+    until: i64,
+}
+
+impl Default for RuleCache {
+    fn default() -> Self {
+        Self::with_capacity(RULE_CACHE_ENTRIES)
+    }
+}
 
 impl RuleCache {
-    fn get_or_parse(&self, document: &serde_json::Value) -> Result<Arc<Rules>, RulesError> {
+    fn with_capacity(capacity: u64) -> Self {
+        let ttl = std::time::Duration::from_secs(RULE_CACHE_TTL_SECONDS.unsigned_abs());
+        Self {
+            by_document: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    async fn get_or_parse(
+        &self,
+        document: &serde_json::Value,
+        now: i64,
+    ) -> Result<Arc<Rules>, RulesError> {
         let text = document.to_string();
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if let Some(rules) = self
-            .by_document
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&digest).cloned())
-        {
-            return Ok(rules);
-        }
-        let rules = Arc::new(Rules::parse(&text)?);
-        if let Ok(mut cache) = self.by_document.lock() {
-            if cache.len() >= RULE_CACHE_ENTRIES {
-                cache.clear();
+        if let Some(parsed) = self.by_document.get(&digest).await {
+            if parsed.until > now {
+                return Ok(parsed.rules);
             }
-            cache.insert(digest, rules.clone());
+            self.by_document.invalidate(&digest).await;
         }
-        Ok(rules)
+        let parse = async {
+            Rules::parse(&text).map(|rules| ParsedRules {
+                rules: Arc::new(rules),
+                until: now.saturating_add(RULE_CACHE_TTL_SECONDS),
+            })
+        };
+        self.by_document
+            .try_get_with(digest, parse)
+            .await
+            .map(|parsed| parsed.rules)
+            .map_err(|err| (*err).clone())
+    }
+}
+
+#[cfg(test)]
+mod rule_cache_tests {
+    use super::*;
+
+    fn document(n: usize) -> serde_json::Value {
+        serde_json::json!({"rules": [{
+            "name": format!("rule {n}"),
+            "events": ["page_created"],
+            "edit": [{"append": "<p>x</p>"}],
+        }]})
+    }
+
+    #[tokio::test]
+    async fn compiled_rules_stay_within_their_bound_and_are_parsed_again_after_an_hour() {
+        let cache = RuleCache::with_capacity(3);
+        for n in 0..20 {
+            cache.get_or_parse(&document(n), 0).await.unwrap();
+        }
+        cache.by_document.run_pending_tasks().await;
+        assert_eq!(cache.by_document.entry_count(), 3);
+
+        let first = cache.get_or_parse(&document(99), 0).await.unwrap();
+        let again = cache.get_or_parse(&document(99), 3_599).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "kept within the hour");
+        let later = cache.get_or_parse(&document(99), 3_600).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &later), "parsed again after it");
+        assert!(
+            cache
+                .get_or_parse(&serde_json::json!([1]), 0)
+                .await
+                .is_err()
+        );
     }
 }
 
@@ -96,7 +183,7 @@ pub struct Webhooks<S: ?Sized, I: ?Sized, C = SystemClock> {
     default_rules: Arc<Rules>,
     store: Arc<S>,
     intake: Arc<I>,
-    auth: TenantAuth<C>,
+    auth: ConnectAuthenticator<S, C>,
     clock: C,
     tenant_rules: RuleCache,
 }
@@ -116,7 +203,7 @@ where
         intake: Arc<I>,
         clock: C,
     ) -> Self {
-        let auth = TenantAuth::new(clock.clone(), config.base_path());
+        let auth = ConnectAuthenticator::new(store.clone(), clock.clone(), config.base_path());
         Self {
             config,
             default_rules: Arc::new(default_rules),
@@ -131,18 +218,21 @@ where
     /// Answers one request; never panics, whatever the caller sends.
     pub async fn handle(&self, request: ApiRequest) -> ApiResponse {
         let path = request.relative_path(self.config.base_path());
-        let result = match (WebhookEvent::from_path(path), &request.method) {
-            (Some(event), &Method::POST) => self.accept(event, &request).await.map(|accepted| {
+        let route = routes::resolve(Function::Webhooks, &request.method, path);
+        // The route table names the webhook paths; the event is the path's own.
+        let result = match route.map(|route| WebhookEvent::from_path(route.path)) {
+            Ok(Some(event)) => self.accept(event, &request).await.map(|accepted| {
                 tracing::debug!(?accepted, "webhook answered");
                 empty(StatusCode::NO_CONTENT)
             }),
-            (Some(_), _) => Err(ApiError::MethodNotAllowed),
-            (None, _) => Err(ApiError::NotFound),
+            Ok(None) => Err(ApiError::NotFound),
+            Err(err) => Err(err),
         };
         understudy_web::error::respond(result, &self.config.app_key)
     }
 
     /// Verifies, decides and queues one event.
+    #[tracing::instrument(skip_all, fields(event = %event, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
     pub async fn accept(
         &self,
         event: WebhookEvent,
@@ -150,12 +240,13 @@ where
     ) -> Result<Accepted, ApiError> {
         let body = request.json_body(MAX_WEBHOOK_BODY)?;
         // Webhooks are request-bound: a context token is never accepted here.
-        let verified = self
+        let caller = self
             .auth
-            .verify(&*self.store, request, QshMode::Computed)
+            .authenticate(request, Accept::RequestToken)
             .await?;
         let now = self.clock.now_unix();
-        let tenant = verified.tenant;
+        let tenant = caller.tenant;
+        tracing::Span::current().record("client_key", tenant.client_key.as_str());
         let client_key = tenant.client_key.as_str();
         if tenant.state == TenantState::Disabled {
             tracing::info!(client_key, event = %event, "tenant disabled the app: event ignored");
@@ -163,6 +254,7 @@ where
         }
         let page = payload::parse(event, body)?;
         let page_id = page.page_id.as_str();
+        tracing::Span::current().record("page_id", page_id);
         let rules = match self.rules_for(&tenant, now).await? {
             Some(rules) => rules,
             None => return Ok(Accepted::InvalidTenantRules),
@@ -208,7 +300,11 @@ where
         let Some(settings) = self.store.get_settings(&tenant.client_key, now).await? else {
             return Ok(Some(self.default_rules.clone()));
         };
-        match self.tenant_rules.get_or_parse(&settings.document) {
+        match self
+            .tenant_rules
+            .get_or_parse(&settings.document, now)
+            .await
+        {
             Ok(rules) => Ok(Some(rules)),
             Err(err) => {
                 tracing::error!(client_key = tenant.client_key.as_str(), error = %err,
@@ -231,4 +327,24 @@ fn job_id(event: WebhookEvent, page: &PageEvent, body: &[u8]) -> String {
         ),
     };
     format!("{event}:{}:{when}", page.page_id.as_str())
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_names_one_route_per_event_and_no_other() {
+        let mut events: Vec<WebhookEvent> = routes::ROUTES
+            .iter()
+            .filter(|route| route.function == Function::Webhooks)
+            .map(|route| {
+                assert_eq!(route.method, "POST", "{route:?}");
+                WebhookEvent::from_path(route.path)
+                    .unwrap_or_else(|| panic!("{route:?} names no webhook event"))
+            })
+            .collect();
+        events.dedup();
+        assert_eq!(events, WebhookEvent::ALL);
+    }
 }

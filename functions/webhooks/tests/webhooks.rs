@@ -7,42 +7,26 @@
     clippy::panic
 )]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use connect_auth::{FixedClock, RequestParts, SecretString, sign_hs256};
+use connect_auth::FixedClock;
 use serde_json::{Value, json};
+use test_support::lambda::api_gateway_request;
+use test_support::queue::RecordingQueue;
+use test_support::{ConnectToken, NOW, app_env, tenant};
 use understudy_core::{RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{
-    ClientKey, MemoryStore, SettingsStore, Tenant, TenantSettings, TenantState, TenantStore,
+    ClientKey, MemoryStore, SettingsStore, TenantSettings, TenantState, TenantStore,
 };
-use understudy_queue::{EditJobMessage, EditQueue, MarkedQueue, QueueError};
+use understudy_queue::{EditJobMessage, MarkedQueue};
 use understudy_web::lambda::to_api_request;
 use understudy_web::{ApiResponse, AppConfig};
 use understudy_webhooks::{Rules, Webhooks};
 
-const NOW: i64 = 1_780_000_000;
 const RULES: &str = r#"{"restricted_pages": "grant", "rules": [
     {"name": "footer", "events": ["page_created", "page_updated"], "spaces": ["DOCS"], "title": "^Release",
      "edit": [{"append": "<p>Reviewed</p>"}]},
     {"name": "perms", "events": ["content_permissions_updated"], "edit": [{"prepend": "<p>Restricted</p>"}]}]}"#;
-
-#[derive(Default)]
-struct RecordingQueue {
-    jobs: Mutex<Vec<EditJobMessage>>,
-    down: Mutex<bool>,
-}
-
-#[async_trait]
-impl EditQueue for RecordingQueue {
-    async fn enqueue(&self, job: &EditJobMessage) -> Result<(), QueueError> {
-        if *self.down.lock().unwrap() {
-            return Err(QueueError::Unavailable("queue is down".into()));
-        }
-        self.jobs.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
 
 struct Fixture {
     app: Webhooks<MemoryStore, MarkedQueue<MemoryStore, RecordingQueue>, FixedClock>,
@@ -51,20 +35,15 @@ struct Fixture {
 }
 
 async fn install(store: &MemoryStore, client_key: &str, secret: &str) {
-    let payload = json!({"key": "understudy", "clientKey": client_key, "sharedSecret": secret,
-        "baseUrl": format!("https://{client_key}.atlassian.net/wiki"), "productType": "confluence",
-        "oauthClientId": "oauth-1"});
+    let base_url = format!("https://{client_key}.atlassian.net/wiki");
     store
-        .save_install(&Tenant::from_install_payload(payload, NOW).unwrap(), NOW)
+        .save_install(&tenant(client_key, secret, &base_url, NOW), NOW)
         .await
         .unwrap();
 }
 
 async fn fixture() -> Fixture {
-    let config = AppConfig::from_lookup(|name| {
-        (name == "APP_BASE_URL").then(|| "https://understudy.example.com".to_owned())
-    })
-    .unwrap();
+    let config = AppConfig::from_lookup(app_env).unwrap();
     let store = Arc::new(MemoryStore::new());
     install(&store, "tenant-a", "secret-a").await;
     install(&store, "tenant-b", "secret-b").await;
@@ -91,27 +70,18 @@ fn page_event(page_id: u64, title: &str, space: &str, version: u64) -> Value {
 }
 
 fn token(iss: &str, secret: &str, path: &str, qsh: Option<&str>) -> String {
-    let qsh = qsh.map_or_else(|| RequestParts::new("POST", path, "").qsh(), str::to_owned);
-    let claims = json!({"iss": iss, "sub": "557058:alice", "iat": NOW, "exp": NOW + 180, "qsh": qsh,
-                        "context": {}});
-    sign_hs256(&claims, &SecretString::from(secret)).unwrap()
+    let token = match qsh {
+        Some(qsh) => ConnectToken::with_qsh(iss, qsh, NOW),
+        None => ConnectToken::for_post(iss, path, NOW),
+    };
+    token
+        .user("557058:alice")
+        .claim("context", json!({}))
+        .sign(secret)
 }
 
 fn event(path: &str, authorization: Option<String>, body: &str) -> lambda_http::Request {
-    let mut headers = json!({"host": "understudy.example.com", "content-type": "application/json"});
-    if let Some(auth) = authorization {
-        headers["authorization"] = json!(auth);
-    }
-    let event = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"accountId": "1", "apiId": "a", "domainName": "understudy.example.com",
-            "domainPrefix": "understudy", "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
-            "sourceIp": "192.0.2.1", "userAgent": "Atlassian Connect"}, "requestId": "r", "routeKey": "$default",
-            "stage": "$default", "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 0},
-        "body": body, "isBase64Encoded": false
-    });
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    api_gateway_request("POST", path, "", authorization.as_deref(), body)
 }
 
 async fn deliver(f: &Fixture, path: &str, iss: &str, secret: &str, body: &Value) -> ApiResponse {
@@ -122,7 +92,7 @@ async fn deliver(f: &Fixture, path: &str, iss: &str, secret: &str, body: &Value)
 }
 
 fn jobs(f: &Fixture) -> Vec<EditJobMessage> {
-    f.queue.jobs.lock().unwrap().clone()
+    f.queue.jobs()
 }
 
 fn error_of(r: &ApiResponse) -> String {
@@ -341,11 +311,11 @@ async fn malformed_and_oversized_bodies_are_400_and_413() {
 async fn when_the_queue_is_down_the_answer_is_503_and_a_redelivery_is_not_a_duplicate() {
     let f = fixture().await;
     let body = page_event(42, "Release 1.0", "DOCS", 3);
-    *f.queue.down.lock().unwrap() = true;
+    f.queue.set_down(true);
     let r = deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body).await;
     assert_eq!(r.status(), 503);
     assert!(jobs(&f).is_empty());
-    *f.queue.down.lock().unwrap() = false;
+    f.queue.set_down(false);
     assert_eq!(
         deliver(&f, "/webhooks/page_updated", "tenant-a", "secret-a", &body)
             .await

@@ -36,7 +36,7 @@ pub struct Page {
     pub body: String,
 }
 
-/// A full replacement of a page's title and body (docs/protocol.md, "Page size").
+/// A full replacement of a page's title and body (docs/protocol.md §7, §12).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageUpdate<'a> {
     /// The page.

@@ -15,7 +15,7 @@ pub const MAX_OPERATIONS: usize = 50;
 
 /// Largest page body an edit may produce, counted as the body travels in the PUT: JSON-escaped
 /// ([`json_len`]). Confluence Cloud refuses requests over 5 MiB (5 242 880 bytes; see
-/// `docs/protocol.md`, "Page size"); the rest of the PUT (title, version, message) fits in the 16 KiB
+/// docs/protocol.md §12); the rest of the PUT (title, version, message) fits in the 16 KiB
 /// kept free.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024 - 16 * 1024;
 

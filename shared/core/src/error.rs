@@ -87,7 +87,7 @@ impl ConfluenceError {
     }
 
     /// True for the two answers a page or space restriction produces (404 cannot view, 403 cannot
-    /// edit); the edit engine decides by acting as a user (connect-protocol.md §7).
+    /// edit); the edit engine decides by acting as a user (docs/protocol.md §7).
     pub fn is_access_denied(&self) -> bool {
         matches!(self, Self::NotFound | Self::Forbidden)
     }
@@ -103,7 +103,7 @@ impl ConfluenceError {
     }
 }
 
-/// Why no access token could be had for a user (connect-protocol.md §6).
+/// Why no access token could be had for a user (docs/protocol.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {

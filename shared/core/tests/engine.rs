@@ -17,7 +17,7 @@ use serde_json::json;
 use understudy_core::{
     Actor, BlockedCause, Confluence, ConfluenceError, Edit, EditEngine, EditJob, EditMode,
     EditResult, EngineSettings, OperationRestriction, Page, PageUpdate, RestrictedPagePolicy,
-    RestrictionOperation, Restrictions, user_may_view_page,
+    RestrictionOperation, Restrictions, TokenError, user_may_view_page,
 };
 use understudy_domain::{
     AccountId, ActedAs, AuditLog, ClientKey, EditOutcome, EditStrategy, MemoryStore, PageId,
@@ -43,6 +43,11 @@ struct ModelPage {
     read: Vec<AccountId>,
     update: Vec<AccountId>,
     app_blocked_otherwise: bool,
+    /// An app access rule covers the page's space: nobody may view it through the app, the app's
+    /// own user or a user it acts as.
+    app_access_rule: bool,
+    /// Archived (not `current`): the app must never save it as current.
+    archived: bool,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +57,8 @@ struct Model {
     conflicts: u32,
     /// Every call, as `<operation> <actor>`.
     calls: Vec<String>,
+    /// Users the authorization server will not let the app act as (`invalid_grant`).
+    invalid_grant: Vec<AccountId>,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +82,7 @@ fn label(actor: Actor<'_>) -> String {
 
 impl ModelPage {
     fn can_view(&self, account: &AccountId) -> bool {
-        if self.app_blocked_otherwise && account.as_str() == APP {
+        if self.app_access_rule || self.app_blocked_otherwise && account.as_str() == APP {
             return false;
         }
         self.read.is_empty() || self.read.contains(account)
@@ -109,11 +116,21 @@ impl FakeConfluence {
     fn visible(
         &self,
         model: &mut Model,
+        tenant: &Tenant,
         op: &str,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<ModelPage, ConfluenceError> {
         model.calls.push(format!("{op} {}", label(actor)));
+        // Acting as a user needs a token first, as the HTTP client does.
+        if let Actor::User(user) = actor {
+            if tenant.oauth_client_id.is_none() {
+                return Err(ConfluenceError::Token(TokenError::NoActAsUser));
+            }
+            if model.invalid_grant.contains(user) {
+                return Err(ConfluenceError::Token(TokenError::InvalidGrant));
+            }
+        }
         match model.pages.get(page.as_str()) {
             Some(p) if p.can_view(&who(actor)) => Ok(p.clone()),
             _ => Err(ConfluenceError::NotFound),
@@ -125,15 +142,15 @@ impl FakeConfluence {
 impl Confluence for FakeConfluence {
     async fn get_page(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Page, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, "get", actor, page)?;
+        let p = self.visible(&mut model, tenant, "get", actor, page)?;
         Ok(Page {
             id: page.clone(),
-            status: "current".into(),
+            status: if p.archived { "archived" } else { "current" }.into(),
             title: p.title,
             space_id: None,
             version: p.version,
@@ -143,12 +160,12 @@ impl Confluence for FakeConfluence {
 
     async fn update_page(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         update: &PageUpdate<'_>,
     ) -> Result<u64, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, "put", actor, update.id)?;
+        let p = self.visible(&mut model, tenant, "put", actor, update.id)?;
         if !p.can_edit(&who(actor)) {
             return Err(ConfluenceError::Forbidden);
         }
@@ -172,12 +189,12 @@ impl Confluence for FakeConfluence {
 
     async fn get_restrictions(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Restrictions, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, "restrictions", actor, page)?;
+        let p = self.visible(&mut model, tenant, "restrictions", actor, page)?;
         let restriction = |users: &[AccountId]| OperationRestriction {
             users: users.to_vec(),
             groups: Vec::new(),
@@ -190,14 +207,14 @@ impl Confluence for FakeConfluence {
 
     async fn add_restriction_user(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         page: &PageId,
         operation: RestrictionOperation,
         added: &AccountId,
     ) -> Result<(), ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, "grant", actor, page)?;
+        let p = self.visible(&mut model, tenant, "grant", actor, page)?;
         // Changing restrictions needs edit permission on the page.
         if !p.can_edit(&who(actor)) {
             return Err(ConfluenceError::Forbidden);
@@ -213,24 +230,26 @@ impl Confluence for FakeConfluence {
 
     async fn can_view_page(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<bool, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        Ok(self.visible(&mut model, "view", actor, page).is_ok())
+        Ok(self
+            .visible(&mut model, tenant, "view", actor, page)
+            .is_ok())
     }
 
     async fn permission_check(
         &self,
-        _tenant: &Tenant,
+        tenant: &Tenant,
         actor: Actor<'_>,
         page: &PageId,
         subject: &AccountId,
         operation: RestrictionOperation,
     ) -> Result<bool, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let Ok(p) = self.visible(&mut model, "check", actor, page) else {
+        let Ok(p) = self.visible(&mut model, tenant, "check", actor, page) else {
             return Ok(false);
         };
         Ok(match operation {
@@ -328,16 +347,44 @@ impl World {
         page: &str,
         mode: EditMode,
     ) -> understudy_core::EditReport {
+        self.run_edit(tenant, page, &stamp(), mode).await
+    }
+
+    async fn run_edit(
+        &self,
+        tenant: &Tenant,
+        page: &str,
+        edit: &Edit,
+        mode: EditMode,
+    ) -> understudy_core::EditReport {
         let page_id = PageId::parse(page).unwrap();
         self.engine
             .execute(EditJob {
                 tenant,
                 page_id: &page_id,
-                edit: &stamp(),
+                edit,
                 mode: &mode,
                 job_id: "job",
             })
             .await
+    }
+
+    /// The stamp on page 1 of a tenant with `ACT_AS_USER`, the app first, then `policy` for `user`.
+    async fn on_page_1(
+        &self,
+        policy: RestrictedPagePolicy,
+        user: Option<&str>,
+    ) -> understudy_core::EditReport {
+        self.run(&tenant(true), "1", app_first(policy, user)).await
+    }
+
+    /// How many calls were `<operation> <actor>`.
+    fn calls_of(&self, call: &str) -> usize {
+        self.confluence
+            .calls()
+            .iter()
+            .filter(|c| c.as_str() == call)
+            .count()
     }
 
     async fn audit(&self) -> Vec<understudy_domain::AuditRecord> {
@@ -353,11 +400,7 @@ impl World {
 async fn an_open_page_is_edited_as_the_app_and_audited() {
     let w = world(&[("1", open("<p>a</p>"))]);
     let report = w
-        .run(
-            &tenant(true),
-            "1",
-            app_first(RestrictedPagePolicy::Impersonate, Some(BOB)),
-        )
+        .on_page_1(RestrictedPagePolicy::Impersonate, Some(BOB))
         .await;
     assert_eq!(report.result, EditResult::Edited);
     assert_eq!(report.acted_as, ActedAs::App);
@@ -481,13 +524,7 @@ async fn grant_adds_the_app_to_the_restrictions_that_exist_and_never_creates_one
 async fn a_stale_version_is_read_again_and_the_edit_applied_to_the_new_text() {
     let w = world(&[("1", open("<p>a</p>"))]);
     w.confluence.model.lock().unwrap().conflicts = 2;
-    let report = w
-        .run(
-            &tenant(true),
-            "1",
-            app_first(RestrictedPagePolicy::Impersonate, None),
-        )
-        .await;
+    let report = w.on_page_1(RestrictedPagePolicy::Impersonate, None).await;
     assert_eq!(report.result, EditResult::Edited, "{}", report.reason());
     let page = w.confluence.page("1");
     assert_eq!(
@@ -547,4 +584,173 @@ async fn who_may_view_a_page_is_asked_as_the_user_or_through_the_permission_chec
             .unwrap()
     );
     assert!(c.calls().iter().any(|call| call == "check app"));
+}
+
+#[tokio::test]
+async fn an_edit_that_would_make_the_page_too_large_is_refused_and_audited_with_no_put() {
+    let w = world(&[("1", open("<p>a</p>"))]);
+    // Each replace multiplies every `a` by ten: 10^7 of them after seven.
+    let mut ops = vec![json!({"append": "a".repeat(10)})];
+    ops.extend((0..7).map(|_| json!({"replace": {"find": "a", "with": "aaaaaaaaaa"}})));
+    let edit = Edit::from_value(serde_json::Value::Array(ops)).unwrap();
+    let report = w
+        .run_edit(
+            &tenant(true),
+            "1",
+            &edit,
+            app_first(RestrictedPagePolicy::Impersonate, Some(ALICE)),
+        )
+        .await;
+    assert!(
+        matches!(report.result, EditResult::Refused(_)),
+        "{}",
+        report.reason()
+    );
+    assert!(!report.is_transient(), "the worker must not retry it");
+    assert_eq!(w.calls_of("put app"), 0);
+    assert_eq!(w.confluence.page("1").version, 1);
+    let audit = w.audit().await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, EditOutcome::Refused);
+    assert!(audit[0].reason.contains("more than"), "{}", audit[0].reason);
+}
+
+#[tokio::test]
+async fn an_edit_that_is_already_there_makes_no_put_so_the_own_webhook_does_not_loop() {
+    let w = world(&[("1", open("<p>x</p>"))]);
+    let t = tenant(true);
+    let mode = || app_first(RestrictedPagePolicy::Impersonate, Some(ALICE));
+    assert_eq!(w.run(&t, "1", mode()).await.result, EditResult::Edited);
+    // The page_updated webhook of that edit brings the same rule back: nothing to do.
+    let second = w.run(&t, "1", mode()).await;
+    assert_eq!(second.result, EditResult::Unchanged);
+    assert_eq!(second.version_before, Some(2));
+    assert_eq!(w.calls_of("put app"), 1);
+    assert_eq!(w.confluence.page("1").version, 2);
+    let outcomes: Vec<EditOutcome> = w.audit().await.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.contains(&EditOutcome::Unchanged), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn an_archived_page_is_never_saved_as_current() {
+    let archived = ModelPage {
+        archived: true,
+        ..open("<p>x</p>")
+    };
+    let w = world(&[("1", archived)]);
+    let report = w.on_page_1(RestrictedPagePolicy::Impersonate, None).await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::PageNotCurrent)
+    );
+    assert_eq!(w.calls_of("put app"), 0);
+}
+
+#[tokio::test]
+async fn grant_extends_both_the_view_and_the_edit_restriction_when_both_exist() {
+    let w = world(&[("1", view_restricted())]);
+    let report = w.on_page_1(RestrictedPagePolicy::Grant, Some(ALICE)).await;
+    assert_eq!(report.result, EditResult::Edited, "{}", report.reason());
+    assert_eq!(report.strategy, EditStrategy::Grant);
+    let page = w.confluence.page("1");
+    assert!(page.read.contains(&account(APP)), "{page:?}");
+    assert!(page.update.contains(&account(APP)), "{page:?}");
+    // The grants were made as Alice, the edit as the app.
+    assert_eq!(w.calls_of(&format!("grant {ALICE}")), 2);
+    assert_eq!(w.calls_of("put app"), 1);
+}
+
+#[tokio::test]
+async fn grant_through_a_user_who_may_not_edit_either_changes_no_restriction() {
+    let w = world(&[("1", edit_restricted())]);
+    let report = w.on_page_1(RestrictedPagePolicy::Grant, Some(BOB)).await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::UserCannotEdit)
+    );
+    let page = w.confluence.page("1");
+    assert_eq!(page.update, [account(ALICE)]);
+    assert_eq!(page.version, 1);
+}
+
+#[tokio::test]
+async fn skip_leaves_a_restricted_page_alone_for_good_without_acting_as_anyone() {
+    let w = world(&[("1", view_restricted())]);
+    let report = w.on_page_1(RestrictedPagePolicy::Skip, Some(ALICE)).await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::SkippedByPolicy)
+    );
+    assert_eq!(report.strategy, EditStrategy::Skip);
+    assert!(!report.is_transient());
+    assert_eq!(w.confluence.calls(), ["get app"]);
+    let audit = w.audit().await;
+    assert_eq!(audit[0].outcome, EditOutcome::Blocked);
+    assert!(
+        audit[0].reason.contains("policy is skip"),
+        "{}",
+        audit[0].reason
+    );
+}
+
+#[tokio::test]
+async fn an_app_access_rule_blocks_even_the_user_and_says_so() {
+    let ruled = ModelPage {
+        app_access_rule: true,
+        ..open("<p>r</p>")
+    };
+    let w = world(&[("1", ruled)]);
+    let report = w
+        .on_page_1(RestrictedPagePolicy::Impersonate, Some(ALICE))
+        .await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::UserCannotView)
+    );
+    assert!(
+        report.reason().contains("app access rule"),
+        "{}",
+        report.reason()
+    );
+}
+
+#[tokio::test]
+async fn a_user_the_app_may_not_act_as_is_a_permanent_cause_of_its_own() {
+    let w = world(&[("1", view_restricted())]);
+    w.confluence
+        .model
+        .lock()
+        .unwrap()
+        .invalid_grant
+        .push(account(ALICE));
+    let report = w
+        .on_page_1(RestrictedPagePolicy::Impersonate, Some(ALICE))
+        .await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::InvalidGrant)
+    );
+    assert!(!report.is_transient());
+    // A user's own request on a site installed without ACT_AS_USER says so too.
+    let report = w
+        .run(&tenant(false), "1", EditMode::AsUserOnly(account(ALICE)))
+        .await;
+    assert_eq!(
+        report.result,
+        EditResult::Blocked(BlockedCause::NoActAsUser)
+    );
+}
+
+#[tokio::test]
+async fn a_409_storm_gives_up_after_the_bound_as_a_transient_failure() {
+    let w = world(&[("1", open("<p>c</p>"))]);
+    w.confluence.model.lock().unwrap().conflicts = 1_000;
+    let report = w.on_page_1(RestrictedPagePolicy::Impersonate, None).await;
+    assert_eq!(report.result, EditResult::Failed(ConfluenceError::Conflict));
+    assert!(report.is_transient());
+    // The first try and one per allowed re-try.
+    let bound = EngineSettings::default().max_conflict_retries as usize;
+    assert_eq!(w.calls_of("put app"), 1 + bound);
+    assert_eq!(w.audit().await[0].outcome, EditOutcome::Failed);
 }

@@ -13,7 +13,7 @@ use crate::ids::ClientKey;
 /// How long an uninstalled tenant's data is kept before it expires by itself (30 days).
 ///
 /// A site import creates a new tenant with a new clientKey, and a re-install within this window must
-/// find the old settings again (connect-protocol.md §4).
+/// find the old settings again (docs/protocol.md §4).
 pub const UNINSTALLED_RETENTION_SECONDS: i64 = 30 * 24 * 60 * 60;
 
 /// Lifecycle state of a tenant, following the Connect lifecycle callbacks.
@@ -79,7 +79,7 @@ pub enum InstallOutcome {
 
 /// A tenant record.
 ///
-/// `Debug` shows neither the shared secret nor the install payload (architecture.md: never log a
+/// `Debug` shows neither the shared secret nor the install payload (never log a
 /// shared secret or a full install body). The type is deliberately not `Serialize`: stores map it to
 /// their own rows, with the secret sealed.
 #[derive(Clone)]

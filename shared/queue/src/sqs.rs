@@ -1,7 +1,6 @@
 //! SQS FIFO.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 
@@ -21,17 +20,6 @@ impl SqsQueue {
             client,
             queue_url: queue_url.into(),
         }
-    }
-
-    /// The queue of `EDIT_QUEUE_URL`, with the function's shared SDK configuration.
-    pub fn from_env(sdk: &SdkConfig) -> Result<Self, QueueError> {
-        let queue_url = std::env::var("EDIT_QUEUE_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| {
-                QueueError::Unavailable("environment variable EDIT_QUEUE_URL is not set".into())
-            })?;
-        Ok(Self::new(Client::new(sdk), queue_url))
     }
 }
 

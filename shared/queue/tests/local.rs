@@ -6,32 +6,16 @@
     clippy::panic
 )]
 
-use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
-use understudy_domain::{ClientKey, PageId};
-use understudy_queue::{EditJobMessage, EditQueue, Enqueued, JobIntake, LocalQueue};
-
-fn job(tenant: &str, page: &str, id: &str) -> EditJobMessage {
-    EditJobMessage {
-        job_id: id.to_owned(),
-        client_key: ClientKey::parse(tenant).unwrap(),
-        page_id: PageId::parse(page).unwrap(),
-        event: WebhookEvent::PageUpdated,
-        page_version: Some(2),
-        user: None,
-        policy: RestrictedPagePolicy::Impersonate,
-        edit: Edit::from_json(r#"[{"append": "<p>x</p>"}]"#).unwrap(),
-        rules: vec!["r".into()],
-        accepted_at: 0,
-    }
-}
+use test_support::queue::edit_job;
+use understudy_queue::{EditQueue, Enqueued, JobIntake, LocalQueue};
 
 #[tokio::test]
 async fn jobs_of_one_page_wait_for_the_earlier_one_while_other_pages_go_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
-    q.enqueue(&job("t1", "1", "a")).await.unwrap();
-    q.enqueue(&job("t1", "1", "b")).await.unwrap();
-    q.enqueue(&job("t1", "2", "c")).await.unwrap();
+    q.enqueue(&edit_job("t1", "1", "a")).await.unwrap();
+    q.enqueue(&edit_job("t1", "1", "b")).await.unwrap();
+    q.enqueue(&edit_job("t1", "2", "c")).await.unwrap();
     q.flush().await.unwrap();
 
     let first = q.lease(1_000, 30_000).await.unwrap().unwrap();
@@ -63,7 +47,7 @@ async fn jobs_of_one_page_wait_for_the_earlier_one_while_other_pages_go_ahead() 
 async fn a_lease_that_is_never_finished_comes_back_after_its_visibility() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
-    q.enqueue(&job("t1", "1", "a")).await.unwrap();
+    q.enqueue(&edit_job("t1", "1", "a")).await.unwrap();
     q.flush().await.unwrap();
     q.lease(0, 1_000).await.unwrap().unwrap();
     assert!(q.lease(999, 1_000).await.unwrap().is_none());
@@ -74,7 +58,7 @@ async fn a_lease_that_is_never_finished_comes_back_after_its_visibility() {
 async fn dead_letters_keep_the_job_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
-    q.enqueue(&job("t1", "1", "a")).await.unwrap();
+    q.enqueue(&edit_job("t1", "1", "a")).await.unwrap();
     q.flush().await.unwrap();
     let lease = q.lease(0, 1_000).await.unwrap().unwrap();
     q.dead_letter(lease.seq, "kept failing: rate limited")
@@ -86,7 +70,7 @@ async fn dead_letters_keep_the_job_and_the_reason() {
     assert_eq!(dead[0].0.job_id, "a");
     assert_eq!(dead[0].1, "kept failing: rate limited");
     // A new job does not reuse the dead job's place.
-    q.enqueue(&job("t1", "1", "b")).await.unwrap();
+    q.enqueue(&edit_job("t1", "1", "b")).await.unwrap();
     assert_eq!(q.dead_letters().await.unwrap().len(), 1);
 }
 
@@ -95,8 +79,8 @@ async fn a_restart_resumes_queued_and_leased_jobs() {
     let dir = tempfile::tempdir().unwrap();
     {
         let q = LocalQueue::open(dir.path()).unwrap();
-        q.enqueue(&job("t1", "1", "a")).await.unwrap();
-        q.enqueue(&job("t1", "2", "b")).await.unwrap();
+        q.enqueue(&edit_job("t1", "1", "a")).await.unwrap();
+        q.enqueue(&edit_job("t1", "2", "b")).await.unwrap();
         q.flush().await.unwrap();
         q.lease(0, 60_000).await.unwrap().unwrap();
     }
@@ -109,7 +93,7 @@ async fn a_restart_resumes_queued_and_leased_jobs() {
 #[test]
 fn sqs_ids_carry_no_client_key_and_fit_sqs_limits() {
     let long = "k".repeat(256);
-    let j = job(
+    let j = edit_job(
         &long,
         "12345678901234567890",
         "page_updated:12345678901234567890:7",
@@ -117,16 +101,16 @@ fn sqs_ids_carry_no_client_key_and_fit_sqs_limits() {
     assert!(j.group_id().len() <= 128 && !j.group_id().contains("kkkk"));
     assert!(j.deduplication_id().len() <= 128);
     assert_ne!(
-        job("t1", "1", "x").group_id(),
-        job("t2", "1", "x").group_id()
+        edit_job("t1", "1", "x").group_id(),
+        edit_job("t2", "1", "x").group_id()
     );
     assert_eq!(
-        job("t1", "1", "x").group_id(),
-        job("t1", "1", "y").group_id()
+        edit_job("t1", "1", "x").group_id(),
+        edit_job("t1", "1", "y").group_id()
     );
     assert_ne!(
-        job("t1", "1", "x").deduplication_id(),
-        job("t2", "1", "x").deduplication_id()
+        edit_job("t1", "1", "x").deduplication_id(),
+        edit_job("t2", "1", "x").deduplication_id()
     );
 }
 
@@ -138,7 +122,7 @@ async fn concurrent_enqueues_share_commits_and_every_one_lands_once() {
     for i in 0..200 {
         let q = q.clone();
         tasks.push(tokio::spawn(async move {
-            q.enqueue(&job("t1", &i.to_string(), &format!("j{i}")))
+            q.enqueue(&edit_job("t1", &i.to_string(), &format!("j{i}")))
                 .await
         }));
     }
@@ -165,7 +149,7 @@ const TTL: i64 = 3_600;
 async fn enqueue_once_queues_an_event_once_per_tenant_and_job_id() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
-    let first = job("t1", "1", "page_updated:1:v2");
+    let first = edit_job("t1", "1", "page_updated:1:v2");
     assert_eq!(
         q.enqueue_once(&first, TTL, 100).await.unwrap(),
         Enqueued::Queued
@@ -175,7 +159,7 @@ async fn enqueue_once_queues_an_event_once_per_tenant_and_job_id() {
         Enqueued::Duplicate
     );
     // The same job id in another tenant is another event.
-    let other_tenant = job("t2", "1", "page_updated:1:v2");
+    let other_tenant = edit_job("t2", "1", "page_updated:1:v2");
     assert_eq!(
         q.enqueue_once(&other_tenant, TTL, 101).await.unwrap(),
         Enqueued::Queued
@@ -195,7 +179,7 @@ async fn concurrent_deliveries_of_one_event_make_exactly_one_job() {
         // Three events, each delivered twenty times, all at once.
         let id = format!("page_updated:1:v{}", i % 3);
         tasks.push(tokio::spawn(async move {
-            q.enqueue_once(&job("t1", "1", &id), TTL, 100).await
+            q.enqueue_once(&edit_job("t1", "1", &id), TTL, 100).await
         }));
     }
     let mut queued = 0;
@@ -211,7 +195,7 @@ async fn concurrent_deliveries_of_one_event_make_exactly_one_job() {
 #[tokio::test]
 async fn marks_survive_a_restart_and_expire_after_their_ttl() {
     let dir = tempfile::tempdir().unwrap();
-    let event = job("t1", "1", "page_updated:1:v2");
+    let event = edit_job("t1", "1", "page_updated:1:v2");
     {
         let q = LocalQueue::open(dir.path()).unwrap();
         assert_eq!(
@@ -244,7 +228,7 @@ async fn expired_marks_are_swept_a_few_per_commit() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
     for i in 0..100 {
-        let event = job("t1", "1", &format!("page_updated:1:v{i}"));
+        let event = edit_job("t1", "1", &format!("page_updated:1:v{i}"));
         assert_eq!(
             q.enqueue_once(&event, 10, 100).await.unwrap(),
             Enqueued::Queued
@@ -253,7 +237,7 @@ async fn expired_marks_are_swept_a_few_per_commit() {
     q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 100);
     // Each later accepted event sweeps up to 64 expired marks: two commits sweep all 100.
-    let later = |i: u32| job("t1", "2", &format!("page_updated:2:v{i}"));
+    let later = |i: u32| edit_job("t1", "2", &format!("page_updated:2:v{i}"));
     q.enqueue_once(&later(1), 10, 200).await.unwrap();
     q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 100 - 64 + 1);
@@ -261,13 +245,13 @@ async fn expired_marks_are_swept_a_few_per_commit() {
     q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 2);
     // A swept mark's event may come again as a new job (it is older than any redelivery).
-    let first = job("t1", "1", "page_updated:1:v0");
+    let first = edit_job("t1", "1", "page_updated:1:v0");
     assert_eq!(
         q.enqueue_once(&first, 10, 200).await.unwrap(),
         Enqueued::Queued
     );
     // Plain enqueues take no mark.
-    q.enqueue(&job("t1", "3", "plain")).await.unwrap();
+    q.enqueue(&edit_job("t1", "3", "plain")).await.unwrap();
     q.flush().await.unwrap();
     assert_eq!(q.marks().await.unwrap(), 3);
 }
@@ -278,7 +262,7 @@ async fn the_workers_quick_commits_are_kept_by_a_clean_shutdown() {
     {
         let q = LocalQueue::open(dir.path()).unwrap();
         for (page, id) in [("1", "a"), ("2", "b"), ("3", "c")] {
-            q.enqueue(&job("t1", page, id)).await.unwrap();
+            q.enqueue(&edit_job("t1", page, id)).await.unwrap();
         }
         // Within the worker's sync interval of the open: these commits skip their fsync.
         q.flush().await.unwrap();
@@ -312,7 +296,7 @@ async fn crash_child() {
         if i == CRASH_JOBS / 2 {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
-        let event = job("t1", &i.to_string(), &format!("page_updated:{i}:v1"));
+        let event = edit_job("t1", &i.to_string(), &format!("page_updated:{i}:v1"));
         assert_eq!(
             q.enqueue_once(&event, TTL, 100).await.unwrap(),
             Enqueued::Queued
@@ -339,7 +323,7 @@ fn accepted_jobs_survive_a_crash_right_after_their_answer() {
         assert_eq!(q.pending().await.unwrap(), CRASH_JOBS as u64);
         assert_eq!(q.marks().await.unwrap(), CRASH_JOBS as u64);
         // The marks came back too: a redelivery is still a duplicate.
-        let again = job("t1", "7", "page_updated:7:v1");
+        let again = edit_job("t1", "7", "page_updated:7:v1");
         assert_eq!(
             q.enqueue_once(&again, TTL, 101).await.unwrap(),
             Enqueued::Duplicate
@@ -351,7 +335,7 @@ fn accepted_jobs_survive_a_crash_right_after_their_answer() {
         }
         assert_eq!(seen.len(), CRASH_JOBS);
         // New jobs after the recovery take new positions.
-        q.enqueue(&job("t1", "99", "after")).await.unwrap();
+        q.enqueue(&edit_job("t1", "99", "after")).await.unwrap();
         q.flush().await.unwrap();
         assert_eq!(
             q.lease(0, 60_000).await.unwrap().unwrap().message.job_id,

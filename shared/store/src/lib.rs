@@ -53,4 +53,4 @@ pub use embedded::EmbeddedStore;
 
 mod env;
 pub use aws_config::SdkConfig;
-pub use env::{MissingVariable, deployed_store_from_env, load_aws_config};
+pub use env::load_aws_config;

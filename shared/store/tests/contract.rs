@@ -18,11 +18,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use test_support::aws::aws_endpoint;
+use test_support::{closed_port, tenant};
 use understudy_domain::{
     AccountId, ActedAs, AuditCursor, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome,
     EditStrategy, IdempotencyKey, IdempotencyMarks, InstallOutcome, MemoryStore, PageId,
-    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, Tenant, TenantSettings,
-    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, TenantSettings, TenantState,
+    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 use understudy_store::{
     DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
@@ -79,16 +81,6 @@ async fn embedded() -> Backend {
         raw,
         _guard: Some(Box::new(dir)),
     }
-}
-
-fn aws_endpoint() -> String {
-    std::env::var("UNDERSTUDY_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "UNDERSTUDY_TEST_AWS_ENDPOINT is not set. The DynamoDB contract tests need a \
-             DynamoDB/KMS-compatible server on 127.0.0.1: run the README's test command \
-             `bash tests/run.sh`, which starts moto and exports it (e.g. http://127.0.0.1:5000)."
-        )
-    })
 }
 
 /// SDK config for tests only: static credentials, us-east-1, everything at the local endpoint so
@@ -168,25 +160,6 @@ async fn dynamo() -> Backend {
 
 fn ck(s: &str) -> ClientKey {
     ClientKey::parse(s).unwrap()
-}
-
-fn tenant(client_key: &str, secret: &str, base_url: &str, now: i64) -> Tenant {
-    Tenant::from_install_payload(
-        json!({
-            "key": "understudy",
-            "clientKey": client_key,
-            "sharedSecret": secret,
-            "baseUrl": base_url,
-            "displayUrl": "https://docs.example.com/wiki",
-            "productType": "confluence",
-            "oauthClientId": "oauth-client-1",
-            "cloudId": "cloud-1",
-            "eventType": "installed",
-            "futureField": {"kept": [1, 2, 3]}
-        }),
-        now,
-    )
-    .unwrap()
 }
 
 fn token_key(account: &str) -> TokenCacheKey {
@@ -1479,9 +1452,7 @@ async fn a_corrupt_dynamo_item_is_a_corrupt_error_not_a_panic() {
 /// No server needed: a closed port stands for DynamoDB and KMS being down.
 #[tokio::test]
 async fn an_unreachable_dynamodb_or_kms_is_unavailable_not_a_panic() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
     let sdk = sdk_config(&endpoint).await;
     let cipher = KmsCipher::from_config(
         &sdk,

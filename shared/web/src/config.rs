@@ -4,6 +4,8 @@ use url::Url;
 
 use understudy_core::TenantHosts;
 
+use crate::env::{Env, FromEnv};
+
 /// A variable is missing or unusable; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -18,6 +20,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A reader of another crate refused a value; its message names the variable.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Settings shared by the functions (README, "Configuration").
@@ -42,58 +47,12 @@ pub const DEFAULT_APP_KEY: &str = "understudy";
 impl AppConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        <Self as FromEnv>::from_env()
     }
 
     /// Reads variables through `lookup` (tests, and the local app's defaults).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let app_key = get("APP_KEY").unwrap_or_else(|| DEFAULT_APP_KEY.to_owned());
-        if !app_key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            || app_key.len() > 64
-        {
-            return Err(ConfigError::Invalid {
-                name: "APP_KEY",
-                reason: "use at most 64 letters, digits, '.', '_' or '-'".into(),
-            });
-        }
-        let base = get("APP_BASE_URL").ok_or(ConfigError::Missing("APP_BASE_URL"))?;
-        let app_base_url = parse_http_url(&base, "APP_BASE_URL")?;
-        let mut install_audiences = vec![app_base_url.as_str().trim_end_matches('/').to_owned()];
-        if let Some(more) = get("INSTALL_AUDIENCES") {
-            for audience in more.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                let url = parse_http_url(audience, "INSTALL_AUDIENCES")?;
-                install_audiences.push(url.as_str().trim_end_matches('/').to_owned());
-            }
-        }
-        let connect_keys_url = match get("CONNECT_KEYS_URL") {
-            Some(url) => Some(
-                parse_http_url(&url, "CONNECT_KEYS_URL")?
-                    .as_str()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let tenant_hosts = match get("ALLOWED_TENANT_HOSTS") {
-            Some(list) => TenantHosts::parse(&list).map_err(|reason| ConfigError::Invalid {
-                name: "ALLOWED_TENANT_HOSTS",
-                reason,
-            })?,
-            None => TenantHosts::default(),
-        };
-        Ok(Self {
-            app_key,
-            app_base_url,
-            install_audiences,
-            connect_keys_url,
-            tenant_hosts,
-        })
+        <Self as FromEnv>::from_lookup(lookup)
     }
 
     /// The path of the app's base URL (`""` when it is the host root): stripped before routing
@@ -103,16 +62,57 @@ impl AppConfig {
     }
 }
 
-fn parse_http_url(value: &str, name: &'static str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| ConfigError::Invalid {
-        name,
-        reason: e.to_string(),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::Invalid {
-            name,
-            reason: "must be an http(s) URL with a host".into(),
+impl FromEnv for AppConfig {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let app_key = env.or("APP_KEY", DEFAULT_APP_KEY.to_owned(), |key| {
+            if key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                && key.len() <= 64
+            {
+                Ok(key.to_owned())
+            } else {
+                Err("use at most 64 letters, digits, '.', '_' or '-'".into())
+            }
         });
+        let app_base_url = env.required("APP_BASE_URL", parse_http_url);
+        let more_audiences = env.or("INSTALL_AUDIENCES", Vec::new(), |list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| parse_http_url(a).map(|url| audience(&url)))
+                .collect()
+        });
+        let connect_keys_url = env.optional("CONNECT_KEYS_URL", |url| {
+            parse_http_url(url).map(|url| url.as_str().to_owned())
+        });
+        let tenant_hosts = env.or(
+            "ALLOWED_TENANT_HOSTS",
+            TenantHosts::default(),
+            TenantHosts::parse,
+        );
+        let app_base_url = app_base_url?;
+        let mut install_audiences = vec![audience(&app_base_url)];
+        install_audiences.extend(more_audiences);
+        Some(Self {
+            app_key,
+            app_base_url,
+            install_audiences,
+            connect_keys_url,
+            tenant_hosts,
+        })
+    }
+}
+
+/// A base URL as a signed install's audience names it: without a trailing slash.
+fn audience(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+fn parse_http_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http(s) URL with a host".into());
     }
     Ok(url)
 }

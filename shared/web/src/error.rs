@@ -1,13 +1,14 @@
-//! The one place failures become HTTP answers (architecture.md): 401 with `WWW-Authenticate` for
+//! The one place failures become HTTP answers: 401 with `WWW-Authenticate` for
 //! auth failures, 400/413/415 for bad input, 403 for a verified caller who may not, 503 for a
 //! dependency that is down, 500 with an opaque body for bugs. Bodies are short JSON reasons that
 //! never carry a token, a secret or the caller's input.
 
 use connect_auth::AuthError;
 use http::{HeaderValue, StatusCode, header};
+use understudy_core::EditResult;
 use understudy_domain::StoreError;
 
-use crate::request::{ApiResponse, json};
+use crate::response::{ApiResponse, json};
 
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +129,20 @@ impl ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+/// The status of an edit that the API ran, by what came of it; its body is the audit record either
+/// way. 200 edited or unchanged; 400 refused before anything was sent (over a bound); 403 blocked
+/// (Confluence or the tenant's policy said no); 503 failed for a passing reason (try again); 502
+/// failed for good (Confluence answered with an error that retrying will not fix).
+pub fn edit_status(result: &EditResult) -> StatusCode {
+    match result {
+        EditResult::Edited | EditResult::Unchanged => StatusCode::OK,
+        EditResult::Refused(_) => StatusCode::BAD_REQUEST,
+        EditResult::Blocked(_) => StatusCode::FORBIDDEN,
+        EditResult::Failed(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+        EditResult::Failed(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

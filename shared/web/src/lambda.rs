@@ -1,9 +1,133 @@
-//! The Lambda entry points' conversions: API Gateway HTTP API (v2) events in, responses out.
+//! The kit of the Lambda entry points, so that a function's `main` is a few lines:
+//!
+//! - [`start`]: the function's settings read once (a [`FromEnv`] type; `RUST_LOG` too, for the
+//!   logs), and its JSON logs started;
+//! - [`DeployedConfig`]: what every deployed function reads (the shared [`AppConfig`] and the
+//!   store's [`StoreSettings`]), and [`StoreSettings::open`] for the DynamoDB store;
+//! - [`serve_http`]: an HTTP function served on API Gateway HTTP API (v2) events;
+//! - [`variables`]: what a function with given settings reads, for the deployment test.
+//!
+//! And the conversions it uses: API Gateway events in ([`to_api_request`]), responses out
+//! ([`to_lambda_response`]).
+
+use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
+use understudy_store::{DynamoConfig, DynamoStore, KmsCipher, KmsConfig, SdkConfig};
 
-use crate::request::{ApiRequest, ApiResponse};
+use crate::config::{AppConfig, ConfigError};
+use crate::env::{Env, FromEnv, Variables};
+use crate::request::ApiRequest;
+use crate::response::ApiResponse;
+
+/// The log filter every function reads (`RUST_LOG`'s syntax; on AWS the `LogLevel` parameter).
+const LOG_VARIABLE: &str = "RUST_LOG";
+
+/// What [`start`] reads: the log filter, then the function's own settings.
+fn read_function<C: FromEnv>(env: &Env<'_>) -> (Option<String>, Option<C>) {
+    let log = env.get(LOG_VARIABLE);
+    (log, C::read(env))
+}
+
+/// Reads a function's settings from its environment, once, at its cold start, and starts its JSON
+/// logs at the level `RUST_LOG` names. A missing or invalid variable stops the start, logged and
+/// returned with the variable's name.
+pub fn start<C: FromEnv>() -> Result<C, ConfigError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let env = Env::new(&lookup);
+    let (log, settings) = read_function::<C>(&env);
+    crate::telemetry::init_json_logs_at(log.as_deref());
+    env.finish(settings).inspect_err(|err| {
+        tracing::error!(error = %err, "the function's settings are refused: it does not start");
+    })
+}
+
+/// Every variable a function whose settings are `C` reads (through [`start`]), and those it cannot
+/// start without.
+pub fn variables<C: FromEnv>() -> Variables {
+    crate::env::variables(|env| {
+        let _ = read_function::<C>(env);
+    })
+}
+
+/// The deployed store: the DynamoDB table `TABLE_NAME`, its secrets sealed under the KMS key
+/// `KMS_KEY_ID` (both set by template.yaml on every function).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `TABLE_NAME`.
+    pub table_name: String,
+    /// `KMS_KEY_ID`: the key's id or ARN.
+    pub kms_key_id: String,
+}
+
+impl FromEnv for StoreSettings {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let table_name = env.required("TABLE_NAME", |v| Ok(v.to_owned()));
+        let kms_key_id = env.required("KMS_KEY_ID", |v| Ok(v.to_owned()));
+        Some(Self {
+            table_name: table_name?,
+            kms_key_id: kms_key_id?,
+        })
+    }
+}
+
+impl StoreSettings {
+    /// The store, over the function's shared SDK configuration
+    /// ([`understudy_store::load_aws_config`], loaded once per cold start).
+    pub fn open(&self, sdk: &SdkConfig) -> DynamoStore {
+        let kms = KmsConfig {
+            key_id: self.kms_key_id.clone(),
+            endpoint_url: None,
+            region: None,
+        };
+        let table = DynamoConfig {
+            table_name: self.table_name.clone(),
+            endpoint_url: None,
+            region: None,
+        };
+        DynamoStore::from_config(sdk, &table, Arc::new(KmsCipher::from_config(sdk, &kms)))
+    }
+}
+
+/// What every deployed function reads: the shared settings and the store's.
+#[derive(Debug, Clone)]
+pub struct DeployedConfig {
+    /// `APP_KEY`, `APP_BASE_URL`, … ([`AppConfig`]).
+    pub app: AppConfig,
+    /// `TABLE_NAME`, `KMS_KEY_ID`.
+    pub store: StoreSettings,
+}
+
+impl FromEnv for DeployedConfig {
+    fn read(env: &Env<'_>) -> Option<Self> {
+        let app = AppConfig::read(env);
+        let store = StoreSettings::read(env);
+        Some(Self {
+            app: app?,
+            store: store?,
+        })
+    }
+}
+
+/// Serves an HTTP function on Lambda until the runtime stops it: each API Gateway event becomes an
+/// [`ApiRequest`] for `handle`, called with the function's state built once at the cold start
+/// (`|function, request| async move { function.handle(request).await }`).
+pub async fn serve_http<H, F, Fut>(function: H, handle: F) -> Result<(), Error>
+where
+    H: Send + Sync + 'static,
+    F: Fn(Arc<H>, ApiRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ApiResponse> + Send + 'static,
+{
+    let function = Arc::new(function);
+    let handle = Arc::new(handle);
+    lambda_http::run(service_fn(move |request: Request| {
+        let answer = handle(function.clone(), to_api_request(request));
+        async move { Ok::<_, Error>(to_lambda_response(answer.await)) }
+    }))
+    .await
+}
 
 /// The request as the app's handlers see it. The path is API Gateway's `rawPath` (with a `$default`
 /// stage, exactly what the qsh covers), not the URI that lambda_http re-normalised.

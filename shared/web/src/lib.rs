@@ -1,25 +1,37 @@
 //! HTTP plumbing shared by every function, so that each concern has one place:
 //!
 //! - [`request::ApiRequest`]: a request as it arrived (raw path and query, for the qsh);
+//! - [`response::ApiResponse`]: what every handler answers ([`response::empty`], [`response::json`]);
 //! - [`error::ApiError`]: the one mapping from failures to HTTP answers;
+//! - [`routes`]: the one route table (every route, and the function that serves it);
 //! - [`json::parse_json`]: the one way a JSON body is read, with errors in fixed words;
 //! - [`telemetry`]: the logs (levels capped for other crates, one line per record);
-//! - [`config::AppConfig`]: the environment, read once;
+//! - [`config::AppConfig`]: the settings every function shares, read once ([`env`]: how settings
+//!   are read, and the list of the variables each function reads, from the same code);
+//! - [`auth::Authenticator`]: the one way a route learns who calls ([`auth::Caller`]);
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
-//! - [`lambda`] (feature `lambda`): conversions for the Lambda entry points.
+//! - [`lambda`] (feature `lambda`): the kit of the Lambda entry points (settings read once, logs,
+//!   the deployed store, an HTTP function served in one call).
 
+pub mod auth;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod json;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod request;
+pub mod response;
+pub mod routes;
 pub mod telemetry;
 pub mod tenants;
 
+pub use auth::{Accept, Authenticator, Caller, ConnectAuthenticator, Credential};
 pub use config::{AppConfig, ConfigError};
+pub use env::FromEnv;
 pub use error::ApiError;
 pub use json::parse_json;
-pub use request::{ApiRequest, ApiResponse};
+pub use request::ApiRequest;
+pub use response::ApiResponse;
 pub use tenants::{StoreTenants, TenantAuth};
 pub use understudy_core::TenantHosts;

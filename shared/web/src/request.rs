@@ -1,12 +1,11 @@
-//! The request as received, and the response type every handler returns.
+//! The request as received. The response type lives in [`crate::response`] (re-exported here for
+//! callers that name it `request::…`).
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, Method, header};
 
 use crate::error::ApiError;
-
-/// What every handler answers: a plain `http` response, turned into Lambda's or axum's by the entry point.
-pub type ApiResponse = http::Response<Bytes>;
+pub use crate::response::{ApiResponse, empty, json};
 
 /// A request as it arrived, independent of Lambda or any web framework.
 #[derive(Debug, Clone)]
@@ -78,24 +77,6 @@ impl ApiRequest {
         }
         Ok(&self.body)
     }
-}
-
-/// An empty answer with a status.
-pub fn empty(status: StatusCode) -> ApiResponse {
-    let mut response = http::Response::new(Bytes::new());
-    *response.status_mut() = status;
-    response
-}
-
-/// A JSON answer.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> ApiResponse {
-    let mut response = http::Response::new(Bytes::from(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -72,6 +72,12 @@ pub fn init_json_logs() {
     init(LogFormat::Json);
 }
 
+/// JSON logs for Lambda at the level `directives` name (`RUST_LOG`'s syntax, `info` when `None`),
+/// for a caller that has read `RUST_LOG` itself; a second call does nothing.
+pub fn init_json_logs_at(directives: Option<&str>) {
+    let _ = subscriber(LogFormat::Json, directives, io::stdout).try_init();
+}
+
 /// Text logs for the local app; a second call does nothing.
 pub fn init_text_logs() {
     init(LogFormat::Text);
@@ -94,7 +100,9 @@ where
     match format {
         LogFormat::Json => layer
             .json()
-            .with_current_span(false)
+            // The use case's span (tenant, page, job) on every line, so that one query on the
+            // tenant finds the engine's lines too.
+            .with_current_span(true)
             .without_time()
             .with_writer(OneLine::new(writer, Escapes::Json))
             .boxed(),
@@ -362,6 +370,19 @@ mod tests {
             assert!(!line.chars().any(breaks_line), "{line:?}");
         }
         assert!(out.contains("x\\nINFO understudy: forged line\\r"), "{out}");
+    }
+
+    #[test]
+    fn json_lines_carry_the_use_cases_span_so_one_query_finds_a_tenants_lines() {
+        let out = capture(LogFormat::Json, "info", || {
+            let span = tracing::info_span!("accept", client_key = "tenant-1", page_id = "42");
+            let _entered = span.enter();
+            tracing::info!(acted_as = "app", "edit executed");
+        });
+        let line: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(line["span"]["client_key"], "tenant-1", "{out}");
+        assert_eq!(line["span"]["page_id"], "42");
+        assert_eq!(line["fields"]["acted_as"], "app");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Confluence's side of authentication (Connect JWTs from apps, bearer tokens from its OAuth server),
 //! the OAuth server's JWT-bearer grant, and the tokens the simulator signs for apps.
 //!
-//! The checks are written here from the protocol (connect-protocol.md §3, §5, §6) with
+//! The checks are written here from the protocol (docs/protocol.md §3, §5, §6) with
 //! `jsonwebtoken` for the signature only, not with the app's own verifier, so that a mistake in the
 //! app's auth code is not repeated here. Only the canonical request (qsh) comes from connect-auth,
 //! whose canonicaliser is itself checked against Atlassian's vectors and atlassian-jwt; the interop
@@ -247,7 +247,7 @@ fn app_jwt(
     if qsh == CONTEXT_QSH {
         return Err(refused("context JWTs are not accepted by the REST API"));
     }
-    // §2: relative to the site's base URL, so `/wiki/api/v2/pages/1` hashes as `/api/v2/pages/1`.
+    // docs/protocol.md §2: relative to the site's base URL, so `/wiki/api/v2/pages/1` hashes as `/api/v2/pages/1`.
     let expected = RequestParts::new(request.method, request.raw_path, request.raw_query)
         .with_base_path("/wiki")
         .qsh();
@@ -298,7 +298,7 @@ pub(crate) struct GrantInput<'a> {
     pub forced_rejection: bool,
 }
 
-/// `POST /oauth2/token`: the JWT-bearer grant of connect-protocol.md §6, every claim checked.
+/// `POST /oauth2/token`: the JWT-bearer grant of docs/protocol.md §6, every claim checked.
 pub(crate) fn token_grant(state: &mut State, input: &GrantInput<'_>) -> OAuthAnswer {
     let form: HashMap<String, String> = url::form_urlencoded::parse(input.body)
         .into_owned()

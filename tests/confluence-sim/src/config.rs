@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+
 use std::time::Duration;
 
 use connect_auth::{ATLASSIAN_OAUTH_AUDIENCE, Clock, SystemClock};
@@ -47,32 +47,9 @@ impl InstallKey {
     }
 }
 
-/// A clock tests can set and move; share it with the app under test.
-#[derive(Debug)]
-pub struct SimClock(AtomicI64);
-
-impl SimClock {
-    /// A clock stopped at `now` (seconds since the epoch).
-    pub fn at(now: i64) -> Arc<Self> {
-        Arc::new(Self(AtomicI64::new(now)))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, now: i64) {
-        self.0.store(now, Ordering::SeqCst);
-    }
-
-    /// Moves the time on.
-    pub fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-}
-
-impl Clock for SimClock {
-    fn now_unix(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+/// A clock tests can set and move; share it with the app under test (the workspace's one test
+/// clock, from connect-auth).
+pub type SimClock = connect_auth::ManualClock;
 
 /// How to start a simulator. `SimConfig::default()` is right for most tests.
 #[derive(Debug, Clone)]

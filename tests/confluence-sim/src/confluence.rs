@@ -1,4 +1,4 @@
-//! Confluence's REST API, the part the app uses (connect-protocol.md §5, §7), with Confluence's
+//! Confluence's REST API, the part the app uses (docs/protocol.md §5, §7), with Confluence's
 //! answers: cannot view → 404, can view but not edit → 403, stale version → 409, GET with a body →
 //! 403, missing scope → 403, bad credentials → 401.
 
@@ -162,7 +162,7 @@ pub(crate) fn handle(
         Err(refused) => return Outcome::plain(unauthorized(&refused.0)),
     };
     let described = Some(caller.describe());
-    // Confluence answers 403 to a GET with a body (connect-protocol.md §5).
+    // Confluence answers 403 to a GET with a body (docs/protocol.md §5).
     if request.method == "GET" && !body.is_empty() {
         return Outcome {
             response: v1_error(403, "GET requests must not have a body"),
@@ -509,7 +509,7 @@ fn restriction_user(
     if !caller.has_scope(state, "WRITE") {
         return v1_error(403, "The app's scopes do not allow this");
     }
-    // Changing restrictions needs edit permission on the page (§7).
+    // Changing restrictions needs edit permission on the page (docs/protocol.md §7).
     if !state.content.can_edit(page, caller.subject()) {
         return v1_error(
             403,

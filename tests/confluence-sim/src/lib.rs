@@ -2,7 +2,7 @@
 //! spaces, pages, versions and restrictions; Atlassian's OAuth server (JWT-bearer grant for user
 //! impersonation) and install key server; the Connect lifecycle; webhooks; injected faults.
 //!
-//! It behaves as production does (connect-protocol.md), not as the app expects: app JWTs are checked
+//! It behaves as production does (docs/protocol.md), not as the app expects: app JWTs are checked
 //! for signature, expiry and a qsh relative to `/wiki`; assertions for every claim; a page the caller
 //! cannot view is 404, one it can view but not edit 403, a stale version 409.
 //!

@@ -1,4 +1,4 @@
-//! Confluence's side of the Connect lifecycle (connect-protocol.md §4): fetch the descriptor,
+//! Confluence's side of the Connect lifecycle (docs/protocol.md §4): fetch the descriptor,
 //! generate the tenant's credentials, post `installed` signed with the install key (RS256, `kid`
 //! served by the key server), then `enabled`; re-installs (upgrade, secret rotation), `disabled`,
 //! `enabled`, `uninstalled`.
@@ -146,7 +146,7 @@ async fn fetch_descriptor(shared: &Shared, app_base_url: &str) -> Result<Descrip
     parse_descriptor(raw)
 }
 
-/// The install payload Confluence posts (§4); `sharedSecret` only on `installed`.
+/// The install payload Confluence posts (docs/protocol.md §4); `sharedSecret` only on `installed`.
 fn lifecycle_payload(shared: &Shared, installation: &Installation, event: &str) -> Value {
     let (cloud_id, public_key) = {
         let state = shared.lock();

@@ -1,7 +1,7 @@
 //! What the simulated site knows: users, groups, spaces, pages with versions and restrictions, and
 //! who may view or edit what. Pure data and rules; no I/O.
 //!
-//! The permission rules follow Confluence Cloud (connect-protocol.md §1, §7):
+//! The permission rules follow Confluence Cloud (docs/protocol.md §1, §7):
 //! - a space permission decides view / edit for everyone a page restriction does not narrow down;
 //! - the app user is a user like any other: it has space access unless an "app access rule" (data
 //!   security policy) excludes apps from the space;
@@ -66,7 +66,7 @@ pub enum SpaceAccess {
     Edit,
 }
 
-/// A data security policy ("app access rule") on a space (connect-protocol.md §7).
+/// A data security policy ("app access rule") on a space (docs/protocol.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppAccessRule {

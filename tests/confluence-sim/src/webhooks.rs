@@ -1,4 +1,4 @@
-//! Webhooks as Confluence sends them (connect-protocol.md §8): one URL per event from the
+//! Webhooks as Confluence sends them (docs/protocol.md §8): one URL per event from the
 //! descriptor, `Authorization: JWT` HS256 with the tenant secret, `iss` = clientKey, `sub` = the
 //! acting user, a `qsh` computed for `POST <webhook path>` relative to the app's base URL.
 
@@ -33,7 +33,7 @@ pub(crate) fn app_url(app_base_url: &str, path: &str) -> Option<Url> {
     Url::parse(&joined).ok()
 }
 
-/// The qsh of `POST url`, relative to the app's base URL (§2).
+/// The qsh of `POST url`, relative to the app's base URL (docs/protocol.md §2).
 pub(crate) fn qsh_for_app(method: &str, url: &Url, app_base_url: &str) -> String {
     let base_path = Url::parse(app_base_url)
         .map(|u| u.path().to_owned())

@@ -463,9 +463,23 @@ pub fn load_descriptor() -> Result<serde_json::Value, LoadError> {
     serde_json::from_str(&text).map_err(|e| LoadError(format!("descriptor is not JSON: {e}")))
 }
 
-/// Binary name → package name, for every `bin` target of the workspace's members, from
-/// `cargo metadata` (so a function crate the template names is seen as soon as it joins).
-pub fn workspace_binaries() -> Result<BTreeMap<String, String>, LoadError> {
+/// The binary of the local app: built under `functions/`, never deployed.
+pub const LOCAL_APP_BINARY: &str = "understudy";
+
+/// One `bin` target of a workspace member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binary {
+    /// The binary's name.
+    pub name: String,
+    /// The package that builds it.
+    pub package: String,
+    /// The package's `Cargo.toml`.
+    pub manifest_path: PathBuf,
+}
+
+/// Every `bin` target of the workspace's members, from `cargo metadata` (so a crate that joins the
+/// workspace is seen at once).
+pub fn workspace_bin_targets() -> Result<Vec<Binary>, LoadError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .args([
@@ -487,35 +501,106 @@ pub fn workspace_binaries() -> Result<BTreeMap<String, String>, LoadError> {
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| LoadError(format!("cargo metadata printed no JSON: {e}")))?;
-    let mut binaries = BTreeMap::new();
+    bin_targets(&metadata)
+}
+
+/// The `bin` targets in `cargo metadata`'s output.
+pub fn bin_targets(metadata: &serde_json::Value) -> Result<Vec<Binary>, LoadError> {
+    use serde_json::Value as J;
+    let mut binaries = Vec::new();
     for package in metadata
         .get("packages")
-        .and_then(serde_json::Value::as_array)
+        .and_then(J::as_array)
         .into_iter()
         .flatten()
     {
-        let Some(name) = package.get("name").and_then(serde_json::Value::as_str) else {
-            continue;
+        let (Some(name), Some(manifest)) = (
+            package.get("name").and_then(J::as_str),
+            package.get("manifest_path").and_then(J::as_str),
+        ) else {
+            return Err(LoadError("cargo metadata: a package without a name".into()));
         };
         for target in package
             .get("targets")
-            .and_then(serde_json::Value::as_array)
+            .and_then(J::as_array)
             .into_iter()
             .flatten()
         {
             let is_bin = target
                 .get("kind")
-                .and_then(serde_json::Value::as_array)
+                .and_then(J::as_array)
                 .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
-            if let (true, Some(bin)) = (
-                is_bin,
-                target.get("name").and_then(serde_json::Value::as_str),
-            ) {
-                binaries.insert(bin.to_owned(), name.to_owned());
+            if let (true, Some(bin)) = (is_bin, target.get("name").and_then(J::as_str)) {
+                binaries.push(Binary {
+                    name: bin.to_owned(),
+                    package: name.to_owned(),
+                    manifest_path: PathBuf::from(manifest),
+                });
             }
         }
     }
     Ok(binaries)
+}
+
+/// Binary name → package name, for every `bin` target of the workspace's members.
+pub fn workspace_binaries() -> Result<BTreeMap<String, String>, LoadError> {
+    Ok(workspace_bin_targets()?
+        .into_iter()
+        .map(|b| (b.name, b.package))
+        .collect())
+}
+
+/// The deployed functions: every binary of a package under `functions_dir`, except the local app's.
+pub fn function_binaries_in(binaries: &[Binary], functions_dir: &Path) -> BTreeMap<String, String> {
+    binaries
+        .iter()
+        .filter(|b| b.manifest_path.starts_with(functions_dir) && b.name != LOCAL_APP_BINARY)
+        .map(|b| (b.name.clone(), b.package.clone()))
+        .collect()
+}
+
+/// The deployed functions of this workspace (binary → package), from `cargo metadata`: every
+/// binary built by a package under `functions/`, except the local app's.
+pub fn function_binaries() -> Result<BTreeMap<String, String>, LoadError> {
+    let functions_dir = workspace_root().join("functions");
+    let functions_dir = functions_dir
+        .canonicalize()
+        .map_err(|e| LoadError(format!("{}: {e}", functions_dir.display())))?;
+    Ok(function_binaries_in(
+        &workspace_bin_targets()?,
+        &functions_dir,
+    ))
+}
+
+/// Variables a function may be given although its code does not read them: the Lambda runtime's
+/// and the AWS SDK's own (`AWS_LAMBDA_EXEC_WRAPPER`, …; Lambda sets `AWS_REGION` and the
+/// credentials itself, and template.yaml may not).
+pub fn is_platform_variable(name: &str) -> bool {
+    name.starts_with("AWS_LAMBDA_") || name == "AWS_SDK_LOAD_CONFIG"
+}
+
+/// What is wrong between what a function's code reads (`read`, of which `required` have no default)
+/// and what template.yaml sets for it (`set`): `None` when they agree.
+pub fn environment_mismatch(
+    read: &BTreeSet<String>,
+    required: &BTreeSet<String>,
+    set: &BTreeSet<String>,
+) -> Option<String> {
+    let never_read: Vec<&String> = set
+        .iter()
+        .filter(|name| !read.contains(*name) && !is_platform_variable(name))
+        .collect();
+    let not_set: Vec<&String> = required
+        .iter()
+        .filter(|name| !set.contains(*name))
+        .collect();
+    if never_read.is_empty() && not_set.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "set in template.yaml but never read by the code: {never_read:?}; read by the code, with \
+         no default, but not set in template.yaml: {not_set:?}"
+    ))
 }
 
 #[cfg(test)]
@@ -604,5 +689,51 @@ Resources:
             ),
         ];
         assert_eq!(routes.into_iter().collect::<Vec<_>>(), expected);
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_environment_matches_when_the_template_sets_what_is_read_and_all_that_is_required() {
+        let read = names(&["A", "B", "OPTIONAL"]);
+        let required = names(&["A", "B"]);
+        assert_eq!(
+            environment_mismatch(&read, &required, &names(&["A", "B"])),
+            None
+        );
+        assert_eq!(
+            environment_mismatch(
+                &read,
+                &required,
+                &names(&["A", "B", "AWS_LAMBDA_EXEC_WRAPPER"])
+            ),
+            None
+        );
+        let unread = environment_mismatch(&read, &required, &names(&["A", "B", "STALE"])).unwrap();
+        assert!(unread.contains("STALE"), "{unread}");
+        let missing = environment_mismatch(&read, &required, &names(&["A", "OPTIONAL"])).unwrap();
+        assert!(missing.contains("\"B\""), "{missing}");
+    }
+
+    #[test]
+    fn function_binaries_are_the_bins_under_functions_except_the_local_app() {
+        let metadata = serde_json::json!({"packages": [
+            {"name": "f", "manifest_path": "/w/functions/f/Cargo.toml",
+             "targets": [{"name": "f", "kind": ["lib"]}, {"name": "f-one", "kind": ["bin"]},
+                         {"name": "f-two", "kind": ["bin"]}]},
+            {"name": "understudy", "manifest_path": "/w/functions/local/Cargo.toml",
+             "targets": [{"name": "understudy", "kind": ["bin"]}]},
+            {"name": "sim", "manifest_path": "/w/tests/sim/Cargo.toml",
+             "targets": [{"name": "sim", "kind": ["bin"]}]}
+        ]});
+        let bins = bin_targets(&metadata).unwrap();
+        assert_eq!(bins.len(), 4);
+        let functions = function_binaries_in(&bins, Path::new("/w/functions"));
+        assert_eq!(
+            functions.into_keys().collect::<Vec<_>>(),
+            ["f-one", "f-two"]
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! template.yaml, checked offline against the files it must agree with: the descriptor (routes),
-//! each function crate's `ENV_VARS` (environment), the store's schema and encryption context, and
-//! the sizing rules in docs/deployment.md. cfn-lint (run by tests/run.sh) checks the rest.
+//! template.yaml, checked offline against the files and the code it must agree with: the route
+//! table (`understudy_web::routes`) and the descriptor (routes), the variables each function's
+//! settings read (environment), the functions that `cargo metadata` finds under `functions/`, the
+//! store's schema and encryption context, and the sizing rules in docs/deployment.md. cfn-lint
+//! (run by tests/run.sh) checks the rest.
 
 // Helpers of a test file may fail the test the short way, like the tests themselves.
 #![allow(
@@ -13,29 +15,55 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deployment_tests::{
-    Function, Route, RouteKind, Template, descriptor_routes, get_att, intrinsic, load_descriptor,
-    number, ref_target, scalar, workspace_binaries, workspace_root,
+    Function, Route, Template, descriptor_routes, environment_mismatch, function_binaries, get_att,
+    intrinsic, load_descriptor, number, ref_target, scalar, workspace_root,
 };
 use serde_yaml::Value;
+use understudy_web::env::Variables;
+use understudy_web::{lambda, routes};
 
-/// The app's own API, called by its iframe with a context JWT; not in the descriptor.
-const APP_API_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/api/pages/{pageId}/edits"),
-    ("GET", "/api/pages/{pageId}/audit"),
-];
-
-/// The four Lambda binaries (issue #8) and the crates that build them.
-const BINARIES: &[&str] = &["lifecycle", "webhooks", "edit-worker", "edit-api"];
-
-/// What each binary reads from its environment, as its crate declares it. A binary that a
-/// workspace crate builds must be listed here (`the_environment_table_covers_every_built_function`).
-fn declared_env() -> BTreeMap<&'static str, &'static [&'static str]> {
+/// What each deployed binary reads from its environment, found by running its settings' reader
+/// with nothing set ([`understudy_web::lambda::variables`]): the list comes from the code that reads.
+/// Every binary that `cargo metadata` finds under `functions/` must have its entry here
+/// (`the_environment_table_covers_every_built_function`).
+fn code_env() -> BTreeMap<&'static str, Variables> {
     BTreeMap::from([
-        ("lifecycle", understudy_lifecycle::ENV_VARS),
-        ("webhooks", understudy_webhooks::ENV_VARS),
-        ("edit-worker", understudy_edits::WORKER_ENV_VARS),
-        ("edit-api", understudy_edits::API_ENV_VARS),
+        (
+            "lifecycle",
+            lambda::variables::<understudy_lifecycle::LifecycleConfig>(),
+        ),
+        (
+            "webhooks",
+            lambda::variables::<understudy_webhooks::WebhooksConfig>(),
+        ),
+        (
+            "edit-worker",
+            lambda::variables::<understudy_edits::WorkerConfig>(),
+        ),
+        (
+            "edit-api",
+            lambda::variables::<understudy_edits::ApiConfig>(),
+        ),
     ])
+}
+
+/// The deployed functions, from `cargo metadata`: binary → package.
+fn built_functions() -> BTreeMap<String, String> {
+    let built = function_binaries().unwrap();
+    assert!(
+        built.contains_key("lifecycle"),
+        "cargo metadata lists no lifecycle binary under functions/: {built:?}"
+    );
+    built
+}
+
+/// The routes of the route table that one binary serves.
+fn table_routes(binary: &str) -> BTreeSet<Route> {
+    routes::ROUTES
+        .iter()
+        .filter(|r| r.function.binary() == binary)
+        .map(|r| Route::new(r.method, r.path))
+        .collect()
 }
 
 fn template() -> Template {
@@ -56,58 +84,55 @@ fn set_diff<T: Ord + Clone + std::fmt::Display>(a: &BTreeSet<T>, b: &BTreeSet<T>
 }
 
 #[test]
-fn every_descriptor_route_is_an_http_api_event_and_every_event_is_in_the_descriptor_or_the_api() {
-    let descriptor = load_descriptor().unwrap();
-    let mut expected: BTreeSet<Route> = descriptor_routes(&descriptor).into_keys().collect();
-    expected.extend(APP_API_ROUTES.iter().map(|(m, p)| Route::new(m, p)));
-
+fn each_function_has_exactly_the_http_api_events_of_its_routes_in_the_route_table() {
     let template = template();
     let mut declared = BTreeSet::new();
     for f in template.functions() {
-        for route in f.http_routes() {
+        let binary = f.binary().unwrap_or_default();
+        let events: BTreeSet<Route> = f.http_routes().into_iter().collect();
+        for route in &events {
             assert!(
                 declared.insert(route.clone()),
                 "{route} is declared twice in template.yaml"
             );
         }
+        let table = table_routes(binary);
+        assert_eq!(
+            events,
+            table,
+            "\n{binary}: in the route table but not an HttpApi event: [{}]\n{binary}: an HttpApi \
+             event the route table does not give it: [{}]",
+            set_diff(&table, &events),
+            set_diff(&events, &table)
+        );
     }
-    assert!(
-        expected.contains(&Route::new("POST", "/installed")),
-        "the descriptor parsed to no lifecycle routes: {expected:?}"
-    );
-    assert_eq!(
-        declared,
-        expected,
-        "\nin the descriptor or the app API but not routed: [{}]\nrouted but in neither: [{}]",
-        set_diff(&expected, &declared),
-        set_diff(&declared, &expected)
-    );
+    for served in routes::Function::ALL {
+        function(&template, served.binary());
+    }
 }
 
 #[test]
-fn each_route_reaches_the_function_that_serves_it() {
-    let template = template();
+fn every_descriptor_url_is_in_the_route_table_and_the_rest_is_the_apps_own_api() {
     let descriptor = load_descriptor().unwrap();
-    let owner = |kind: RouteKind| match kind {
-        RouteKind::Descriptor | RouteKind::Lifecycle => "lifecycle",
-        RouteKind::Webhook => "webhooks",
-        RouteKind::ModulePage => "edit-api",
-    };
-    let mut wanted: Vec<(Route, &str)> = descriptor_routes(&descriptor)
-        .into_iter()
-        .map(|(route, kind)| (route, owner(kind)))
-        .collect();
-    wanted.extend(
-        APP_API_ROUTES
-            .iter()
-            .map(|(m, p)| (Route::new(m, p), "edit-api")),
+    let from_descriptor: BTreeSet<Route> = descriptor_routes(&descriptor).into_keys().collect();
+    assert!(
+        from_descriptor.contains(&Route::new("POST", "/installed")),
+        "the descriptor parsed to no lifecycle routes: {from_descriptor:?}"
     );
-    for (route, binary) in wanted {
-        let f = function(&template, binary);
+    let table: BTreeSet<Route> = routes::ROUTES
+        .iter()
+        .map(|r| Route::new(r.method, r.path))
+        .collect();
+    assert!(
+        from_descriptor.is_subset(&table),
+        "in the descriptor but not in the route table: [{}]",
+        set_diff(&from_descriptor, &table)
+    );
+    // What the descriptor does not name is the API the app's own iframe calls, with a context JWT.
+    for route in table.difference(&from_descriptor) {
         assert!(
-            f.http_routes().contains(&route),
-            "{route} must be an HttpApi event of {} (binary {binary})",
-            f.logical_id
+            route.path.starts_with("/api/"),
+            "{route} is in the route table, but neither in the descriptor nor under /api/"
         );
     }
 }
@@ -152,46 +177,73 @@ fn http_events_use_one_http_api_on_the_default_stage_with_no_catch_all() {
 #[test]
 fn every_function_environment_is_exactly_what_its_code_reads() {
     let template = template();
-    let declared = declared_env();
-    assert_eq!(
-        declared.len(),
-        BINARIES.len(),
-        "every function's env is checked"
-    );
-    for (binary, names) in &declared {
+    let code = code_env();
+    for binary in built_functions().keys() {
+        let Some(vars) = code.get(binary.as_str()) else {
+            panic!("`{binary}` is built but its settings are not in code_env()");
+        };
+        // Reading nothing at all is a reader that was never called.
+        assert!(vars.read.contains("APP_KEY"), "{binary}: {vars:?}");
         let f = function(&template, binary);
-        let code: BTreeSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let set = f.env_names();
-        assert_eq!(
-            set,
-            code,
-            "\n{binary}: read by the code but not set in template.yaml: [{}]\n{binary}: set in template.yaml but never read: [{}]",
-            set_diff(&code, &set),
-            set_diff(&set, &code)
-        );
+        if let Some(problem) = environment_mismatch(&vars.read, &vars.required, &f.env_names()) {
+            panic!("{binary} ({}): {problem}", f.logical_id);
+        }
     }
 }
 
 #[test]
 fn the_environment_table_covers_every_built_function() {
-    let built = workspace_binaries().unwrap();
-    let declared = declared_env();
-    assert!(
-        built.contains_key("lifecycle"),
-        "cargo metadata lists no lifecycle binary: {built:?}"
-    );
-    for binary in BINARIES {
-        match (built.get(*binary), declared.contains_key(binary)) {
-            (Some(package), false) => panic!(
-                "package {package} builds `{binary}`: add its ENV_VARS to declared_env() in \
-                 tests/deployment/tests/deployment.rs (and the package to its dev-dependencies)"
-            ),
-            (None, false) => {
-                eprintln!("note: no crate builds `{binary}` yet; its env is unchecked")
+    let built = built_functions();
+    let code = code_env();
+    let template = template();
+    for (binary, package) in &built {
+        assert!(
+            code.contains_key(binary.as_str()),
+            "package {package} builds `{binary}`: add its settings' variables to code_env() in \
+             tests/deployment/tests/deployment.rs (and the package to its dev-dependencies)"
+        );
+        assert!(
+            template.function_for_binary(binary).is_some(),
+            "package {package} builds `{binary}` under functions/, but no function of template.yaml \
+             runs it (Metadata.BuildProperties.Binary)"
+        );
+    }
+    for binary in code.keys() {
+        assert!(
+            built.contains_key(*binary),
+            "code_env() names `{binary}`, which no package under functions/ builds"
+        );
+    }
+}
+
+#[test]
+fn functions_read_their_environment_only_through_their_settings() {
+    // A direct read would escape the list that the deployment checks.
+    let functions = workspace_root().join("functions");
+    let mut offenders = Vec::new();
+    let mut stack = vec![functions.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // The local app is not deployed; target/ directories hold no source.
+                if path != functions.join("local") && !path.ends_with("target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.components().any(|c| c.as_os_str() == "src")
+            {
+                let source = std::fs::read_to_string(&path).unwrap();
+                if source.contains("env::var(") || source.contains("env::vars(") {
+                    offenders.push(path.display().to_string());
+                }
             }
-            _ => {}
         }
     }
+    assert!(
+        offenders.is_empty(),
+        "these read the environment directly, not through their settings (FromEnv): {offenders:?}"
+    );
 }
 
 #[test]
@@ -215,13 +267,13 @@ fn functions_are_arm64_rust_binaries_built_by_cargo_lambda_with_json_logs() {
     let template = template();
     let functions = template.functions();
     let binaries: BTreeSet<&str> = functions.iter().filter_map(Function::binary).collect();
+    let built = built_functions();
     assert_eq!(
         binaries,
-        BINARIES.iter().copied().collect(),
-        "one function per binary"
+        built.keys().map(String::as_str).collect(),
+        "one function per binary built under functions/"
     );
-    assert_eq!(functions.len(), BINARIES.len());
-    let built = workspace_binaries().unwrap();
+    assert_eq!(functions.len(), built.len());
     for f in &functions {
         let id = &f.logical_id;
         let text = |name: &str| f.property(name).and_then(scalar);
@@ -318,7 +370,7 @@ fn the_edit_queue_fits_the_worker_and_has_a_dead_letter_queue() {
 #[test]
 fn http_functions_answer_within_api_gateways_30_seconds() {
     let template = template();
-    for binary in ["lifecycle", "webhooks", "edit-api"] {
+    for binary in routes::Function::ALL.map(routes::Function::binary) {
         let f = function(&template, binary);
         let timeout = f.timeout().unwrap();
         assert!(

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use confluence_sim::{Demo, SimConfig, Simulator};
+use serde_json::Value;
 use understudy::LocalApp;
-use understudy_domain::{AuditLog, AuditRecord, ClientKey, PageId};
+use understudy_domain::{AuditLog, AuditRecord, ClientKey, PageId, TenantStore};
 
 /// The fragment the test rules append.
 pub const REVIEWED: &str = "<p>Reviewed by understudy</p>";
@@ -54,7 +55,7 @@ pub async fn start_app_with(
     data: &std::path::Path,
     more: &[(&str, &str)],
 ) -> LocalApp {
-    let mut vars = understudy::demo::simulator_env(sim, edit_rules, data);
+    let mut vars = understudy_demo::simulator_env(sim, edit_rules, data);
     vars.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
     LocalApp::start(&move |name| {
         vars.iter()
@@ -150,6 +151,46 @@ impl World {
         self.sim
             .page(page)
             .map_or(0, |p| p.body.matches(fragment).count())
+    }
+
+    /// Makes the stored tenant an install from before the descriptor asked for `ACT_AS_USER`: one
+    /// without an oauthClientId.
+    pub async fn drop_act_as_user(&self) {
+        let store = self.app.store();
+        let mut tenant = store
+            .get_tenant(&self.client_key(), now())
+            .await
+            .unwrap_or_else(|e| panic!("tenant: {e}"))
+            .unwrap_or_else(|| panic!("the tenant is not stored"));
+        tenant.oauth_client_id = None;
+        store
+            .save_install(&tenant, now())
+            .await
+            .unwrap_or_else(|e| panic!("saving the tenant: {e}"));
+    }
+
+    /// `POST /api/pages/{page}/edits` with `body`, as `user` from the page's panel.
+    pub async fn post_edit(&self, user: &str, page: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("http://{}/api/pages/{page}/edits", self.app.addr()))
+            .header("authorization", format!("JWT {}", self.context_token(user)))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("edit request: {e}"))
+    }
+
+    /// `GET /api/pages/{page}/audit{query}`, as `user` from the page's panel.
+    pub async fn get_audit(&self, user: &str, page: &str, query: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!(
+                "http://{}/api/pages/{page}/audit{query}",
+                self.app.addr()
+            ))
+            .header("authorization", format!("JWT {}", self.context_token(user)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("audit request: {e}"))
     }
 }
 

@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use confluence_sim::{EditVia, Endpoint, Fault, SimConfig, Simulator};
-use connect_auth::{SecretString, sign_hs256};
+use connect_auth::CONTEXT_QSH;
 use e2e_tests::{REVIEWED, World, now, rules, start_app, start_app_with};
 use serde_json::json;
-use understudy_domain::{ActedAs, AuditLog, EditOutcome, EditStrategy, TenantStore};
+use test_support::ConnectToken;
+use understudy_domain::{ActedAs, AuditLog, EditOutcome, EditStrategy};
 
 fn last_via(world: &World, page: &str) -> EditVia {
     world
@@ -154,14 +155,7 @@ async fn with_the_grant_policy_the_app_is_added_to_the_existing_restriction_and_
 async fn without_act_as_user_a_restricted_page_is_blocked_and_the_audit_says_why() {
     let w = World::new(&rules("impersonate")).await;
     // An install from before the descriptor asked for ACT_AS_USER carries no oauthClientId.
-    let store = w.app.store();
-    let mut tenant = store
-        .get_tenant(&w.client_key(), now())
-        .await
-        .unwrap()
-        .unwrap();
-    tenant.oauth_client_id = None;
-    store.save_install(&tenant, now()).await.unwrap();
+    w.drop_act_as_user().await;
 
     let page = w.demo.edit_restricted_page.clone();
     let before = w.sim.page(&page).unwrap().version;
@@ -386,19 +380,9 @@ async fn two_tenants_at_once_do_not_cross_talk() {
         .await
         .unwrap();
     a.settle().await;
-    let audit: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/pages/{}/audit",
-            a.app.addr(),
-            b_demo.open_page
-        ))
-        .header(
-            "authorization",
-            format!("JWT {}", a.context_token(&a.demo.bob)),
-        )
-        .send()
+    let audit: serde_json::Value = a
+        .get_audit(&a.demo.bob, &b_demo.open_page, "")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -410,12 +394,9 @@ async fn two_tenants_at_once_do_not_cross_talk() {
         "{audit}"
     );
     // And B's secret cannot be used to speak for A.
-    let forged = {
-        let secret = b.installation("understudy").unwrap().shared_secret;
-        let claims = json!({"iss": a.sim.client_key(), "sub": a.demo.bob, "iat": now(), "exp": now() + 180,
-                            "qsh": "context-qsh"});
-        sign_hs256(&claims, &SecretString::from(secret)).unwrap()
-    };
+    let forged = ConnectToken::with_qsh(&a.sim.client_key(), CONTEXT_QSH, now())
+        .user(&a.demo.bob)
+        .sign(&b.installation("understudy").unwrap().shared_secret);
     let r = reqwest::Client::new()
         .get(format!(
             "http://{}/api/pages/{}/audit",
@@ -441,16 +422,7 @@ async fn the_edit_api_acts_as_the_calling_user_and_never_as_the_app() {
     // and the app does not step in. Her refusal stays out of the page's audit trail (anyone could
     // bury a page's history under refusals otherwise).
     let before = w.sim.page(&page).unwrap().version;
-    let r = http
-        .post(&url)
-        .header(
-            "authorization",
-            format!("JWT {}", w.context_token(&w.demo.carol)),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.post_edit(&w.demo.carol, &page, &body).await;
     assert_eq!(r.status(), 403);
     let answer: serde_json::Value = r.json().await.unwrap();
     assert_eq!(answer["audit"]["outcome"], "blocked");
@@ -462,16 +434,7 @@ async fn the_edit_api_acts_as_the_calling_user_and_never_as_the_app() {
     );
 
     // Bob may edit: the edit lands as Bob, by impersonation.
-    let r = http
-        .post(&url)
-        .header(
-            "authorization",
-            format!("JWT {}", w.context_token(&w.demo.bob)),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = w.post_edit(&w.demo.bob, &page, &body).await;
     assert_eq!(r.status(), 200);
     let answer: serde_json::Value = r.json().await.unwrap();
     assert_eq!(answer["audit"]["outcome"], "edited");
@@ -485,15 +448,9 @@ async fn the_edit_api_acts_as_the_calling_user_and_never_as_the_app() {
     w.settle().await;
 
     // The audit route lists Bob's edit, and not Carol's refusal.
-    let audit: serde_json::Value = http
-        .get(format!("http://{}/api/pages/{page}/audit", w.app.addr()))
-        .header(
-            "authorization",
-            format!("JWT {}", w.context_token(&w.demo.bob)),
-        )
-        .send()
+    let audit: serde_json::Value = w
+        .get_audit(&w.demo.bob, &page, "")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -12,31 +12,10 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::{World, now, rules};
 use serde_json::{Value, json};
+use test_support::ConnectToken;
 use understudy_domain::{
-    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId, TenantStore,
+    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId,
 };
-
-async fn post_edit(w: &World, user: &str, page: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("http://{}/api/pages/{page}/edits", w.app.addr()))
-        .header("authorization", format!("JWT {}", w.context_token(user)))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_audit(w: &World, user: &str, page: &str, query: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/pages/{page}/audit{query}",
-            w.app.addr()
-        ))
-        .header("authorization", format!("JWT {}", w.context_token(user)))
-        .send()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn an_edit_that_would_grow_the_page_without_bound_is_refused_before_any_put() {
@@ -47,7 +26,9 @@ async fn an_edit_that_would_grow_the_page_without_bound_is_refused_before_any_pu
     let mut ops = vec![json!({"append": "a".repeat(1000)})];
     ops.extend((0..7).map(|_| json!({"replace": {"find": "a", "with": "aaaaaaaaaa"}})));
     let started = Instant::now();
-    let r = post_edit(&w, &w.demo.bob, &page, &json!({ "edit": ops })).await;
+    let r = w
+        .post_edit(&w.demo.bob, &page, &json!({ "edit": ops }))
+        .await;
     assert_eq!(r.status(), 400);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["audit"]["outcome"], "refused", "{answer}");
@@ -65,7 +46,9 @@ async fn an_edit_that_would_grow_the_page_without_bound_is_refused_before_any_pu
     let many: Vec<Value> = (0..51)
         .map(|i| json!({"append": format!("<p>{i}</p>")}))
         .collect();
-    let r = post_edit(&w, &w.demo.bob, &page, &json!({ "edit": many })).await;
+    let r = w
+        .post_edit(&w.demo.bob, &page, &json!({ "edit": many }))
+        .await;
     assert_eq!(r.status(), 400);
     let answer: Value = r.json().await.unwrap();
     assert!(
@@ -74,13 +57,13 @@ async fn an_edit_that_would_grow_the_page_without_bound_is_refused_before_any_pu
     );
 
     // The app is still there for everyone.
-    let r = post_edit(
-        &w,
-        &w.demo.bob,
-        &page,
-        &json!({"edit": [{"append": "<p>still here</p>"}]}),
-    )
-    .await;
+    let r = w
+        .post_edit(
+            &w.demo.bob,
+            &page,
+            &json!({"edit": [{"append": "<p>still here</p>"}]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -96,42 +79,35 @@ async fn a_pages_audit_trail_shows_only_to_those_who_may_view_the_page() {
     w.settle().await;
     assert!(!w.audit(&page).await.is_empty());
 
-    let r = get_audit(&w, &w.demo.alice, &page, "").await;
+    let r = w.get_audit(&w.demo.alice, &page, "").await;
     assert_eq!(r.status(), 200);
     let listing: Value = r.json().await.unwrap();
     assert!(!listing["records"].as_array().unwrap().is_empty());
 
     // Bob and Carol cannot view it: to them there is nothing here, and nothing says who edited it.
     for user in [&w.demo.bob, &w.demo.carol] {
-        let r = get_audit(&w, user, &page, "").await;
+        let r = w.get_audit(user, &page, "").await;
         assert_eq!(r.status(), 404);
         let text = r.text().await.unwrap();
         assert!(!text.contains(w.demo.alice.as_str()), "{text}");
     }
     // A page that does not exist answers the same.
-    let r = get_audit(&w, &w.demo.carol, "999999", "").await;
+    let r = w.get_audit(&w.demo.carol, "999999", "").await;
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
 async fn without_act_as_user_confluence_is_asked_through_its_permission_check() {
     let w = World::new(&rules("impersonate")).await;
-    let store = w.app.store();
-    let mut tenant = store
-        .get_tenant(&w.client_key(), now())
-        .await
-        .unwrap()
-        .unwrap();
-    tenant.oauth_client_id = None;
-    store.save_install(&tenant, now()).await.unwrap();
+    w.drop_act_as_user().await;
 
     // The open page: the app may ask, and Carol may view it.
     let open = w.demo.open_page.clone();
-    let r = get_audit(&w, &w.demo.carol, &open, "").await;
+    let r = w.get_audit(&w.demo.carol, &open, "").await;
     assert_eq!(r.status(), 200);
     // The view-restricted page: the app itself cannot see it, so nobody can vouch for anyone.
     let closed = w.demo.view_restricted_page.clone();
-    let r = get_audit(&w, &w.demo.alice, &closed, "").await;
+    let r = w.get_audit(&w.demo.alice, &closed, "").await;
     assert_eq!(r.status(), 404);
     assert!(
         w.sim
@@ -170,7 +146,7 @@ async fn refusals_do_not_bury_the_history_and_every_record_can_be_paged_to() {
     let body = json!({"edit": [{"append": "<p>spam</p>"}]});
     let mut limited = None;
     for _ in 0..40 {
-        let r = post_edit(&w, &w.demo.carol, &page, &body).await;
+        let r = w.post_edit(&w.demo.carol, &page, &body).await;
         if r.status() == 429 {
             limited = Some(r);
             break;
@@ -189,7 +165,7 @@ async fn refusals_do_not_bury_the_history_and_every_record_can_be_paged_to() {
     let mut seen = Vec::new();
     let mut query = String::new();
     loop {
-        let r = get_audit(&w, &w.demo.alice, &page, &query).await;
+        let r = w.get_audit(&w.demo.alice, &page, &query).await;
         assert_eq!(r.status(), 200);
         let listing: Value = r.json().await.unwrap();
         let records = listing["records"].as_array().unwrap();
@@ -216,7 +192,9 @@ async fn refusals_do_not_bury_the_history_and_every_record_can_be_paged_to() {
     assert_eq!(distinct.len(), 120, "{seen:?}");
 
     // A cursor that no answer gave is refused, in fixed words.
-    let r = get_audit(&w, &w.demo.alice, &page, "?before=%3Cscript%3E").await;
+    let r = w
+        .get_audit(&w.demo.alice, &page, "?before=%3Cscript%3E")
+        .await;
     assert_eq!(r.status(), 400);
     assert!(!r.text().await.unwrap().contains("script"));
 }
@@ -227,12 +205,9 @@ async fn the_panel_may_be_framed_only_by_the_sites_that_may_install_the_app() {
     let secret = w.sim.installation("understudy").unwrap().shared_secret;
     let path = "/ui/page";
     let query = format!("pageId={}", w.demo.open_page);
-    let now = now();
-    let qsh = connect_auth::RequestParts::new("GET", path, &query).qsh();
-    let claims = json!({"iss": w.sim.client_key(), "sub": w.demo.bob, "iat": now,
-                        "exp": now + 180, "qsh": qsh});
-    let token =
-        connect_auth::sign_hs256(&claims, &connect_auth::SecretString::from(secret)).unwrap();
+    let token = ConnectToken::for_request(&w.sim.client_key(), "GET", path, &query, now())
+        .user(&w.demo.bob)
+        .sign(&secret);
     let r = reqwest::Client::new()
         .get(format!("http://{}{path}?{query}&jwt={token}", w.app.addr()))
         .send()

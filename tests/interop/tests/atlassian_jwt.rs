@@ -1,7 +1,7 @@
 //! This project's Connect JWT code against Atlassian's own atlassian-jwt 2.0.3, in the same run.
 //!
 //! atlassian-jwt orders query parameters by their decoded names; Confluence (Java) orders them by
-//! their encoded names (`connect-protocol.md` §2). Where the two differ, these tests assert the Java
+//! their encoded names (docs/protocol.md §2). Where the two differ, these tests assert the Java
 //! order; everywhere else the two implementations must agree byte for byte.
 #![allow(
     clippy::unwrap_used,

@@ -6,16 +6,10 @@
 //! The function runs in a child process (this same test binary, running one test that does nothing
 //! unless [`CHILD_ENV`] is set), because the runtime reads its settings from the environment and a
 //! test cannot change its own. The parent serves the events, collects the answers, then stops the
-//! child and returns everything it wrote. Shared by the lifecycle and webhook tests (`#[path]`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    dead_code
-)]
+//! child and returns everything it wrote. The child test calls [`child_main`].
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -29,6 +23,23 @@ pub const CHILD_ENV: &str = "UNDERSTUDY_TEST_LAMBDA_CHILD";
 /// True in the child process.
 pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// The body of the child test: in the child process, runs `function` (a Lambda function's `main`,
+/// serving events until the parent stops it) on a multi-threaded runtime; elsewhere nothing.
+pub fn child_main<F, E>(function: F)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Debug,
+{
+    if !is_child() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(function).unwrap();
 }
 
 /// What one run produced.

@@ -8,7 +8,7 @@
 
 #[tokio::test]
 async fn the_demo_edits_each_page_by_the_promised_route() {
-    let story = understudy::demo::run().await.unwrap();
+    let story = understudy_demo::run().await.unwrap();
     let lines: Vec<&str> = story.lines().collect();
     let step = |n: &str| *lines.iter().find(|l| l.starts_with(n)).unwrap();
     assert!(step("2.").ends_with("by the app user, stamped."), "{story}");

@@ -1,4 +1,5 @@
-//! `understudy demo`: the whole story against the Confluence simulator, told in plain words.
+//! The demo (`cargo run --release --bin understudy-demo`): the whole story against the Confluence
+//! simulator, told in plain words.
 //!
 //! A simulated site with three pages (open, edit-restricted, view-restricted), the local app
 //! installed into it (a signed install, verified), people editing, and the app keeping up: as
@@ -10,7 +11,7 @@ use std::time::Duration;
 use confluence_sim::{EditVia, SimConfig, Simulator};
 use understudy_domain::{ActedAs, AuditLog, ClientKey, SettingsStore, TenantSettings};
 
-use crate::LocalApp;
+use understudy::LocalApp;
 
 const STAMP: &str = "<p>Reviewed by understudy</p>";
 
