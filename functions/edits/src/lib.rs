@@ -16,8 +16,8 @@ use connect_auth::SystemClock;
 use understudy_confluence::{ClientConfig, ConfigError, ConfluenceClient};
 use understudy_core::{EditEngine, EngineSettings};
 use understudy_domain::{AuditLog, TokenCache};
+use understudy_web::deployed::DeployedConfig;
 use understudy_web::env::{Env, FromEnv};
-use understudy_web::lambda::DeployedConfig;
 
 /// The edit worker's settings on Lambda, read once at its cold start
 /// ([`understudy_web::lambda::start`]). What it reads is what `tests/deployment` checks

@@ -25,7 +25,7 @@ use understudy_web::{
 /// The lifecycle function's settings on Lambda, read once at its cold start
 /// ([`understudy_web::lambda::start`]): the shared [`AppConfig`] and the store's. What it reads is
 /// what `tests/deployment` checks template.yaml against.
-pub type LifecycleConfig = understudy_web::lambda::DeployedConfig;
+pub type LifecycleConfig = understudy_web::deployed::DeployedConfig;
 
 /// Install payloads are a few KiB; anything much larger is not from Confluence.
 pub const MAX_LIFECYCLE_BODY: usize = 64 * 1024;

@@ -15,8 +15,8 @@ use http::StatusCode;
 use sha2::{Digest, Sha256};
 use understudy_domain::{SettingsStore, Tenant, TenantState, TenantStore};
 use understudy_queue::{EditJobMessage, Enqueued, IntakeError, JobIntake};
+use understudy_web::deployed::DeployedConfig;
 use understudy_web::env::{Env, FromEnv};
-use understudy_web::lambda::DeployedConfig;
 use understudy_web::request::empty;
 use understudy_web::routes::{self, Function};
 use understudy_web::{

@@ -1,4 +1,5 @@
-//! The edit-job queue between the webhook function and the edit worker.
+//! The edit-job queue between the webhook function and the edit worker. Features `sqs` and `local`
+//! (both on by default) choose which queues are built.
 //!
 //! - [`EditJobMessage`]: what a webhook decided to do, with everything the worker needs except
 //!   secrets (the worker loads the tenant itself).
@@ -14,15 +15,22 @@
 
 mod intake;
 mod job;
+#[cfg(feature = "local")]
 mod journal;
+#[cfg(feature = "local")]
 mod local;
+#[cfg(feature = "sqs")]
 mod sqs;
+#[cfg(feature = "local")]
 mod tables;
+#[cfg(feature = "local")]
 mod writer;
 
 pub use intake::{Enqueued, IntakeError, JobIntake, MarkedQueue};
 pub use job::{EditJobMessage, QueueError};
+#[cfg(feature = "local")]
 pub use local::{Lease, LocalQueue};
+#[cfg(feature = "sqs")]
 pub use sqs::SqsQueue;
 
 use async_trait::async_trait;

@@ -1,5 +1,5 @@
 //! The AWS SDK configuration every deployed function loads once. Which table and key the store
-//! uses is read with the functions' own settings (`understudy_web::lambda::StoreSettings`).
+//! uses is read with the functions' own settings (`understudy_web::deployed::StoreSettings`).
 
 use aws_config::{BehaviorVersion, SdkConfig};
 

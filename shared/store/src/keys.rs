@@ -2,14 +2,18 @@
 //! DynamoDB table look the same to whoever reads them. Every prefix ends in `#`, so a prefix scan
 //! cannot match another kind.
 
+#[cfg(feature = "dynamo")]
+use understudy_domain::RateWindow;
 use understudy_domain::{
-    AuditCursor, AuditRecord, IdempotencyKey, PageId, RateWindow, StoreError, TokenCacheKey,
+    AuditCursor, AuditRecord, IdempotencyKey, PageId, StoreError, TokenCacheKey,
 };
 
 pub(crate) const TENANT_SK: &str = "TENANT";
 pub(crate) const SETTINGS_SK: &str = "SETTINGS";
 pub(crate) const TOKEN_PREFIX: &str = "TOKEN#";
 pub(crate) const AUDIT_PREFIX: &str = "AUDIT#";
+/// Rate-limit counters live in the table on DynamoDB only (the local app counts in memory).
+#[cfg(feature = "dynamo")]
 pub(crate) const RATE_PREFIX: &str = "RATE#";
 
 pub(crate) fn token_sk(key: &TokenCacheKey) -> String {
@@ -57,6 +61,7 @@ pub(crate) fn cursor_of_sk(sk: &str) -> Result<AuditCursor, StoreError> {
 }
 
 /// `RATE#<sha256 hex of the subject>#<window seconds>#<window start>`: no accountId in clear.
+#[cfg(feature = "dynamo")]
 pub(crate) fn rate_sk(window: &RateWindow) -> String {
     format!(
         "{RATE_PREFIX}{}#{}#{}",
@@ -103,6 +108,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "dynamo")]
     #[test]
     fn a_rate_key_holds_the_subjects_hash_only() {
         let sk = rate_sk(&RateWindow::new("557058:someone", 60, 125));

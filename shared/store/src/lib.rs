@@ -1,4 +1,5 @@
-//! Store adapters for the ports of `understudy-domain`.
+//! Store adapters for the ports of `understudy-domain`. Features `dynamo` and `embedded` (both on
+//! by default) choose which adapters are built.
 //!
 //! - [`DynamoStore`]: DynamoDB, one table, on AWS (or any DynamoDB-compatible server).
 //! - [`EmbeddedStore`]: one redb file under a data directory, for runs without AWS.
@@ -40,17 +41,27 @@
 //! The SDK retries throttling and transient errors (standard retry mode, 4 attempts); what still
 //! fails is [`understudy_domain::StoreError::Unavailable`], which the functions answer with 503.
 
+#[cfg(feature = "dynamo")]
 mod aws;
 mod codec;
 mod crypto;
+#[cfg(feature = "dynamo")]
 mod dynamo;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod keys;
 
-pub use crypto::{KmsCipher, KmsConfig, LocalKeyCipher, SecretCipher, secret_context};
+#[cfg(feature = "dynamo")]
+pub use crypto::{KmsCipher, KmsConfig};
+pub use crypto::{LocalKeyCipher, SecretCipher, secret_context};
+#[cfg(feature = "dynamo")]
 pub use dynamo::{DynamoConfig, DynamoStore};
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 
+#[cfg(feature = "dynamo")]
 mod env;
+#[cfg(feature = "dynamo")]
 pub use aws_config::SdkConfig;
+#[cfg(feature = "dynamo")]
 pub use env::load_aws_config;

@@ -2,8 +2,8 @@
 //!
 //! - [`start`]: the function's settings read once (a [`FromEnv`] type; `RUST_LOG` too, for the
 //!   logs), and its JSON logs started;
-//! - [`DeployedConfig`]: what every deployed function reads (the shared [`AppConfig`] and the
-//!   store's [`StoreSettings`]), and [`StoreSettings::open`] for the DynamoDB store;
+//! - [`DeployedConfig`]: what every deployed function reads (from [`crate::deployed`]), and
+//!   [`StoreSettings::open`] for the DynamoDB store;
 //! - [`serve_http`]: an HTTP function served on API Gateway HTTP API (v2) events;
 //! - [`variables`]: what a function with given settings reads, for the deployment test.
 //!
@@ -17,19 +17,12 @@ use bytes::Bytes;
 use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
 use understudy_store::{DynamoConfig, DynamoStore, KmsCipher, KmsConfig, SdkConfig};
 
-use crate::config::{AppConfig, ConfigError};
-use crate::env::{Env, FromEnv, Variables};
+use crate::config::ConfigError;
+use crate::deployed::read_function;
+pub use crate::deployed::{DeployedConfig, StoreSettings, variables};
+use crate::env::{Env, FromEnv};
 use crate::request::ApiRequest;
 use crate::response::ApiResponse;
-
-/// The log filter every function reads (`RUST_LOG`'s syntax; on AWS the `LogLevel` parameter).
-const LOG_VARIABLE: &str = "RUST_LOG";
-
-/// What [`start`] reads: the log filter, then the function's own settings.
-fn read_function<C: FromEnv>(env: &Env<'_>) -> (Option<String>, Option<C>) {
-    let log = env.get(LOG_VARIABLE);
-    (log, C::read(env))
-}
 
 /// Reads a function's settings from its environment, once, at its cold start, and starts its JSON
 /// logs at the level `RUST_LOG` names. A missing or invalid variable stops the start, logged and
@@ -42,35 +35,6 @@ pub fn start<C: FromEnv>() -> Result<C, ConfigError> {
     env.finish(settings).inspect_err(|err| {
         tracing::error!(error = %err, "the function's settings are refused: it does not start");
     })
-}
-
-/// Every variable a function whose settings are `C` reads (through [`start`]), and those it cannot
-/// start without.
-pub fn variables<C: FromEnv>() -> Variables {
-    crate::env::variables(|env| {
-        let _ = read_function::<C>(env);
-    })
-}
-
-/// The deployed store: the DynamoDB table `TABLE_NAME`, its secrets sealed under the KMS key
-/// `KMS_KEY_ID` (both set by template.yaml on every function).
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// `TABLE_NAME`.
-    pub table_name: String,
-    /// `KMS_KEY_ID`: the key's id or ARN.
-    pub kms_key_id: String,
-}
-
-impl FromEnv for StoreSettings {
-    fn read(env: &Env<'_>) -> Option<Self> {
-        let table_name = env.required("TABLE_NAME", |v| Ok(v.to_owned()));
-        let kms_key_id = env.required("KMS_KEY_ID", |v| Ok(v.to_owned()));
-        Some(Self {
-            table_name: table_name?,
-            kms_key_id: kms_key_id?,
-        })
-    }
 }
 
 impl StoreSettings {
@@ -88,26 +52,6 @@ impl StoreSettings {
             region: None,
         };
         DynamoStore::from_config(sdk, &table, Arc::new(KmsCipher::from_config(sdk, &kms)))
-    }
-}
-
-/// What every deployed function reads: the shared settings and the store's.
-#[derive(Debug, Clone)]
-pub struct DeployedConfig {
-    /// `APP_KEY`, `APP_BASE_URL`, … ([`AppConfig`]).
-    pub app: AppConfig,
-    /// `TABLE_NAME`, `KMS_KEY_ID`.
-    pub store: StoreSettings,
-}
-
-impl FromEnv for DeployedConfig {
-    fn read(env: &Env<'_>) -> Option<Self> {
-        let app = AppConfig::read(env);
-        let store = StoreSettings::read(env);
-        Some(Self {
-            app: app?,
-            store: store?,
-        })
     }
 }
 

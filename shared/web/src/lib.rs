@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod deployed;
 pub mod env;
 pub mod error;
 pub mod json;

@@ -20,29 +20,29 @@ use deployment_tests::{
 };
 use serde_yaml::Value;
 use understudy_web::env::Variables;
-use understudy_web::{lambda, routes};
+use understudy_web::{deployed, routes};
 
 /// What each deployed binary reads from its environment, found by running its settings' reader
-/// with nothing set ([`understudy_web::lambda::variables`]): the list comes from the code that reads.
+/// with nothing set ([`understudy_web::deployed::variables`]): the list comes from the code that reads.
 /// Every binary that `cargo metadata` finds under `functions/` must have its entry here
 /// (`the_environment_table_covers_every_built_function`).
 fn code_env() -> BTreeMap<&'static str, Variables> {
     BTreeMap::from([
         (
             "lifecycle",
-            lambda::variables::<understudy_lifecycle::LifecycleConfig>(),
+            deployed::variables::<understudy_lifecycle::LifecycleConfig>(),
         ),
         (
             "webhooks",
-            lambda::variables::<understudy_webhooks::WebhooksConfig>(),
+            deployed::variables::<understudy_webhooks::WebhooksConfig>(),
         ),
         (
             "edit-worker",
-            lambda::variables::<understudy_edits::WorkerConfig>(),
+            deployed::variables::<understudy_edits::WorkerConfig>(),
         ),
         (
             "edit-api",
-            lambda::variables::<understudy_edits::ApiConfig>(),
+            deployed::variables::<understudy_edits::ApiConfig>(),
         ),
     ])
 }

@@ -20,6 +20,7 @@
 //! tenant and the record kind ([`secret_context`]), so a ciphertext copied into another tenant's record
 //! or into another kind of record fails to open.
 
+#[cfg(feature = "dynamo")]
 mod kms;
 mod local;
 
@@ -30,6 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use understudy_domain::{ClientKey, StoreError};
 use zeroize::Zeroizing;
 
+#[cfg(feature = "dynamo")]
 pub use kms::{KmsCipher, KmsConfig};
 pub use local::LocalKeyCipher;
 
