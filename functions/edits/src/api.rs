@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use understudy_core::{Edit, EditEngine, EditJob, EditMode, user_may_view_page};
 use understudy_domain::{
-    AccountId, AuditCursor, AuditLog, AuditRecord, PageId, RateDecision, RateLimits, Tenant,
-    TenantState, TenantStore,
+    AccountId, AuditCursor, AuditLog, PageId, RateDecision, RateLimits, Tenant, TenantState,
+    TenantStore,
 };
 use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
@@ -164,29 +164,17 @@ where
         tracing::Span::current().record("job_id", job_id.as_str());
         // The edit runs as the person asking, never as the app.
         let mode = EditMode::AsUserOnly(user);
-        let report = self
-            .engine
-            .execute(EditJob {
-                tenant: &tenant,
-                page_id: &page,
-                edit: &edit,
-                mode: &mode,
-                job_id: &job_id,
-            })
-            .await;
-        let status = understudy_web::error::edit_status(&report.result);
-        let record = AuditRecord {
-            client_key: tenant.client_key.clone(),
-            page_id: page,
-            at_ms: now_ms,
-            version_before: report.version_before,
-            version_after: report.version_after,
-            acted_as: report.acted_as.clone(),
-            strategy: report.strategy,
-            outcome: report.result.outcome(),
-            reason: report.reason(),
-            job_id,
+        let job = EditJob {
+            tenant: &tenant,
+            page_id: &page,
+            edit: &edit,
+            mode: &mode,
+            job_id: &job_id,
         };
+        let report = self.engine.execute(job).await;
+        let status = understudy_web::error::edit_status(&report.result);
+        // The record as the trail has it (or would, for a refusal that stays out of it).
+        let record = report.audit_record(&job, now_ms);
         let body = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(json_response(
             status,

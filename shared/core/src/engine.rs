@@ -202,6 +202,22 @@ impl EditReport {
         matches!(&self.result, EditResult::Failed(e) if e.is_transient())
     }
 
+    /// The audit record of this execution of `job`, at `at_ms` (unix milliseconds).
+    pub fn audit_record(&self, job: &EditJob<'_>, at_ms: i64) -> AuditRecord {
+        AuditRecord {
+            client_key: job.tenant.client_key.clone(),
+            page_id: job.page_id.clone(),
+            at_ms,
+            version_before: self.version_before,
+            version_after: self.version_after,
+            acted_as: self.acted_as.clone(),
+            strategy: self.strategy,
+            outcome: self.result.outcome(),
+            reason: self.reason(),
+            job_id: job.job_id.to_owned(),
+        }
+    }
+
     /// One line for the audit record and logs (no secret, no page content).
     pub fn reason(&self) -> String {
         let by = match &self.acted_as {
@@ -556,18 +572,7 @@ impl EditEngine {
     }
 
     async fn write_audit(&self, job: &EditJob<'_>, report: &EditReport) -> bool {
-        let record = AuditRecord {
-            client_key: job.tenant.client_key.clone(),
-            page_id: job.page_id.clone(),
-            at_ms: self.clock.now_unix().saturating_mul(1000),
-            version_before: report.version_before,
-            version_after: report.version_after,
-            acted_as: report.acted_as.clone(),
-            strategy: report.strategy,
-            outcome: report.result.outcome(),
-            reason: report.reason(),
-            job_id: job.job_id.to_owned(),
-        };
+        let record = report.audit_record(job, self.clock.now_unix().saturating_mul(1000));
         match self
             .audit
             .append(&record, self.settings.audit_retention_seconds)
