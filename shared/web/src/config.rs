@@ -4,26 +4,8 @@ use url::Url;
 
 use understudy_core::TenantHosts;
 
+pub use crate::env::ConfigError;
 use crate::env::{Env, FromEnv};
-
-/// A variable is missing or unusable; the message names it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    /// A variable is set to something unusable.
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A reader of another crate refused a value; its message names the variable.
-    #[error("{0}")]
-    Refused(String),
-}
 
 /// Settings shared by the functions (README, "Configuration").
 #[derive(Debug, Clone)]

@@ -18,7 +18,24 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::config::ConfigError;
+/// A variable is missing or unusable; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A reader of another crate refused a value; its message names the variable.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// The environment as one settings type reads it: every name asked is recorded, every problem kept.
 pub struct Env<'a> {
