@@ -22,7 +22,7 @@ impl ParseError {
 /// Why a store operation failed.
 ///
 /// Messages never contain a secret, a token or a record's content: they are safe to log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store (or the key service) could not be reached or refused the request after the SDK's

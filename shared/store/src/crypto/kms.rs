@@ -7,8 +7,7 @@
 //! after the configured KMS key changes (rotation to a new key), records sealed under the old one
 //! still open as long as the role may decrypt with it; KMS's own automatic rotation is transparent.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aes_gcm::Aes256Gcm;
@@ -27,9 +26,10 @@ use crate::aws::{retry_config, timeout_config, unavailable};
 /// sealed under one key without costing a KMS call per secret.
 const DATA_KEY_MAX_AGE: Duration = Duration::from_secs(3600);
 
-/// How many decrypted data keys are kept for opening. Reaching it empties the cache (rare: data keys
-/// change hourly per process).
-const OPEN_CACHE_MAX: usize = 256;
+/// How many decrypted data keys are kept for opening. Every process makes a new data key an hour, so
+/// a table of thousands of tenants holds secrets sealed under many of them; past the bound the
+/// least useful are dropped one by one (moka's TinyLFU), never the whole cache at once.
+const OPEN_CACHE_MAX: u64 = 4_096;
 
 /// KMS encryption context: KMS refuses to decrypt a data key under any other context, and CloudTrail
 /// logs it, which tells an auditor what the key was for.
@@ -53,7 +53,8 @@ pub struct KmsCipher {
     key_id: String,
     /// Serialised so concurrent first seals make one KMS call, not one each.
     sealing: tokio::sync::Mutex<Option<SealingKey>>,
-    opening: Mutex<HashMap<Vec<u8>, Arc<Aes256Gcm>>>,
+    /// Decrypted data keys by their encrypted form; concurrent opens of one key share one Decrypt.
+    opening: moka::future::Cache<Vec<u8>, Arc<Aes256Gcm>>,
 }
 
 struct SealingKey {
@@ -77,7 +78,7 @@ impl KmsCipher {
             client,
             key_id: key_id.into(),
             sealing: tokio::sync::Mutex::new(None),
-            opening: Mutex::new(HashMap::new()),
+            opening: moka::future::Cache::new(OPEN_CACHE_MAX),
         }
     }
 
@@ -127,7 +128,7 @@ impl KmsCipher {
         let cipher = aes_from(&plaintext);
         plaintext.zeroize();
         let cipher = Arc::new(cipher?);
-        self.remember(&encrypted, &cipher);
+        self.remember(&encrypted, &cipher).await;
         *slot = Some(SealingKey {
             encrypted: encrypted.clone(),
             cipher: Arc::clone(&cipher),
@@ -136,24 +137,20 @@ impl KmsCipher {
         Ok((encrypted, cipher))
     }
 
-    fn remember(&self, encrypted: &[u8], cipher: &Arc<Aes256Gcm>) {
-        let mut cache = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= OPEN_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(encrypted.to_vec(), Arc::clone(cipher));
+    async fn remember(&self, encrypted: &[u8], cipher: &Arc<Aes256Gcm>) {
+        self.opening
+            .insert(encrypted.to_vec(), Arc::clone(cipher))
+            .await;
     }
 
     async fn opening_key(&self, encrypted: &[u8]) -> Result<Arc<Aes256Gcm>, StoreError> {
-        let cached = self
-            .opening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(encrypted)
-            .cloned();
-        if let Some(cipher) = cached {
-            return Ok(cipher);
-        }
+        self.opening
+            .try_get_with(encrypted.to_vec(), self.decrypt_data_key(encrypted))
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    async fn decrypt_data_key(&self, encrypted: &[u8]) -> Result<Arc<Aes256Gcm>, StoreError> {
         let output = self
             .client
             .decrypt()
@@ -176,9 +173,7 @@ impl KmsCipher {
             .ok_or_else(|| StoreError::crypto("KMS returned no data key"))?;
         let cipher = aes_from(&plaintext);
         plaintext.zeroize();
-        let cipher = Arc::new(cipher?);
-        self.remember(encrypted, &cipher);
-        Ok(cipher)
+        Ok(Arc::new(cipher?))
     }
 }
 
