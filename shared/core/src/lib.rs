@@ -7,7 +7,8 @@
 //!   as the user who asked; audits each run. It talks to Confluence through the [`Confluence`] port.
 //! - [`user_may_view_page`]: the one rule for who may see a page's audit records.
 //! - [`Rules`]: which page events lead to which edit ([`WebhookEvent`]).
-//! - [`TenantHosts`]: which Confluence sites may install the app, and so which hosts it ever calls.
+//! - [`TenantHosts`]: which Confluence sites may install the app, and so which hosts it ever calls;
+//!   [`forge_api_hosts`] and [`confluence_site_ari`] for the Forge front door.
 //!
 //! Dependencies point one way: functions → adapters (store, queue, Confluence client, web) → core →
 //! domain → connect-auth (for its clock).
@@ -17,6 +18,7 @@ pub mod confluence;
 mod edit;
 mod engine;
 mod error;
+mod forge;
 mod hosts;
 mod rules;
 
@@ -33,5 +35,6 @@ pub use engine::{
     RestrictedPagePolicy,
 };
 pub use error::{ConfluenceError, TokenError};
+pub use forge::{DEFAULT_FORGE_API_HOSTS, confluence_site_ari, forge_api_hosts};
 pub use hosts::TenantHosts;
 pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};

@@ -19,14 +19,22 @@ use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
 /// The page events the app subscribes to, one URL each (webhook bodies carry no event name).
+///
+/// Each has a Connect name (the descriptor's webhook event) and a Forge name (the product event a
+/// Forge trigger delivers, docs/protocol.md §16). A rules document may name either; it is written
+/// back, and queued, by its Connect name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEvent {
-    /// `page_created`.
+    /// `page_created`, or Forge's `avi:confluence:created:page`.
+    #[serde(alias = "avi:confluence:created:page")]
     PageCreated,
-    /// `page_updated`.
+    /// `page_updated`, or Forge's `avi:confluence:updated:page`.
+    #[serde(alias = "avi:confluence:updated:page")]
     PageUpdated,
-    /// `content_permissions_updated`: restrictions changed.
+    /// `content_permissions_updated` (restrictions changed), or Forge's
+    /// `avi:confluence:permissions_updated:page`.
+    #[serde(alias = "avi:confluence:permissions_updated:page")]
     ContentPermissionsUpdated,
 }
 
@@ -45,6 +53,20 @@ impl WebhookEvent {
             Self::PageUpdated => "page_updated",
             Self::ContentPermissionsUpdated => "content_permissions_updated",
         }
+    }
+
+    /// The event's name on Forge (a product event's `eventType`).
+    pub fn forge_name(self) -> &'static str {
+        match self {
+            Self::PageCreated => "avi:confluence:created:page",
+            Self::PageUpdated => "avi:confluence:updated:page",
+            Self::ContentPermissionsUpdated => "avi:confluence:permissions_updated:page",
+        }
+    }
+
+    /// The event a Forge product event's `eventType` names, if it is one the app handles.
+    pub fn from_forge_name(event_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.forge_name() == event_type)
     }
 
     /// The event a webhook path (`/webhooks/<event>`) is for.
@@ -414,6 +436,42 @@ mod tests {
         let fine = serde_json::json!({"rules": [{"name": "ok", "events": ["page_updated"],
             "edit": [{"replace": {"find": "TODO", "with": "DONE"}}]}]});
         assert!(Rules::from_value(fine).is_ok());
+    }
+
+    #[test]
+    fn rules_may_name_events_by_their_connect_or_their_forge_names() {
+        let rules = Rules::parse(
+            r#"{"rules": [{"name": "both", "events": ["avi:confluence:updated:page", "page_created"],
+                           "edit": [{"append": "<p>x</p>"}]}]}"#,
+        )
+        .unwrap();
+        let any = Subject {
+            space_key: None,
+            title: None,
+        };
+        assert!(rules.decide(WebhookEvent::PageUpdated, any).is_some());
+        assert!(rules.decide(WebhookEvent::PageCreated, any).is_some());
+        assert!(
+            rules
+                .decide(WebhookEvent::ContentPermissionsUpdated, any)
+                .is_none()
+        );
+        for event in WebhookEvent::ALL {
+            assert_eq!(
+                WebhookEvent::from_forge_name(event.forge_name()),
+                Some(event)
+            );
+            // Queued and written back by the Connect name, as before.
+            assert_eq!(
+                serde_json::to_value(event).unwrap(),
+                serde_json::json!(event.as_str())
+            );
+        }
+        assert_eq!(
+            WebhookEvent::from_forge_name("avi:confluence:created:blogpost"),
+            None
+        );
+        assert_eq!(WebhookEvent::from_forge_name("page_created"), None);
     }
 
     #[test]
