@@ -30,6 +30,12 @@ impl ClientKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A value already known to pass [`Self::parse`] (an installation id's ARI).
+    pub(crate) fn from_checked(value: String) -> Self {
+        debug_assert!(check_text("clientKey", &value, Self::MAX_CHARS).is_ok());
+        Self(value)
+    }
 }
 
 /// An Atlassian accountId: non-empty, at most 128 characters of `[A-Za-z0-9:_-]`.

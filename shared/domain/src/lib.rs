@@ -10,6 +10,7 @@
 mod audit;
 mod cursor;
 mod error;
+mod forge;
 mod ids;
 mod memory;
 mod ports;
@@ -21,9 +22,16 @@ mod token;
 pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
 pub use cursor::{AuditCursor, AuditPage};
 pub use error::{ParseError, StoreError};
+pub use forge::{
+    FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, InstallationId,
+    SYSTEM_TOKEN_TRUSTED_SECONDS, SystemToken,
+};
 pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
-pub use ports::{AuditLog, IdempotencyMarks, RateLimits, SettingsStore, TenantStore, TokenCache};
+pub use ports::{
+    AuditLog, ForgeInstallations, IdempotencyMarks, RateLimits, SettingsStore, TenantStore,
+    TokenCache,
+};
 pub use ratelimit::{RateCounters, RateDecision, RateWindow};
 pub use settings::TenantSettings;
 pub use tenant::{

@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use crate::audit::AuditRecord;
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
+use crate::forge::{FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, InstallationId};
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
 use crate::ports::{
-    AuditLog, IdempotencyMarks, RateLimits, SettingsStore, TenantStore, TokenCache,
+    AuditLog, ForgeInstallations, IdempotencyMarks, RateLimits, SettingsStore, TenantStore,
+    TokenCache,
 };
 use crate::ratelimit::{RateCounters, RateDecision};
 use crate::settings::TenantSettings;
@@ -41,6 +43,21 @@ struct Inner {
     audit_seq: u128,
     settings: HashMap<ClientKey, (TenantSettings, Option<i64>)>,
     rates: RateCounters,
+    /// Forge installations and their retention TTL.
+    forge: HashMap<InstallationId, (ForgeInstallation, i64)>,
+    /// Forge installations linked to a Connect tenant.
+    forge_links: HashMap<InstallationId, ClientKey>,
+}
+
+impl Inner {
+    fn resolved(&self, mut installation: ForgeInstallation) -> ForgeInstallation {
+        installation.tenant_key = self
+            .forge_links
+            .get(&installation.id)
+            .cloned()
+            .unwrap_or_else(|| installation.id.own_tenant_key());
+        installation
+    }
 }
 
 fn live(expires_at: Option<i64>, now: i64) -> bool {
@@ -337,6 +354,56 @@ impl SettingsStore for MemoryStore {
         inner
             .settings
             .insert(client_key.clone(), (settings.clone(), keep));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ForgeInstallations for MemoryStore {
+    async fn get_installation(
+        &self,
+        id: &InstallationId,
+        now: i64,
+    ) -> Result<Option<ForgeInstallation>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .forge
+            .get(id)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(installation, _)| inner.resolved(installation.clone())))
+    }
+
+    async fn record_installation(
+        &self,
+        seen: &ForgeInstallation,
+        now: i64,
+    ) -> Result<ForgeInstallation, StoreError> {
+        let mut inner = self.lock();
+        let mut record = seen.clone();
+        if let Some((old, exp)) = inner.forge.get(&seen.id)
+            && *exp > now
+        {
+            record.created_at = old.created_at;
+            if old.system_token.issued_at >= seen.system_token.issued_at {
+                record.system_token = old.system_token.clone();
+            }
+        }
+        let expires_at = now.saturating_add(FORGE_INSTALLATION_RETENTION_SECONDS);
+        inner
+            .forge
+            .insert(seen.id.clone(), (record.clone(), expires_at));
+        Ok(inner.resolved(record))
+    }
+
+    async fn link_installation(
+        &self,
+        id: &InstallationId,
+        client_key: &ClientKey,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .forge_links
+            .insert(id.clone(), client_key.clone());
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::audit::AuditRecord;
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
+use crate::forge::{ForgeInstallation, InstallationId};
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
 use crate::ratelimit::RateDecision;
 use crate::settings::TenantSettings;
@@ -172,6 +173,40 @@ pub trait SettingsStore: Send + Sync {
         &self,
         client_key: &ClientKey,
         settings: &TenantSettings,
+        now: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// Forge installations: the Forge front door's tenants (docs/protocol.md §17).
+#[async_trait]
+pub trait ForgeInstallations: Send + Sync {
+    /// The installation (strongly consistent read), its `tenant_key` resolved through a Connect
+    /// link when one exists; `None` when never seen or silent for longer than
+    /// [`crate::FORGE_INSTALLATION_RETENTION_SECONDS`].
+    async fn get_installation(
+        &self,
+        id: &InstallationId,
+        now: i64,
+    ) -> Result<Option<ForgeInstallation>, StoreError>;
+
+    /// Records a verified invocation: creates the installation, or replaces its app id, cloudId,
+    /// API base URL and `updated_at` (keeping `created_at`), and renews its retention. The system
+    /// token is replaced only by one issued later than the stored one, decided atomically, so a
+    /// delivery that was delayed never puts back an older token. `seen.tenant_key` is ignored.
+    /// Returns the installation as stored afterwards.
+    async fn record_installation(
+        &self,
+        seen: &ForgeInstallation,
+        now: i64,
+    ) -> Result<ForgeInstallation, StoreError>;
+
+    /// Links the installation to a Connect tenant (its `installed` payload named the
+    /// installation): from now on the installation's `tenant_key` is `client_key`, whether the
+    /// installation was seen yet or not. A later link replaces an earlier one.
+    async fn link_installation(
+        &self,
+        id: &InstallationId,
+        client_key: &ClientKey,
         now: i64,
     ) -> Result<(), StoreError>;
 }

@@ -4,18 +4,22 @@
 //! A [`TenantRow`] is a tenant at rest: the clientKey is in the row's key, not in the row; the shared
 //! secret is sealed by a [`SecretCipher`] under the tenant's own context; the install payload has no
 //! `sharedSecret`. A [`TokenRow`] is a cached access token at rest, sealed under its tenant and sort
-//! key. Each family then has one codec for a row: the embedded store keeps it as JSON (the serde form
-//! here, which is the file format), DynamoDB as item attributes (`dynamo/tenants.rs`,
-//! `dynamo/tokens.rs`).
+//! key. An [`InstallationRow`] is a Forge installation at rest: its id is in the row's key, its
+//! system token sealed under the installation's ARI and sort key, its `tenant_key` not stored at all
+//! (it is resolved through the link on every read). Each family then has one codec for a row: the
+//! embedded store keeps it as JSON (the serde form here, which is the file format), DynamoDB as item
+//! attributes (`dynamo/tenants.rs`, `dynamo/tokens.rs`, `dynamo/forge.rs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    CachedToken, ClientKey, StoreError, Tenant, TenantState, TokenCacheKey, redact_install_payload,
+    CachedToken, ClientKey, FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation,
+    InstallationId, StoreError, SystemToken, Tenant, TenantState, TokenCacheKey,
+    redact_install_payload,
 };
 
 use crate::crypto::{SecretCipher, secret_context};
-use crate::keys::{TENANT_SK, token_sk};
+use crate::keys::{FORGE_INSTALLATION_SK, TENANT_SK, token_sk};
 
 /// The tenant record as stored (field names are the embedded file's JSON and DynamoDB's
 /// attribute names).
@@ -129,6 +133,104 @@ impl TokenRow {
         Ok(CachedToken {
             access_token: cipher.open(&self.access_token, &context).await?,
             expires_at: self.expires_at,
+        })
+    }
+}
+
+/// A Forge installation as stored (field names are the embedded file's JSON and DynamoDB's
+/// attribute names).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct InstallationRow {
+    pub(crate) app_id: String,
+    pub(crate) cloud_id: String,
+    pub(crate) api_base_url: String,
+    /// Ciphertext of the system token, bound to the installation ([`secret_context`] with its ARI
+    /// and [`FORGE_INSTALLATION_SK`]).
+    #[serde(with = "b64")]
+    pub(crate) system_token: Vec<u8>,
+    /// The stored token's `issued_at`: a token replaces it only when issued later.
+    pub(crate) token_issued_at: i64,
+    /// The stored token's `expires_at` (when the app stops using it, not the record's TTL).
+    pub(crate) token_expires_at: i64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    /// The retention TTL: [`FORGE_INSTALLATION_RETENTION_SECONDS`] after the last record.
+    pub(crate) expires_at: i64,
+}
+
+/// The context a Forge installation's system token is sealed under.
+fn installation_context(id: &InstallationId) -> Vec<u8> {
+    secret_context(&id.own_tenant_key(), FORGE_INSTALLATION_SK)
+}
+
+impl InstallationRow {
+    /// The row of an installation recorded at `now`: token sealed, retention from `now`.
+    /// (`seen.tenant_key` is not stored.)
+    pub(crate) async fn seal(
+        seen: &ForgeInstallation,
+        now: i64,
+        cipher: &dyn SecretCipher,
+    ) -> Result<Self, StoreError> {
+        let context = installation_context(&seen.id);
+        Ok(Self {
+            app_id: seen.app_id.clone(),
+            cloud_id: seen.cloud_id.clone(),
+            api_base_url: seen.api_base_url.clone(),
+            system_token: cipher.seal(&seen.system_token.token, &context).await?,
+            token_issued_at: seen.system_token.issued_at,
+            token_expires_at: seen.system_token.expires_at,
+            created_at: seen.created_at,
+            updated_at: seen.updated_at,
+            expires_at: now.saturating_add(FORGE_INSTALLATION_RETENTION_SECONDS),
+        })
+    }
+
+    /// Whether the row is still within its retention at `now`.
+    pub(crate) fn is_live(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+
+    /// What recording `self` over `old` (the stored row, if live) stores: `old`'s `created_at`,
+    /// and `old`'s token unless `self`'s was issued later. (The embedded store's rule; DynamoDB
+    /// applies the same one in the database, `dynamo/forge.rs`.)
+    #[cfg(feature = "embedded")]
+    pub(crate) fn over(mut self, old: Option<Self>) -> Self {
+        if let Some(old) = old {
+            self.created_at = old.created_at;
+            if old.token_issued_at >= self.token_issued_at {
+                self.system_token = old.system_token;
+                self.token_issued_at = old.token_issued_at;
+                self.token_expires_at = old.token_expires_at;
+            }
+        }
+        self
+    }
+
+    /// The installation `id` this row stores, its token opened, its tenant key the linked Connect
+    /// tenant's (`link`) or else its own. A token sealed for another installation does not open
+    /// ([`StoreError::Crypto`]).
+    pub(crate) async fn open(
+        self,
+        id: &InstallationId,
+        link: Option<ClientKey>,
+        cipher: &dyn SecretCipher,
+    ) -> Result<ForgeInstallation, StoreError> {
+        let token = cipher
+            .open(&self.system_token, &installation_context(id))
+            .await?;
+        Ok(ForgeInstallation {
+            id: id.clone(),
+            tenant_key: link.unwrap_or_else(|| id.own_tenant_key()),
+            app_id: self.app_id,
+            cloud_id: self.cloud_id,
+            api_base_url: self.api_base_url,
+            system_token: SystemToken {
+                token,
+                issued_at: self.token_issued_at,
+                expires_at: self.token_expires_at,
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }

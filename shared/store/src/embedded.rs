@@ -3,8 +3,13 @@
 //! It mirrors the DynamoDB layout: one table whose key is `<clientKey> NUL <sort key>` with the same
 //! sort keys ([`crate::keys`]), values are JSON rows, and secrets are sealed by a [`SecretCipher`]
 //! (base64 in the JSON). redb write transactions are serialised, which is what makes the conditional
-//! operations (first install, idempotency marks) atomic here. The audit trail keeps a page-scoped copy
-//! of each record (`PAGE#...`), written in the same transaction, in place of DynamoDB's index.
+//! operations (first install, idempotency marks, a Forge system token replaced only by a later one)
+//! atomic here. The audit trail keeps a page-scoped copy of each record (`PAGE#...`), written in the
+//! same transaction, in place of DynamoDB's index.
+//!
+//! A Forge installation is kept as DynamoDB keeps it: under its ARI in place of a clientKey,
+//! `<ARI> NUL FORGE#INSTALLATION` (the installation, token sealed) and `<ARI> NUL FORGE#LINK` (the
+//! Connect tenant it is linked to, `{"client_key", "linked_at"}`), read together from one snapshot.
 //!
 //! Rate limits are the exception: they are counted in the process ([`RateCounters`]), not in the
 //! file. A durable count would cost a commit, i.e. an fsync, per API call; the local app is one
@@ -19,17 +24,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, IdempotencyKey,
-    IdempotencyMarks, InstallOutcome, PageId, RateCounters, RateDecision, RateLimits,
-    SettingsStore, StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache,
-    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, ForgeInstallation,
+    ForgeInstallations, IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId,
+    RateCounters, RateDecision, RateLimits, SettingsStore, StoreError, Tenant, TenantSettings,
+    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 
-use crate::codec::{TenantRow, TokenRow};
+use crate::codec::{InstallationRow, TenantRow, TokenRow};
 use crate::crypto::{LocalKeyCipher, SecretCipher};
 use crate::keys::{
-    AUDIT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk,
-    cursor_sk_suffix, live, mark_sk, page_prefix, page_sk, token_sk,
+    AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX,
+    audit_expiry, audit_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk, page_prefix, page_sk,
+    token_sk,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
@@ -69,6 +75,32 @@ struct AuditRow {
 struct SettingsRow {
     document: Value,
     expires_at: Option<i64>,
+}
+
+/// The Connect tenant a Forge installation is linked to.
+#[derive(Serialize, Deserialize)]
+struct LinkRow {
+    client_key: String,
+    linked_at: i64,
+}
+
+impl LinkRow {
+    fn client_key(&self) -> Result<ClientKey, StoreError> {
+        ClientKey::parse(self.client_key.as_str())
+            .map_err(|_| StoreError::corrupt("forge link (client_key)"))
+    }
+}
+
+const INSTALLATION: &str = "forge installation";
+const LINK: &str = "forge link";
+
+/// The installation's and its link's item keys: under the installation's ARI.
+fn forge_keys(id: &InstallationId) -> (String, String) {
+    let own = id.own_tenant_key();
+    (
+        item_key(&own, FORGE_INSTALLATION_SK),
+        item_key(&own, FORGE_LINK_SK),
+    )
 }
 
 /// `<clientKey> NUL <sort key>`: a clientKey has no control characters, so the NUL cannot be part of
@@ -561,8 +593,78 @@ impl SettingsStore for EmbeddedStore {
     }
 }
 
+#[async_trait]
+impl ForgeInstallations for EmbeddedStore {
+    async fn get_installation(
+        &self,
+        id: &InstallationId,
+        now: i64,
+    ) -> Result<Option<ForgeInstallation>, StoreError> {
+        let (key, link_key) = forge_keys(id);
+        let (row, link) = self
+            .read(move |t| {
+                let row = get_row::<InstallationRow>(t, &key, INSTALLATION)?;
+                let link = get_row::<LinkRow>(t, &link_key, LINK)?;
+                Ok((row, link))
+            })
+            .await?;
+        let Some(row) = row.filter(|r| r.is_live(now)) else {
+            return Ok(None);
+        };
+        let link = link.map(|l| l.client_key()).transpose()?;
+        row.open(id, link, &*self.cipher).await.map(Some)
+    }
+
+    async fn record_installation(
+        &self,
+        seen: &ForgeInstallation,
+        now: i64,
+    ) -> Result<ForgeInstallation, StoreError> {
+        let row = InstallationRow::seal(seen, now, &*self.cipher).await?;
+        let (key, link_key) = forge_keys(&seen.id);
+        // One write transaction: the token comparison and the write are atomic.
+        let (stored, link) = self
+            .write(move |table| {
+                // A corrupt old row must not block the record that repairs it: the new one starts
+                // afresh.
+                let old = match get_row::<InstallationRow>(table, &key, INSTALLATION) {
+                    Ok(old) => old,
+                    Err(StoreError::Corrupt { .. }) => {
+                        tracing::warn!("replacing a corrupt forge installation row");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                let stored = row.over(old.filter(|o| o.is_live(now)));
+                put_row(table, &key, &stored)?;
+                // A corrupt link fails the answer, not the write.
+                let link = get_row::<LinkRow>(table, &link_key, LINK);
+                Ok((stored, link))
+            })
+            .await?;
+        let link = link?.map(|l| l.client_key()).transpose()?;
+        stored.open(&seen.id, link, &*self.cipher).await
+    }
+
+    async fn link_installation(
+        &self,
+        id: &InstallationId,
+        client_key: &ClientKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (_, link_key) = forge_keys(id);
+        let row = LinkRow {
+            client_key: client_key.as_str().to_owned(),
+            linked_at: now,
+        };
+        self.write(move |t| put_row(t, &link_key, &row)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn client_key() -> ClientKey {
@@ -596,6 +698,109 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    fn forge_id(n: u8) -> InstallationId {
+        InstallationId::parse(format!(
+            "{}{n:08}-0000-0000-0000-000000000000",
+            InstallationId::PREFIX
+        ))
+        .unwrap()
+    }
+
+    fn forge(id: &InstallationId, token: &str, at: i64) -> ForgeInstallation {
+        ForgeInstallation {
+            id: id.clone(),
+            tenant_key: id.own_tenant_key(),
+            app_id: "ari:cloud:ecosystem::app/app".into(),
+            cloud_id: "cloud".into(),
+            api_base_url: "https://api.atlassian.com/ex/confluence/cloud".into(),
+            system_token: understudy_domain::SystemToken::received(token.into(), at),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    async fn write_forge_raw(store: &EmbeddedStore, id: &InstallationId, sk: &str, bytes: &[u8]) {
+        let key = item_key(&id.own_tenant_key(), sk);
+        let bytes = bytes.to_vec();
+        store
+            .write(move |t| {
+                t.insert(key.as_str(), bytes.as_slice()).map_err(db_error)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_forge_row_is_a_corrupt_error_and_a_record_or_link_repairs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let id = forge_id(1);
+        write_forge_raw(&store, &id, FORGE_INSTALLATION_SK, b"{not json").await;
+        let err = store.get_installation(&id, 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        // The record starts afresh over it.
+        let recorded = store
+            .record_installation(&forge(&id, "repaired", 5), 5)
+            .await
+            .unwrap();
+        assert_eq!(recorded.created_at, 5);
+        let got = store.get_installation(&id, 5).await.unwrap().unwrap();
+        assert_eq!(got.system_token.token.expose_secret(), "repaired");
+
+        // A link that names no valid clientKey fails reads, and the answer of a record (whose
+        // write still happens); linking again repairs it.
+        write_forge_raw(
+            &store,
+            &id,
+            FORGE_LINK_SK,
+            br#"{"client_key":"","linked_at":1}"#,
+        )
+        .await;
+        let err = store.get_installation(&id, 6).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let err = store
+            .record_installation(&forge(&id, "newer", 7), 7)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        store
+            .link_installation(&id, &client_key(), 8)
+            .await
+            .unwrap();
+        let got = store.get_installation(&id, 8).await.unwrap().unwrap();
+        assert_eq!(got.tenant_key, client_key());
+        assert_eq!(got.system_token.token.expose_secret(), "newer");
+    }
+
+    #[tokio::test]
+    async fn a_system_token_moved_to_another_installation_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let (a, b) = (forge_id(1), forge_id(2));
+        store
+            .record_installation(&forge(&a, "token-of-a", 1), 1)
+            .await
+            .unwrap();
+        store
+            .record_installation(&forge(&b, "token-of-b", 1), 1)
+            .await
+            .unwrap();
+        let (from, _) = forge_keys(&a);
+        let (to, _) = forge_keys(&b);
+        store
+            .write(move |t| {
+                let a: InstallationRow = get_row(t, &from, INSTALLATION)?.unwrap();
+                let mut b: InstallationRow = get_row(t, &to, INSTALLATION)?.unwrap();
+                b.system_token = a.system_token;
+                put_row(t, &to, &b)
+            })
+            .await
+            .unwrap();
+        let err = store.get_installation(&b, 2).await.unwrap_err();
+        assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
     }
 
     #[tokio::test]

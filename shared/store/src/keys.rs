@@ -1,6 +1,12 @@
 //! Sort keys of the single-table layout, shared by both adapters so the embedded file and the
 //! DynamoDB table look the same to whoever reads them. Every prefix ends in `#`, so a prefix scan
 //! cannot match another kind.
+//!
+//! Forge installations are kept under the installation's ARI
+//! ([`understudy_domain::InstallationId::own_tenant_key`]) in place of a clientKey: the
+//! installation itself at [`FORGE_INSTALLATION_SK`], the Connect tenant it is linked to at
+//! [`FORGE_LINK_SK`]. Both start with [`FORGE_PREFIX`], so one prefix read returns the two and
+//! nothing else an unlinked installation keeps under the same key (its settings and audit).
 
 #[cfg(feature = "dynamo")]
 use understudy_domain::RateWindow;
@@ -12,6 +18,13 @@ pub(crate) const TENANT_SK: &str = "TENANT";
 pub(crate) const SETTINGS_SK: &str = "SETTINGS";
 pub(crate) const TOKEN_PREFIX: &str = "TOKEN#";
 pub(crate) const AUDIT_PREFIX: &str = "AUDIT#";
+/// What a Forge installation keeps under its ARI: [`FORGE_INSTALLATION_SK`] and [`FORGE_LINK_SK`].
+#[cfg(feature = "dynamo")]
+pub(crate) const FORGE_PREFIX: &str = "FORGE#";
+/// A Forge installation (its system token sealed under this sort key).
+pub(crate) const FORGE_INSTALLATION_SK: &str = "FORGE#INSTALLATION";
+/// The Connect tenant a Forge installation is linked to.
+pub(crate) const FORGE_LINK_SK: &str = "FORGE#LINK";
 /// Rate-limit counters live in the table on DynamoDB only (the local app counts in memory).
 #[cfg(feature = "dynamo")]
 pub(crate) const RATE_PREFIX: &str = "RATE#";

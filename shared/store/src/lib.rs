@@ -3,16 +3,16 @@
 //!
 //! - [`DynamoStore`]: DynamoDB, one table, on AWS (or any DynamoDB-compatible server).
 //! - [`EmbeddedStore`]: one redb file under a data directory, for runs without AWS.
-//! - [`SecretCipher`]: app-level AES-256-GCM encryption of shared secrets and access tokens, with data
-//!   keys from KMS ([`KmsCipher`], envelope encryption) or from a local key file
-//!   ([`LocalKeyCipher`]). A read of the raw table or file shows no secret.
+//! - [`SecretCipher`]: app-level AES-256-GCM encryption of shared secrets, access tokens and Forge
+//!   system tokens, with data keys from KMS ([`KmsCipher`], envelope encryption) or from a local
+//!   key file ([`LocalKeyCipher`]). A read of the raw table or file shows no secret.
 //!
 //! # DynamoDB table (template.yaml copies this)
 //!
 //! | | |
 //! |---|---|
 //! | billing | `PAY_PER_REQUEST` |
-//! | partition key | `pk` (S) = the tenant's clientKey |
+//! | partition key | `pk` (S) = the tenant's clientKey; for a Forge installation's own items, its ARI (`ari:cloud:ecosystem::installation/<id>`, which is also the tenant key of an installation no Connect tenant is linked to) |
 //! | sort key | `sk` (S) = record kind, below |
 //! | TTL attribute | `expires_at` (N, unix seconds); enabled |
 //! | GSI `gsi1` | partition `gsi1pk` (S) = clientKey, sort `gsi1sk` (S) = `PAGE#<pageId>#<ms>#<id>`; projection `ALL`; only audit items carry it (sparse) |
@@ -27,13 +27,23 @@
 //! | `MARK#<idempotency key>` | de-duplication mark | as requested |
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
 //! | `RATE#<sha256 hex of accountId>#<window seconds>#<window start>` | rate-limit counter, `count` (N) | one window after its window ends |
+//! | `FORGE#INSTALLATION` (`pk` = installation ARI) | Forge installation: `app_id`, `cloud_id`, `api_base_url` (S), `system_token` (B) ciphertext, `token_issued_at`, `token_expires_at`, `created_at`, `updated_at` (N) | 30 days after the last invocation recorded (renewed by each) |
+//! | `FORGE#LINK` (`pk` = installation ARI) | the Connect tenant the installation is linked to, `client_key` (S), `linked_at` (N) | none |
+//!
+//! A Forge installation is read with one strongly consistent Query (`pk = <ARI> AND
+//! begins_with(sk, "FORGE#")`) that returns the installation and its link, and nothing of what an
+//! unlinked installation keeps under the same `pk` as its tenant key (settings, audit, ...). Which
+//! system token a record keeps is decided in the database, never read and then written: a live
+//! installation's token is replaced only by an UpdateItem conditioned on
+//! `token_issued_at < :issued_at`, and a PutItem writes a fresh installation only on the condition
+//! that none is live (absent, expired, or corrupt in what that update relies on).
 //!
 //! An audit listing's cursor ([`understudy_domain::AuditCursor`], `<ms>-<id>`) is the end of the
 //! record's sort key; the next page is a Query with `sk BETWEEN <prefix> AND <prefix><ms>#<id>`,
 //! newest first, the cursor's own item skipped.
 //!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
-//! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up) and
+//! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up, Forge installation) and
 //! BatchWriteItem; never Scan. IAM for the
 //! functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem` on the table and its
 //! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.

@@ -22,24 +22,39 @@ use test_support::aws::aws_endpoint;
 use test_support::{closed_port, tenant};
 use understudy_domain::{
     AccountId, ActedAs, AuditCursor, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome,
-    EditStrategy, IdempotencyKey, IdempotencyMarks, InstallOutcome, MemoryStore, PageId,
-    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, TenantSettings, TenantState,
-    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    EditStrategy, FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, ForgeInstallations,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore, PageId,
+    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, SystemToken, TenantSettings,
+    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 use understudy_store::{
     DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
 };
 
 const RET: i64 = UNINSTALLED_RETENTION_SECONDS;
+const FORGE_RET: i64 = FORGE_INSTALLATION_RETENTION_SECONDS;
 const T0: i64 = 1_800_000_000;
 
 /// Every port at once, so one value exercises them all.
 trait AllPorts:
-    TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore + RateLimits
+    TenantStore
+    + TokenCache
+    + IdempotencyMarks
+    + AuditLog
+    + SettingsStore
+    + RateLimits
+    + ForgeInstallations
 {
 }
-impl<T: TenantStore + TokenCache + IdempotencyMarks + AuditLog + SettingsStore + RateLimits>
-    AllPorts for T
+impl<
+    T: TenantStore
+        + TokenCache
+        + IdempotencyMarks
+        + AuditLog
+        + SettingsStore
+        + RateLimits
+        + ForgeInstallations,
+> AllPorts for T
 {
 }
 
@@ -194,6 +209,48 @@ fn audit(client_key: &str, page: &str, at_ms: i64, job: &str) -> AuditRecord {
 
 fn jobs(records: &[AuditRecord]) -> Vec<&str> {
     records.iter().map(|r| r.job_id.as_str()).collect()
+}
+
+fn installation_id(id: &str) -> InstallationId {
+    InstallationId::parse(format!("{}{id}", InstallationId::PREFIX)).unwrap()
+}
+
+/// An installation as a verified invocation at `at` shows it, carrying `token` issued at
+/// `issued_at`. Its `tenant_key` is one no store may keep (stores resolve it themselves).
+fn installation(id: &str, token: &str, issued_at: i64, at: i64) -> ForgeInstallation {
+    ForgeInstallation {
+        id: installation_id(id),
+        tenant_key: ck("not-the-tenant-key"),
+        app_id: "ari:cloud:ecosystem::app/00000000-aaaa-bbbb-cccc-000000000001".into(),
+        cloud_id: "cloud-1".into(),
+        api_base_url: "https://api.atlassian.com/ex/confluence/cloud-1".into(),
+        system_token: SystemToken::received(SecretString::from(token), issued_at),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Every field of two installations, the token's text included.
+fn assert_same(a: &ForgeInstallation, b: &ForgeInstallation) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.tenant_key, b.tenant_key);
+    assert_eq!(
+        (&a.app_id, &a.cloud_id, &a.api_base_url),
+        (&b.app_id, &b.cloud_id, &b.api_base_url)
+    );
+    assert_eq!(
+        (
+            a.system_token.token.expose_secret(),
+            a.system_token.issued_at,
+            a.system_token.expires_at
+        ),
+        (
+            b.system_token.token.expose_secret(),
+            b.system_token.issued_at,
+            b.system_token.expires_at
+        )
+    );
+    assert_eq!((a.created_at, a.updated_at), (b.created_at, b.updated_at));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1142,6 +1199,325 @@ mod cases {
         );
     }
 
+    pub async fn an_unknown_installation_is_none_and_a_record_creates_it(b: Backend) {
+        let id = installation_id("11111111-0000-0000-0000-000000000001");
+        assert!(b.store.get_installation(&id, T0).await.unwrap().is_none());
+
+        let seen = installation(
+            "11111111-0000-0000-0000-000000000001",
+            "system-token-one",
+            T0 - 2,
+            T0,
+        );
+        let recorded = b.store.record_installation(&seen, T0).await.unwrap();
+        let got = b.store.get_installation(&id, T0).await.unwrap().unwrap();
+        assert_same(&recorded, &got);
+        assert_eq!(got.id, id);
+        // Unlinked: the installation's own key, whatever the caller passed.
+        assert_eq!(got.tenant_key, id.own_tenant_key());
+        assert_eq!(got.app_id, seen.app_id);
+        assert_eq!(got.cloud_id, "cloud-1");
+        assert_eq!(
+            got.confluence_base_url(),
+            "https://api.atlassian.com/ex/confluence/cloud-1/wiki"
+        );
+        assert_eq!(got.system_token.token.expose_secret(), "system-token-one");
+        assert_eq!(
+            (got.system_token.issued_at, got.system_token.expires_at),
+            (seen.system_token.issued_at, seen.system_token.expires_at)
+        );
+        assert_eq!((got.created_at, got.updated_at), (T0, T0));
+        assert!(!format!("{got:?}").contains("system-token-one"));
+        assert!(!format!("{recorded:?}").contains("system-token-one"));
+
+        let other = installation_id("11111111-0000-0000-0000-000000000002");
+        assert!(
+            b.store
+                .get_installation(&other, T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn a_second_record_keeps_created_at_replaces_the_rest_and_renews_retention(
+        b: Backend,
+    ) {
+        let raw_id = "22222222-0000-0000-0000-000000000001";
+        let id = installation_id(raw_id);
+        b.store
+            .record_installation(&installation(raw_id, "token-1", T0, T0), T0)
+            .await
+            .unwrap();
+        let later = T0 + 3600;
+        let mut again = installation(raw_id, "token-2", later, later);
+        again.app_id = "ari:cloud:ecosystem::app/00000000-aaaa-bbbb-cccc-000000000002".into();
+        again.cloud_id = "cloud-2".into();
+        again.api_base_url = "https://api.atlassian.com/ex/confluence/cloud-2".into();
+        let recorded = b.store.record_installation(&again, later).await.unwrap();
+        let got = b.store.get_installation(&id, later).await.unwrap().unwrap();
+        assert_same(&recorded, &got);
+        assert_eq!((got.created_at, got.updated_at), (T0, later));
+        assert_eq!(
+            (got.app_id.as_str(), got.cloud_id.as_str()),
+            (again.app_id.as_str(), "cloud-2")
+        );
+        assert_eq!(
+            got.api_base_url,
+            "https://api.atlassian.com/ex/confluence/cloud-2"
+        );
+        assert_eq!(got.system_token.token.expose_secret(), "token-2");
+        // Retention counts from the last record.
+        assert!(
+            b.store
+                .get_installation(&id, T0 + FORGE_RET + 10)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            b.store
+                .get_installation(&id, later + FORGE_RET - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            b.store
+                .get_installation(&id, later + FORGE_RET)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn a_system_token_is_replaced_only_by_one_issued_later(b: Backend) {
+        let raw_id = "33333333-0000-0000-0000-000000000001";
+        let id = installation_id(raw_id);
+        b.store
+            .record_installation(
+                &installation(raw_id, "token-at-10", T0 + 10, T0 + 10),
+                T0 + 10,
+            )
+            .await
+            .unwrap();
+        // A delayed delivery: recorded later, but its token is older. Everything else is replaced.
+        let mut delayed = installation(raw_id, "token-at-5", T0 + 5, T0 + 20);
+        delayed.cloud_id = "cloud-delayed".into();
+        let recorded = b
+            .store
+            .record_installation(&delayed, T0 + 20)
+            .await
+            .unwrap();
+        assert_eq!(recorded.system_token.token.expose_secret(), "token-at-10");
+        assert_eq!(recorded.system_token.issued_at, T0 + 10);
+        assert_eq!(
+            recorded.system_token.expires_at,
+            SystemToken::received(SecretString::from("x"), T0 + 10).expires_at
+        );
+        assert_eq!(
+            (recorded.cloud_id.as_str(), recorded.updated_at),
+            ("cloud-delayed", T0 + 20)
+        );
+        let got = b
+            .store
+            .get_installation(&id, T0 + 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_same(&recorded, &got);
+        // One issued at the same second does not replace it either.
+        let same = installation(raw_id, "token-also-at-10", T0 + 10, T0 + 21);
+        let recorded = b.store.record_installation(&same, T0 + 21).await.unwrap();
+        assert_eq!(recorded.system_token.token.expose_secret(), "token-at-10");
+        // A later one does, and retention still counts from the delayed record onwards.
+        let newer = installation(raw_id, "token-at-30", T0 + 30, T0 + 30);
+        let recorded = b.store.record_installation(&newer, T0 + 30).await.unwrap();
+        assert_eq!(recorded.system_token.token.expose_secret(), "token-at-30");
+        assert_eq!(recorded.created_at, T0 + 10);
+        let got = b
+            .store
+            .get_installation(&id, T0 + 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_same(&recorded, &got);
+    }
+
+    pub async fn of_concurrent_records_the_latest_token_wins(b: Backend) {
+        let raw_id = "44444444-0000-0000-0000-000000000001";
+        let id = installation_id(raw_id);
+        // Twice: racing to create the installation, then racing on the existing one.
+        for (round, base) in [(0, T0), (1, T0 + 100)] {
+            let mut tasks = Vec::new();
+            for i in [3_i64, 7, 0, 5, 1, 6, 2, 4] {
+                let store = Arc::clone(&b.store);
+                tasks.push(tokio::spawn(async move {
+                    let seen = installation(raw_id, &format!("token-{round}-{i}"), base + i, base);
+                    let recorded = store.record_installation(&seen, base).await.unwrap();
+                    (i, recorded)
+                }));
+            }
+            for done in futures::future::join_all(tasks).await {
+                let (i, recorded) = done.unwrap();
+                // What a record returns holds its own token or a later one, never an older one.
+                assert!(recorded.system_token.issued_at >= base + i, "{recorded:?}");
+                assert_eq!(
+                    recorded.system_token.token.expose_secret(),
+                    format!("token-{round}-{}", recorded.system_token.issued_at - base)
+                );
+            }
+            let got = b.store.get_installation(&id, base).await.unwrap().unwrap();
+            assert_eq!(
+                got.system_token.token.expose_secret(),
+                format!("token-{round}-7")
+            );
+            assert_eq!(got.system_token.issued_at, base + 7);
+            assert_eq!(got.created_at, T0, "created once");
+        }
+    }
+
+    pub async fn the_tenant_key_is_the_installations_own_until_it_is_linked(b: Backend) {
+        let (early, late, alone) = (
+            "55555555-0000-0000-0000-000000000001",
+            "55555555-0000-0000-0000-000000000002",
+            "55555555-0000-0000-0000-000000000003",
+        );
+        // Linked before it was ever recorded: no installation yet, and the link makes none.
+        b.store
+            .link_installation(&installation_id(early), &ck("ck-connect-early"), T0)
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .get_installation(&installation_id(early), T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let recorded = b
+            .store
+            .record_installation(&installation(early, "t-early", T0, T0 + 1), T0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(recorded.tenant_key, ck("ck-connect-early"));
+        let got = b
+            .store
+            .get_installation(&installation_id(early), T0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_same(&recorded, &got);
+
+        // Recorded first, linked afterwards; a later link replaces an earlier one.
+        let recorded = b
+            .store
+            .record_installation(&installation(late, "t-late", T0, T0), T0)
+            .await
+            .unwrap();
+        assert_eq!(recorded.tenant_key, installation_id(late).own_tenant_key());
+        for (at, client_key) in [(T0 + 1, "ck-connect-1"), (T0 + 2, "ck-connect-2")] {
+            b.store
+                .link_installation(&installation_id(late), &ck(client_key), at)
+                .await
+                .unwrap();
+            let got = b
+                .store
+                .get_installation(&installation_id(late), at)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.tenant_key, ck(client_key));
+            assert_eq!(got.system_token.token.expose_secret(), "t-late");
+        }
+        let recorded = b
+            .store
+            .record_installation(&installation(late, "t-late-2", T0 + 3, T0 + 3), T0 + 3)
+            .await
+            .unwrap();
+        assert_eq!(recorded.tenant_key, ck("ck-connect-2"));
+
+        // An unlinked installation keeps its settings and audit under its own key; they live
+        // beside the installation's own records without disturbing them.
+        let own = installation_id(alone).own_tenant_key();
+        b.store
+            .record_installation(&installation(alone, "t-alone", T0, T0), T0)
+            .await
+            .unwrap();
+        b.store
+            .put_settings(
+                &own,
+                &TenantSettings {
+                    document: json!({"forge": true}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        let mut record = audit("ck-placeholder", "9", T0 * 1000, "forge-job");
+        record.client_key = own.clone();
+        b.store.append(&record, 3600).await.unwrap();
+        let got = b
+            .store
+            .get_installation(&installation_id(alone), T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.tenant_key, own);
+        assert_eq!(got.system_token.token.expose_secret(), "t-alone");
+        assert_eq!(
+            b.store
+                .get_settings(&own, T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .document,
+            json!({"forge": true})
+        );
+        let listed = b.store.list_for_tenant(&own, None, 10, T0).await.unwrap();
+        assert_eq!(jobs(&listed.records), ["forge-job"]);
+    }
+
+    pub async fn an_installation_silent_for_the_retention_is_gone_and_comes_back_fresh(b: Backend) {
+        let raw_id = "66666666-0000-0000-0000-000000000001";
+        let id = installation_id(raw_id);
+        b.store
+            .record_installation(&installation(raw_id, "token-old", T0 + 100, T0), T0)
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .get_installation(&id, T0 + FORGE_RET - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            b.store
+                .get_installation(&id, T0 + FORGE_RET)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Back after the retention ran out: a new installation in every respect, even its token
+        // (the expired record's does not count, however recent).
+        let back = T0 + FORGE_RET + 5;
+        let recorded = b
+            .store
+            .record_installation(&installation(raw_id, "token-new", T0 + 50, back), back)
+            .await
+            .unwrap();
+        assert_eq!((recorded.created_at, recorded.updated_at), (back, back));
+        assert_eq!(recorded.system_token.token.expose_secret(), "token-new");
+        let got = b
+            .store
+            .get_installation(&id, back + FORGE_RET - 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_same(&recorded, &got);
+    }
+
     /// What an operator reading the raw table or file would see.
     async fn raw_bytes(raw: &Raw) -> Vec<u8> {
         match raw {
@@ -1241,6 +1617,40 @@ mod cases {
             .unwrap();
         assert_eq!(got.shared_secret.expose_secret(), secret);
     }
+    pub async fn the_raw_data_shows_no_system_token_in_plain_text(b: Backend) {
+        let token = "PLAINTEXT-SYSTEM-TOKEN-5d2e";
+        let raw_id = "77777777-0000-0000-0000-000000000001";
+        let id = installation_id(raw_id);
+        b.store
+            .link_installation(&id, &ck("ck-raw-connect"), T0)
+            .await
+            .unwrap();
+        b.store
+            .record_installation(&installation(raw_id, token, T0, T0), T0)
+            .await
+            .unwrap();
+        let raw = raw_bytes(&b.raw).await;
+        // The dump is real: the installation's id, its non-secret fields and its link...
+        assert!(contains(&raw, id.as_str()));
+        assert!(contains(
+            &raw,
+            "https://api.atlassian.com/ex/confluence/cloud-1"
+        ));
+        assert!(contains(&raw, "ck-raw-connect"));
+        // ...and no token, neither as text nor base64-encoded.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert!(
+            !contains(&raw, token),
+            "the token is readable in the raw data"
+        );
+        assert!(
+            !contains(&raw, &b64.encode(token)),
+            "the token is in the raw data as base64"
+        );
+        let got = b.store.get_installation(&id, T0).await.unwrap().unwrap();
+        assert_eq!(got.system_token.token.expose_secret(), token);
+        assert!(!format!("{got:?}").contains(token));
+    }
 }
 
 macro_rules! contract {
@@ -1280,6 +1690,12 @@ macro_rules! full_contract {
             rate_limits_count_fixed_windows_per_tenant_and_subject,
             of_concurrent_rate_takes_at_most_the_limit_are_allowed,
             settings_round_trip_and_replace,
+            an_unknown_installation_is_none_and_a_record_creates_it,
+            a_second_record_keeps_created_at_replaces_the_rest_and_renews_retention,
+            a_system_token_is_replaced_only_by_one_issued_later,
+            of_concurrent_records_the_latest_token_wins,
+            the_tenant_key_is_the_installations_own_until_it_is_linked,
+            an_installation_silent_for_the_retention_is_gone_and_comes_back_fresh,
         );
     )*};
 }
@@ -1288,8 +1704,8 @@ full_contract!(memory, embedded, dynamo);
 
 // Persistent adapters only: memory keeps secrets in memory by design.
 mod raw {
-    contract!(embedded: the_raw_data_shows_no_secret_in_plain_text);
-    contract!(dynamo: the_raw_data_shows_no_secret_in_plain_text);
+    contract!(embedded: the_raw_data_shows_no_secret_in_plain_text, the_raw_data_shows_no_system_token_in_plain_text);
+    contract!(dynamo: the_raw_data_shows_no_secret_in_plain_text, the_raw_data_shows_no_system_token_in_plain_text);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1449,6 +1865,173 @@ async fn a_corrupt_dynamo_item_is_a_corrupt_error_not_a_panic() {
     assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
 }
 
+/// The installation and link items, as the table holds them.
+async fn forge_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &InstallationId,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(id.as_str().into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dynamo_forge_items_are_keyed_by_the_installation_and_carry_the_retention_ttl() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let raw_id = "88888888-0000-0000-0000-000000000001";
+    let id = installation_id(raw_id);
+    b.store
+        .record_installation(&installation(raw_id, "tok", T0, T0), T0)
+        .await
+        .unwrap();
+    b.store
+        .link_installation(&id, &ck("ck-linked"), T0)
+        .await
+        .unwrap();
+    let ttl = |items: &[std::collections::HashMap<String, AttributeValue>], sk: &str| {
+        let item = items
+            .iter()
+            .find(|i| i["sk"] == AttributeValue::S(sk.into()))
+            .unwrap_or_else(|| panic!("no {sk} item in {items:?}"));
+        item.get("expires_at").cloned()
+    };
+    let items = forge_items(client, &table, &id).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(
+        ttl(&items, "FORGE#INSTALLATION"),
+        Some(AttributeValue::N((T0 + FORGE_RET).to_string()))
+    );
+    assert_eq!(ttl(&items, "FORGE#LINK"), None, "a link has no TTL");
+    let link = items
+        .iter()
+        .find(|i| i["sk"] == AttributeValue::S("FORGE#LINK".into()))
+        .unwrap();
+    assert_eq!(link["client_key"], AttributeValue::S("ck-linked".into()));
+    // Another record renews the TTL, also when its token is not the newer one.
+    b.store
+        .record_installation(&installation(raw_id, "older", T0 - 1, T0 + 60), T0 + 60)
+        .await
+        .unwrap();
+    let items = forge_items(client, &table, &id).await;
+    assert_eq!(
+        ttl(&items, "FORGE#INSTALLATION"),
+        Some(AttributeValue::N((T0 + 60 + FORGE_RET).to_string()))
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_dynamo_forge_item_is_a_corrupt_error_and_a_record_or_link_repairs_it() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let raw_id = "99999999-0000-0000-0000-000000000001";
+    let id = installation_id(raw_id);
+    let put = |sk: &str, extra: Vec<(&str, AttributeValue)>| {
+        let mut req = client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S(id.as_str().into()))
+            .item("sk", AttributeValue::S(sk.into()));
+        for (k, v) in extra {
+            req = req.item(k, v);
+        }
+        req.send()
+    };
+    let num = |v: i64| AttributeValue::N(v.to_string());
+    let text = |v: &str| AttributeValue::S(v.into());
+    // Each way an installation item can be broken: a TTL that is no number, an issued_at that is
+    // no number, a field missing.
+    let broken: Vec<Vec<(&str, AttributeValue)>> = vec![
+        vec![("expires_at", text("soon"))],
+        vec![
+            ("expires_at", num(T0 + 100)),
+            ("token_issued_at", text("later")),
+            ("created_at", num(T0)),
+        ],
+        vec![
+            ("expires_at", num(T0 + 100)),
+            ("token_issued_at", num(T0)),
+            ("created_at", num(T0)),
+        ],
+    ];
+    for (i, attrs) in broken.into_iter().enumerate() {
+        put("FORGE#INSTALLATION", attrs).await.unwrap();
+        let err = b.store.get_installation(&id, T0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{i}: {err:?}");
+        let at = T0 + 1 + i64::try_from(i).unwrap();
+        let recorded = b
+            .store
+            .record_installation(&installation(raw_id, "repaired", at, at), at)
+            .await
+            .unwrap();
+        let got = b.store.get_installation(&id, at).await.unwrap().unwrap();
+        assert_same(&recorded, &got);
+        assert_eq!(got.system_token.token.expose_secret(), "repaired", "{i}");
+    }
+    // A token that is not a ciphertext for this installation.
+    put(
+        "FORGE#INSTALLATION",
+        vec![
+            ("expires_at", num(T0 + 100)),
+            ("token_issued_at", num(T0)),
+            ("token_expires_at", num(T0 + 60)),
+            ("created_at", num(T0)),
+            ("updated_at", num(T0)),
+            ("app_id", text("a")),
+            ("cloud_id", text("c")),
+            (
+                "api_base_url",
+                text("https://api.atlassian.com/ex/confluence/c"),
+            ),
+            (
+                "system_token",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                    1, 2, 0, 1, b'x',
+                ])),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let err = b.store.get_installation(&id, T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Crypto { .. }), "{err:?}");
+    b.store
+        .record_installation(&installation(raw_id, "fixed", T0 + 1, T0 + 1), T0 + 1)
+        .await
+        .unwrap();
+    // A link naming no valid clientKey; linking again repairs it.
+    put("FORGE#LINK", vec![("client_key", num(7))])
+        .await
+        .unwrap();
+    let err = b.store.get_installation(&id, T0 + 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    b.store
+        .link_installation(&id, &ck("ck-good"), T0 + 2)
+        .await
+        .unwrap();
+    let got = b
+        .store
+        .get_installation(&id, T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.tenant_key, ck("ck-good"));
+    assert_eq!(got.system_token.token.expose_secret(), "fixed");
+}
+
 /// No server needed: a closed port stands for DynamoDB and KMS being down.
 #[tokio::test]
 async fn an_unreachable_dynamodb_or_kms_is_unavailable_not_a_panic() {
@@ -1472,6 +2055,14 @@ async fn an_unreachable_dynamodb_or_kms_is_unavailable_not_a_panic() {
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let err = store
         .mark_once(&ck("ck"), &mark("m"), 60, T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let id = installation_id("00000000-0000-0000-0000-000000000000");
+    let err = store.get_installation(&id, T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let err = store
+        .link_installation(&id, &ck("ck"), T0)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");

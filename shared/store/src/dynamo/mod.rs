@@ -4,6 +4,7 @@
 //! readers and writers) and conditional writes. Each port is in a file of its own.
 
 mod audit;
+mod forge;
 mod marks;
 mod rate_limits;
 mod settings;
