@@ -8,24 +8,32 @@
 //!
 //! Every read and write is keyed by the clientKey the token verified with: a token of one tenant
 //! can never reach another tenant's data.
+//!
+//! The same two API routes accept a Forge UI invocation (`invokeRemote`, docs/protocol.md §17):
+//! `Authorization: Bearer <FIT>` with the user as `principal`, and the user's own token in
+//! `x-forge-oauth-user`. The edit then runs as that user with that token, exactly as the context
+//! JWT path runs it as the token's `sub`; records are keyed by the installation's tenant key.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use connect_auth::SecretString;
 use connect_auth::{Clock, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use understudy_core::{Edit, EditEngine, EditJob, EditMode, user_may_view_page};
+use understudy_core::{
+    Door, Edit, EditEngine, EditJob, EditMode, ForgeDoor, Invoker, user_may_view_page,
+};
 use understudy_domain::{
-    AccountId, AuditCursor, AuditLog, PageId, RateDecision, RateLimits, Tenant, TenantState,
-    TenantStore,
+    AccountId, AuditCursor, AuditLog, ClientKey, ForgeInstallation, ForgeInstallations, PageId,
+    RateDecision, RateLimits, Tenant, TenantState, TenantStore,
 };
 use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, Caller,
-    ConnectAuthenticator,
+    ConnectAuthenticator, ForgeFrontDoor, Invocation,
 };
 
 /// An edit request is a short list of operations.
@@ -45,6 +53,44 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     clock: C,
     /// The iframe's `Content-Security-Policy`: framed only by the hosts that may install the app.
     ui_policy: HeaderValue,
+    forge: Option<ForgeFrontDoor<S, C>>,
+}
+
+/// Who called an API route, verified: through which door, and as which user.
+enum ApiCaller {
+    /// A Connect context JWT.
+    Connect(Tenant),
+    /// A Forge UI invocation, with the user's own token.
+    Forge {
+        installation: ForgeInstallation,
+        user_token: SecretString,
+    },
+}
+
+impl ApiCaller {
+    fn tenant_key(&self) -> &ClientKey {
+        match self {
+            Self::Connect(tenant) => &tenant.client_key,
+            Self::Forge { installation, .. } => &installation.tenant_key,
+        }
+    }
+
+    /// The door to edit through, as `user` (who called).
+    fn door<'a>(&'a self, user: &'a AccountId) -> Door<'a> {
+        match self {
+            Self::Connect(tenant) => Door::Connect(tenant),
+            Self::Forge {
+                installation,
+                user_token,
+            } => Door::Forge(ForgeDoor {
+                installation,
+                invoker: Some(Invoker {
+                    account: user,
+                    token: user_token,
+                }),
+            }),
+        }
+    }
 }
 
 impl<S: ?Sized, C> std::fmt::Debug for EditApi<S, C> {
@@ -76,7 +122,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 
 impl<S, C> EditApi<S, C>
 where
-    S: TenantStore + AuditLog + RateLimits + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + RateLimits + ?Sized,
     C: Clock + Clone,
 {
     /// Builds the API's state once per cold start.
@@ -95,7 +141,14 @@ where
             auth,
             clock,
             ui_policy,
+            forge: None,
         }
+    }
+
+    /// Opens the Forge front door (`None`: the API accepts Connect context JWTs only).
+    pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
+        self.forge = forge;
+        self
     }
 
     /// Answers one request; never panics, whatever the caller sends.
@@ -123,19 +176,48 @@ where
         Ok(caller)
     }
 
-    /// The caller of an API route: a context token naming a user, within that user's call limit.
-    async fn api_user(&self, request: &ApiRequest) -> Result<(Tenant, AccountId), ApiError> {
-        let caller = self.caller(request, Accept::UserContextToken).await?;
-        tracing::Span::current().record("client_key", caller.tenant.client_key.as_str());
-        let (tenant, Some(user)) = (caller.tenant, caller.user) else {
-            return Err(ApiError::Unauthorized(
-                "the context token names no user".into(),
-            ));
+    /// The caller of an API route: a Connect context token naming a user, or a Forge UI
+    /// invocation (a `Bearer` FIT, when the Forge door is open); within that user's call limit.
+    async fn api_user(&self, request: &ApiRequest) -> Result<(ApiCaller, AccountId), ApiError> {
+        let forge = self.forge.as_ref().filter(|_| {
+            request
+                .authorization()
+                .and_then(|a| a.get(..7))
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        });
+        let (caller, user) = match forge {
+            Some(forge) => {
+                let caller = forge.authenticate(request, Invocation::User).await?;
+                let (Some(user), Some(user_token)) = (caller.user, caller.user_token) else {
+                    return Err(ApiError::Unauthorized(
+                        "the invocation names no user".into(),
+                    ));
+                };
+                let installation = caller.installation;
+                (
+                    ApiCaller::Forge {
+                        installation,
+                        user_token,
+                    },
+                    user,
+                )
+            }
+            None => {
+                let caller = self.caller(request, Accept::UserContextToken).await?;
+                let (tenant, Some(user)) = (caller.tenant, caller.user) else {
+                    return Err(ApiError::Unauthorized(
+                        "the context token names no user".into(),
+                    ));
+                };
+                (ApiCaller::Connect(tenant), user)
+            }
         };
+        let tenant_key = caller.tenant_key();
+        tracing::Span::current().record("client_key", tenant_key.as_str());
         let decision = self
             .store
             .take(
-                &tenant.client_key,
+                tenant_key,
                 user.as_str(),
                 USER_CALLS_PER_MINUTE,
                 60,
@@ -146,26 +228,26 @@ where
             retry_after_seconds,
         } = decision
         {
-            tracing::warn!(client_key = %tenant.client_key, "a user's API calls are over the limit");
+            tracing::warn!(client_key = %tenant_key, "a user's API calls are over the limit");
             return Err(ApiError::TooManyRequests {
                 retry_after_seconds,
             });
         }
-        Ok((tenant, user))
+        Ok((caller, user))
     }
 
     #[tracing::instrument(skip_all, fields(page_id = %page, client_key = tracing::field::Empty, job_id = tracing::field::Empty))]
     async fn edit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
         let body = request.json_body(MAX_EDIT_BODY)?;
-        let (tenant, user) = self.api_user(request).await?;
+        let (caller, user) = self.api_user(request).await?;
         let edit = parse_edit_request(body)?;
         let now_ms = self.clock.now_unix().saturating_mul(1000);
         let job_id = format!("api:{}:{now_ms}", page.as_str());
         tracing::Span::current().record("job_id", job_id.as_str());
         // The edit runs as the person asking, never as the app.
-        let mode = EditMode::AsUserOnly(user);
+        let mode = EditMode::AsUserOnly(user.clone());
         let job = EditJob {
-            tenant: &tenant,
+            door: caller.door(&user),
             page_id: &page,
             edit: &edit,
             mode: &mode,
@@ -187,25 +269,30 @@ where
     /// has no records here (404, as Confluence itself answers).
     #[tracing::instrument(skip_all, fields(page_id = %page, client_key = tracing::field::Empty))]
     async fn audit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
-        let (tenant, user) = self.api_user(request).await?;
+        let (caller, user) = self.api_user(request).await?;
         let before = before_cursor(&request.raw_query)?;
-        let may_view = user_may_view_page(self.engine.confluence(), &tenant, &user, &page)
-            .await
-            .map_err(|e| {
-                if e.is_transient() {
-                    ApiError::Unavailable(format!("asking Confluence who may view the page: {e}"))
-                } else {
-                    tracing::warn!(error = %e, "Confluence could not say who may view the page");
-                    ApiError::NotFound
-                }
-            })?;
+        let may_view = user_may_view_page(
+            self.engine.confluence(),
+            caller.door(&user),
+            &user,
+            &page,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_transient() {
+                ApiError::Unavailable(format!("asking Confluence who may view the page: {e}"))
+            } else {
+                tracing::warn!(error = %e, "Confluence could not say who may view the page");
+                ApiError::NotFound
+            }
+        })?;
         if !may_view {
             return Err(ApiError::NotFound);
         }
         let listing = self
             .store
             .list_for_page(
-                &tenant.client_key,
+                caller.tenant_key(),
                 &page,
                 before.as_ref(),
                 AUDIT_PAGE_SIZE,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connect_auth::Clock;
-use understudy_core::{EditEngine, EditJob, EditMode, EditResult};
+use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult};
 use understudy_domain::{
-    ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, TenantState, TenantStore,
+    ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
+    ForgeInstallations, InstallationId, Tenant, TenantState, TenantStore,
 };
 use understudy_queue::EditJobMessage;
 
@@ -49,9 +50,24 @@ impl<S: ?Sized, C: std::fmt::Debug> std::fmt::Debug for EditWorker<S, C> {
     }
 }
 
+/// The tenant record a job edits through: the Connect tenant, or the Forge installation.
+enum Site {
+    Connect(Tenant),
+    Forge(ForgeInstallation),
+}
+
+impl Site {
+    fn door(&self) -> Door<'_> {
+        match self {
+            Self::Connect(tenant) => Door::Connect(tenant),
+            Self::Forge(installation) => Door::forge(installation),
+        }
+    }
+}
+
 impl<S, C> EditWorker<S, C>
 where
-    S: TenantStore + AuditLog + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ?Sized,
     C: Clock,
 {
     /// A worker that dead-letters a job on its `max_receives`-th failed delivery.
@@ -69,28 +85,16 @@ where
     /// Runs one job, delivered for the `receives`-th time.
     #[tracing::instrument(skip_all, fields(client_key = %job.client_key, page_id = %job.page_id, job_id = %job.job_id, receives))]
     pub async fn run(&self, job: &EditJobMessage, receives: u32) -> JobOutcome {
-        let client_key = job.client_key.as_str();
         let now = self.clock.now_unix();
-        let tenant = match self.store.get_tenant(&job.client_key, now).await {
-            Ok(Some(tenant)) => tenant,
-            Ok(None) => {
-                tracing::info!(client_key, job_id = %job.job_id, "tenant is gone: job dropped");
-                return JobOutcome::Done;
-            }
-            Err(err) => {
-                return self
-                    .retry_or_dead_letter(job, receives, format!("store unavailable: {err}"))
-                    .await;
-            }
+        let site = match &job.forge_installation {
+            None => self.connect_site(job, now).await,
+            Some(id) => self.forge_site(job, id, now).await,
         };
-        match tenant.state {
-            TenantState::Uninstalled | TenantState::Disabled => {
-                tracing::info!(client_key, job_id = %job.job_id, state = tenant.state.as_str(),
-                    "tenant uninstalled or disabled the app: job dropped");
-                return JobOutcome::Done;
-            }
-            TenantState::Installed | TenantState::Enabled => {}
-        }
+        let site = match site {
+            Ok(Some(site)) => site,
+            Ok(None) => return JobOutcome::Done,
+            Err(reason) => return self.retry_or_dead_letter(job, receives, reason).await,
+        };
         let mode = EditMode::AppFirst {
             policy: job.policy,
             user: job.user.clone(),
@@ -98,7 +102,7 @@ where
         let report = self
             .engine
             .execute(EditJob {
-                tenant: &tenant,
+                door: site.door(),
                 page_id: &job.page_id,
                 edit: &job.edit,
                 mode: &mode,
@@ -111,9 +115,61 @@ where
                 .await;
         }
         if let EditResult::Failed(err) = &report.result {
-            tracing::warn!(client_key, job_id = %job.job_id, error = %err, "edit failed for good");
+            tracing::warn!(client_key = job.client_key.as_str(), job_id = %job.job_id, error = %err, "edit failed for good");
         }
         JobOutcome::Done
+    }
+
+    /// The Connect tenant of a job; `None` when the job is dropped (tenant gone, uninstalled or
+    /// disabled); `Err` for a passing failure.
+    async fn connect_site(&self, job: &EditJobMessage, now: i64) -> Result<Option<Site>, String> {
+        let client_key = job.client_key.as_str();
+        let tenant = match self.store.get_tenant(&job.client_key, now).await {
+            Ok(Some(tenant)) => tenant,
+            Ok(None) => {
+                tracing::info!(client_key, job_id = %job.job_id, "tenant is gone: job dropped");
+                return Ok(None);
+            }
+            Err(err) => return Err(format!("store unavailable: {err}")),
+        };
+        match tenant.state {
+            TenantState::Uninstalled | TenantState::Disabled => {
+                tracing::info!(client_key, job_id = %job.job_id, state = tenant.state.as_str(),
+                    "tenant uninstalled or disabled the app: job dropped");
+                Ok(None)
+            }
+            TenantState::Installed | TenantState::Enabled => Ok(Some(Site::Connect(tenant))),
+        }
+    }
+
+    /// The Forge installation of a job, read afresh so the latest system token is used; `None`
+    /// when it is gone (or now belongs to another tenant); `Err` for a passing failure, including
+    /// a system token past its lifetime: the job waits for the next invocation's fresh one and is
+    /// dead-lettered with that reason if none comes.
+    async fn forge_site(
+        &self,
+        job: &EditJobMessage,
+        id: &InstallationId,
+        now: i64,
+    ) -> Result<Option<Site>, String> {
+        let installation = match self.store.get_installation(id, now).await {
+            Ok(Some(installation)) => installation,
+            Ok(None) => {
+                tracing::info!(installation_id = %id, job_id = %job.job_id,
+                    "Forge installation is gone: job dropped");
+                return Ok(None);
+            }
+            Err(err) => return Err(format!("store unavailable: {err}")),
+        };
+        if installation.tenant_key != job.client_key {
+            tracing::warn!(installation_id = %id, job_id = %job.job_id,
+                "the Forge installation belongs to another tenant now: job dropped");
+            return Ok(None);
+        }
+        if !installation.system_token.is_fresh(now) {
+            return Err(understudy_core::TokenError::SystemTokenExpired.to_string());
+        }
+        Ok(Some(Site::Forge(installation)))
     }
 
     async fn retry_or_dead_letter(
@@ -161,7 +217,7 @@ where
 /// that the redrive policy parks it in the dead-letter queue.
 pub async fn handle_sqs_batch<S, C>(worker: &EditWorker<S, C>, event: SqsEvent) -> SqsBatchResponse
 where
-    S: TenantStore + AuditLog + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ?Sized,
     C: Clock,
 {
     let mut failed_groups = HashSet::new();

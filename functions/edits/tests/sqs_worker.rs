@@ -287,6 +287,7 @@ impl World {
             edit: Edit::from_json(&json!([{ "append": fragment }]).to_string()).unwrap(),
             rules: vec!["stamp".into()],
             accepted_at: self.sim.now(),
+            forge_installation: None,
         }
     }
 

@@ -15,11 +15,15 @@ use bytes::Bytes;
 use connect_auth::{Clock, InstallVerifier, KeyProvider, SystemClock, extract_token};
 use http::{StatusCode, header};
 use serde_json::Value;
-use understudy_domain::{ClientKey, InstallOutcome, Tenant, TenantState, TenantStore, TokenCache};
+use understudy_domain::{
+    ClientKey, ForgeInstallations, InstallOutcome, InstallationId, Tenant, TenantState,
+    TenantStore, TokenCache,
+};
 use understudy_web::request::empty;
 use understudy_web::routes::{self, Function};
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
+    ForgeFrontDoor, Invocation,
 };
 
 /// The lifecycle function's settings on Lambda, read once at its cold start
@@ -39,11 +43,15 @@ pub struct Lifecycle<S: ?Sized, K, C = SystemClock> {
     requests: ConnectAuthenticator<S, C>,
     clock: C,
     descriptor: Bytes,
+    forge: Option<ForgeFrontDoor<S, C>>,
 }
+
+/// The Forge lifecycle events a remote receives.
+const FORGE_LIFECYCLE_EVENTS: [&str; 2] = ["avi:forge:installed:app", "avi:forge:upgraded:app"];
 
 impl<S, K, C> Lifecycle<S, K, C>
 where
-    S: TenantStore + TokenCache + ?Sized,
+    S: TenantStore + TokenCache + ForgeInstallations + ?Sized,
     K: KeyProvider,
     C: Clock + Clone,
 {
@@ -64,7 +72,14 @@ where
             requests,
             clock,
             descriptor,
+            forge: None,
         })
+    }
+
+    /// Opens the Forge front door (`None` keeps the Forge routes at 404).
+    pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
+        self.forge = forge;
+        self
     }
 
     /// The store (tests and the local app look into it).
@@ -81,6 +96,8 @@ where
             Ok(routes::UNINSTALLED) => self.uninstalled(&request).await,
             Ok(routes::ENABLED) => self.set_state(&request, TenantState::Enabled).await,
             Ok(routes::DISABLED) => self.set_state(&request, TenantState::Disabled).await,
+            Ok(routes::FORGE_LIFECYCLE) => self.forge_lifecycle(&request).await,
+            Ok(routes::FORGE_SCHEDULED) => self.forge_scheduled(&request).await,
             Ok(_) => Err(ApiError::NotFound),
             Err(err) => Err(err),
         };
@@ -130,6 +147,7 @@ where
                 )
             })?;
         let outcome = self.store.save_install(&tenant, now).await?;
+        self.link_forge_installation(&tenant, now).await?;
         if outcome == InstallOutcome::Updated {
             // A re-install may carry a new secret (rotation): tokens got under the old one go.
             if let Err(err) = self.store.drop_tokens_for_tenant(&tenant.client_key).await {
@@ -143,6 +161,72 @@ where
             act_as_user = tenant.oauth_client_id.is_some(),
             "installed"
         );
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// Links the Forge installation an install payload names (Connect on Forge) to this tenant. A
+    /// value that is not an installation ARI is logged and left alone: it must not fail an install.
+    async fn link_forge_installation(&self, tenant: &Tenant, now: i64) -> Result<(), ApiError> {
+        let Some(given) = tenant.installation_id.as_deref() else {
+            return Ok(());
+        };
+        match InstallationId::parse(given) {
+            Ok(id) => {
+                self.store
+                    .link_installation(&id, &tenant.client_key, now)
+                    .await?;
+                tracing::info!(client_key = %tenant.client_key.as_str(), installation_id = %id,
+                    "linked to its Forge installation");
+            }
+            Err(reason) => {
+                tracing::warn!(client_key = %tenant.client_key.as_str(), reason = %reason,
+                "the install payload's installationId is not a Forge installation ARI; not linked")
+            }
+        }
+        Ok(())
+    }
+
+    fn forge(&self) -> Result<&ForgeFrontDoor<S, C>, ApiError> {
+        self.forge.as_ref().ok_or(ApiError::NotFound)
+    }
+
+    /// `avi:forge:installed:app` / `avi:forge:upgraded:app`: the installation is recorded by the
+    /// front door; the event itself only says which.
+    #[tracing::instrument(skip_all, fields(callback = "forge-lifecycle", installation_id = tracing::field::Empty))]
+    async fn forge_lifecycle(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let forge = self.forge()?;
+        let body = request.json_body(MAX_LIFECYCLE_BODY)?;
+        let caller = forge.authenticate(request, Invocation::App).await?;
+        tracing::Span::current().record("installation_id", caller.installation.id.as_str());
+        let payload = parse_payload(body, "the Forge lifecycle event")?;
+        let event = payload
+            .get("payload")
+            .filter(|inner| inner.get("eventType").is_some())
+            .unwrap_or(&payload)
+            .get("eventType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !FORGE_LIFECYCLE_EVENTS.contains(&event) {
+            return Err(ApiError::BadRequest(
+                "not a Forge lifecycle event this app subscribes to".into(),
+            ));
+        }
+        tracing::info!(
+            event,
+            tenant_key = %caller.installation.tenant_key.as_str(),
+            linked = caller.installation.tenant_key != caller.installation.id.own_tenant_key(),
+            "Forge installation recorded"
+        );
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// The hourly scheduled trigger: its only work is the fresh system token the front door keeps.
+    #[tracing::instrument(skip_all, fields(callback = "forge-scheduled"))]
+    async fn forge_scheduled(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let forge = self.forge()?;
+        // The body (the trigger's context) is not needed: the token is in the headers.
+        let caller = forge.authenticate(request, Invocation::App).await?;
+        tracing::info!(installation_id = %caller.installation.id, "Forge system token refreshed");
         Ok(empty(StatusCode::NO_CONTENT))
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use connect_auth::{CachingKeyProvider, HttpKeyProvider, SystemClock};
 use lambda_http::Error;
 use understudy_lifecycle::{Lifecycle, LifecycleConfig};
-use understudy_web::lambda;
+use understudy_web::{ForgeFrontDoor, lambda};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
         None => HttpKeyProvider::atlassian(http),
     };
     let keys = CachingKeyProvider::new(keys, CachingKeyProvider::<()>::DEFAULT_CAPACITY);
-    let lifecycle = Lifecycle::new(config.app, store, keys, SystemClock)?;
+    let forge = ForgeFrontDoor::from_config(&config.app, store.clone(), SystemClock)?;
+    let lifecycle = Lifecycle::new(config.app, store, keys, SystemClock)?.with_forge(forge);
     lambda::serve_http(
         lifecycle,
         |f, request| async move { f.handle(request).await },

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use test_support::install::{install_keys, install_token};
 use test_support::lambda::api_gateway_request;
 use test_support::{ConnectToken, NOW, app_env, install_payload};
-use understudy_domain::{ClientKey, MemoryStore, TenantState, TenantStore, TokenCache};
+use understudy_domain::{
+    ClientKey, ForgeInstallations, MemoryStore, TenantState, TenantStore, TokenCache,
+};
 use understudy_lifecycle::Lifecycle;
 use understudy_store::EmbeddedStore;
 use understudy_web::lambda::to_api_request;
@@ -23,13 +25,15 @@ use understudy_web::{ApiResponse, AppConfig};
 
 const CLIENT: &str = "0d5e2a8c-6f3b-4c1d-9e7a-2b3c4d5e6f70";
 
-fn app<S: TenantStore + TokenCache>(store: Arc<S>) -> Lifecycle<S, InMemoryKeys, FixedClock> {
+fn app<S: TenantStore + TokenCache + ForgeInstallations>(
+    store: Arc<S>,
+) -> Lifecycle<S, InMemoryKeys, FixedClock> {
     let config = AppConfig::from_lookup(app_env).unwrap();
     Lifecycle::new(config, store, install_keys(), FixedClock(NOW)).unwrap()
 }
 
 /// `installed` signed RS256 by "Atlassian" (the test key), carrying `secret`.
-async fn install<S: TenantStore + TokenCache>(
+async fn install<S: TenantStore + TokenCache + ForgeInstallations>(
     app: &Lifecycle<S, InMemoryKeys, FixedClock>,
     secret: &str,
 ) -> ApiResponse {
@@ -45,7 +49,7 @@ async fn install<S: TenantStore + TokenCache>(
 }
 
 /// `enabled` or `disabled`, signed HS256 with the tenant's shared secret as Confluence signs it.
-async fn lifecycle_event<S: TenantStore + TokenCache>(
+async fn lifecycle_event<S: TenantStore + TokenCache + ForgeInstallations>(
     app: &Lifecycle<S, InMemoryKeys, FixedClock>,
     event_type: &str,
     secret: &str,
@@ -79,7 +83,9 @@ async fn state_and_secret<S: TenantStore>(store: &S) -> (TenantState, String) {
     )
 }
 
-async fn a_reinstall_keeps_the_tenant_disabled_until_enabled<S: TenantStore + TokenCache>(
+async fn a_reinstall_keeps_the_tenant_disabled_until_enabled<
+    S: TenantStore + TokenCache + ForgeInstallations,
+>(
     store: Arc<S>,
 ) {
     let app = app(Arc::clone(&store));

@@ -517,3 +517,52 @@ async fn refusals_say_what_was_wrong_without_repeating_the_body() {
         assert_refused_in_own_words(&r, 400, &body);
     }
 }
+
+#[tokio::test]
+async fn an_install_naming_a_forge_installation_links_it_and_a_malformed_one_is_left_alone() {
+    use understudy_domain::{ForgeInstallation, ForgeInstallations, InstallationId, SystemToken};
+    let (app, store) = app();
+    let id = InstallationId::parse(
+        "ari:cloud:ecosystem::installation/5a6b7c8d-0000-4000-8000-000000000001",
+    )
+    .unwrap();
+    let mut payload = install_payload(CLIENT, "s3cret-s3cret-s3cret-s3cret-0001");
+    payload["installationId"] = json!(id.as_str());
+    assert_eq!(signed_install(&app, &payload).await.status(), 204);
+    let seen = ForgeInstallation {
+        tenant_key: id.own_tenant_key(),
+        id: id.clone(),
+        app_id: "ari:cloud:ecosystem::app/app-1".into(),
+        cloud_id: "cloud-1".into(),
+        api_base_url: "https://api.atlassian.com/ex/confluence/cloud-1".into(),
+        system_token: SystemToken::received(SecretString::from("t"), NOW),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    let stored = store.record_installation(&seen, NOW).await.unwrap();
+    assert_eq!(
+        stored.tenant_key,
+        client(),
+        "the Forge door shares the Connect tenant"
+    );
+
+    // Not an installation ARI: the install stands, nothing is linked.
+    let (app, store) = self::app();
+    let mut payload = install_payload(CLIENT, "s3cret-s3cret-s3cret-s3cret-0001");
+    payload["installationId"] = json!("not-an-ari");
+    assert_eq!(signed_install(&app, &payload).await.status(), 204);
+    let stored = store.record_installation(&seen, NOW).await.unwrap();
+    assert_eq!(stored.tenant_key, id.own_tenant_key());
+}
+
+#[tokio::test]
+async fn the_forge_routes_are_not_there_without_a_forge_app_id() {
+    let (app, _) = app();
+    for path in ["/forge/lifecycle", "/forge/scheduled"] {
+        assert_eq!(
+            send(&app, "POST", path, None, "{}").await.status(),
+            404,
+            "{path}"
+        );
+    }
+}

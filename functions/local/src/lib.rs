@@ -26,7 +26,7 @@ use understudy_lifecycle::Lifecycle;
 use understudy_queue::LocalQueue;
 use understudy_store::EmbeddedStore;
 use understudy_web::routes::{self, Function};
-use understudy_web::{ApiError, ApiRequest, AppConfig};
+use understudy_web::{ApiError, ApiRequest, AppConfig, ForgeFrontDoor};
 use understudy_webhooks::{Rules, Webhooks};
 
 /// Bodies above this are refused before any handler runs; every route's own limit is lower.
@@ -171,7 +171,12 @@ impl LocalApp {
             .map_err(|e| StartError(e.to_string()))?;
         // Plain http to a tenant (and to a configured OAuth server) only when the allow-list names a
         // loopback host exactly: local testing against the simulator.
-        let loopback = app_config.tenant_hosts.names_loopback_host().to_string();
+        let loopback = (app_config.tenant_hosts.names_loopback_host()
+            || app_config
+                .forge
+                .as_ref()
+                .is_some_and(|forge| forge.api_hosts.names_loopback_host()))
+        .to_string();
         let client_config = ClientConfig::from_lookup(|name| match name {
             ENV_ALLOW_HTTP_LOOPBACK => Some(loopback.clone()),
             _ => lookup(name),
@@ -190,19 +195,26 @@ impl LocalApp {
             None => HttpKeyProvider::atlassian(http),
         };
         let keys = CachingKeyProvider::new(keys, CachingKeyProvider::<()>::DEFAULT_CAPACITY);
+        let forge = || {
+            ForgeFrontDoor::from_config(&app_config, store.clone(), SystemClock)
+                .map_err(|e| StartError(e.to_string()))
+        };
         let lifecycle = Lifecycle::new(app_config.clone(), store.clone(), keys, SystemClock)
-            .map_err(|e| start_error("descriptor")(&e))?;
+            .map_err(|e| start_error("descriptor")(&e))?
+            .with_forge(forge()?);
         let webhooks = Webhooks::new(
             app_config.clone(),
             rules,
             store.clone(),
             Arc::new(queue.clone()),
             SystemClock,
-        );
+        )
+        .with_forge(forge()?);
         let api_engine =
             understudy_edits::engine(client_config.clone(), store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;
-        let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock);
+        let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock)
+            .with_forge(forge()?);
         let worker_engine =
             understudy_edits::engine(client_config, store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;

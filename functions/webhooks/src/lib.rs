@@ -5,6 +5,13 @@
 //! rules, queue the job under the event's idempotency mark, answer 204. The edit itself runs in the
 //! edit worker. The mark and the job are one step ([`JobIntake`]): if either cannot be kept the
 //! answer is 503 and nothing is left half-done.
+//!
+//! Forge's product events (`POST /forge/events`, docs/protocol.md §17) take the same path after
+//! the Forge front door: the invocation token verified and the installation recorded, the event
+//! matched against the same rules (a rule's `events` accept both names), the job marked and
+//! queued under the installation's tenant key. Forge retries a delivery up to four times; the
+//! mark makes every retry a duplicate. Events the app caused itself (`selfGenerated`) are
+//! acknowledged and dropped.
 
 pub mod payload;
 
@@ -13,7 +20,9 @@ use std::sync::Arc;
 use connect_auth::{Clock, SystemClock};
 use http::StatusCode;
 use sha2::{Digest, Sha256};
-use understudy_domain::{SettingsStore, Tenant, TenantState, TenantStore};
+use understudy_domain::{
+    ClientKey, ForgeInstallations, InstallationId, SettingsStore, TenantState, TenantStore,
+};
 use understudy_queue::{EditJobMessage, Enqueued, IntakeError, JobIntake};
 use understudy_web::deployed::DeployedConfig;
 use understudy_web::env::{Env, FromEnv};
@@ -21,9 +30,10 @@ use understudy_web::request::empty;
 use understudy_web::routes::{self, Function};
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
+    ForgeFrontDoor, Invocation,
 };
 
-pub use payload::PageEvent;
+pub use payload::{ForgeEvent, PageEvent};
 pub use understudy_core::{Decision, Rules, RulesError, Subject, WebhookEvent};
 
 /// The webhook function's settings on Lambda, read once at its cold start
@@ -174,6 +184,8 @@ pub enum Accepted {
     TenantDisabled,
     /// The tenant's stored rules are invalid: nothing is applied until they are fixed.
     InvalidTenantRules,
+    /// A Forge event the app caused itself (`selfGenerated`): acknowledged and ignored.
+    SelfGenerated,
 }
 
 /// The webhook function.
@@ -186,11 +198,12 @@ pub struct Webhooks<S: ?Sized, I: ?Sized, C = SystemClock> {
     auth: ConnectAuthenticator<S, C>,
     clock: C,
     tenant_rules: RuleCache,
+    forge: Option<ForgeFrontDoor<S, C>>,
 }
 
 impl<S, I, C> Webhooks<S, I, C>
 where
-    S: TenantStore + SettingsStore + ?Sized,
+    S: TenantStore + SettingsStore + ForgeInstallations + ?Sized,
     I: JobIntake + ?Sized,
     C: Clock + Clone,
 {
@@ -212,7 +225,14 @@ where
             auth,
             clock,
             tenant_rules: RuleCache::default(),
+            forge: None,
         }
+    }
+
+    /// Opens the Forge front door (`None` keeps `/forge/events` at 404).
+    pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
+        self.forge = forge;
+        self
     }
 
     /// Answers one request; never panics, whatever the caller sends.
@@ -220,14 +240,18 @@ where
         let path = request.relative_path(self.config.base_path());
         let route = routes::resolve(Function::Webhooks, &request.method, path);
         // The route table names the webhook paths; the event is the path's own.
-        let result = match route.map(|route| WebhookEvent::from_path(route.path)) {
-            Ok(Some(event)) => self.accept(event, &request).await.map(|accepted| {
-                tracing::debug!(?accepted, "webhook answered");
-                empty(StatusCode::NO_CONTENT)
-            }),
-            Ok(None) => Err(ApiError::NotFound),
+        let accepted = match route {
+            Ok(routes::FORGE_EVENTS) => self.accept_forge(&request).await,
+            Ok(route) => match WebhookEvent::from_path(route.path) {
+                Some(event) => self.accept(event, &request).await,
+                None => Err(ApiError::NotFound),
+            },
             Err(err) => Err(err),
         };
+        let result = accepted.map(|accepted| {
+            tracing::debug!(?accepted, "webhook answered");
+            empty(StatusCode::NO_CONTENT)
+        });
         understudy_web::error::respond(result, &self.config.app_key)
     }
 
@@ -255,7 +279,53 @@ where
         let page = payload::parse(event, body)?;
         let page_id = page.page_id.as_str();
         tracing::Span::current().record("page_id", page_id);
-        let rules = match self.rules_for(&tenant, now).await? {
+        let job_id = job_id(event, &page, body);
+        self.queue(&tenant.client_key, event, &page, job_id, None, now)
+            .await
+    }
+
+    /// Verifies, decides and queues one Forge product event.
+    #[tracing::instrument(skip_all, fields(event = tracing::field::Empty, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
+    pub async fn accept_forge(&self, request: &ApiRequest) -> Result<Accepted, ApiError> {
+        let forge = self.forge.as_ref().ok_or(ApiError::NotFound)?;
+        let body = request.json_body(MAX_WEBHOOK_BODY)?;
+        let caller = forge.authenticate(request, Invocation::App).await?;
+        let installation = caller.installation;
+        let span = tracing::Span::current();
+        span.record("client_key", installation.tenant_key.as_str());
+        let forge_event = payload::parse_forge(body)?;
+        span.record("event", forge_event.event.as_str());
+        span.record("page_id", forge_event.page.page_id.as_str());
+        if forge_event.self_generated {
+            tracing::debug!("an event the app caused itself: ignored");
+            return Ok(Accepted::SelfGenerated);
+        }
+        let job_id = forge_job_id(&forge_event);
+        self.queue(
+            &installation.tenant_key,
+            forge_event.event,
+            &forge_event.page,
+            job_id,
+            Some(installation.id),
+            self.clock.now_unix(),
+        )
+        .await
+    }
+
+    /// Matches the tenant's rules and queues the job under its idempotency mark: the part both
+    /// doors share.
+    async fn queue(
+        &self,
+        tenant_key: &ClientKey,
+        event: WebhookEvent,
+        page: &PageEvent,
+        job_id: String,
+        forge_installation: Option<InstallationId>,
+        now: i64,
+    ) -> Result<Accepted, ApiError> {
+        let client_key = tenant_key.as_str();
+        let page_id = page.page_id.as_str();
+        let rules = match self.rules_for(tenant_key, now).await? {
             Some(rules) => rules,
             None => return Ok(Accepted::InvalidTenantRules),
         };
@@ -269,8 +339,8 @@ where
         };
 
         let job = EditJobMessage {
-            job_id: job_id(event, &page, body),
-            client_key: tenant.client_key.clone(),
+            job_id,
+            client_key: tenant_key.clone(),
             page_id: page.page_id.clone(),
             event,
             page_version: page.version,
@@ -279,6 +349,7 @@ where
             edit: decision.edit,
             rules: decision.rules,
             accepted_at: now,
+            forge_installation,
         };
         let job_id = job.job_id.as_str();
         match self.intake.enqueue_once(&job, MARK_TTL_SECONDS, now).await {
@@ -296,8 +367,12 @@ where
     }
 
     /// The tenant's own rules, else the deployment's. `None` when the tenant's are invalid.
-    async fn rules_for(&self, tenant: &Tenant, now: i64) -> Result<Option<Arc<Rules>>, ApiError> {
-        let Some(settings) = self.store.get_settings(&tenant.client_key, now).await? else {
+    async fn rules_for(
+        &self,
+        tenant_key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<Arc<Rules>>, ApiError> {
+        let Some(settings) = self.store.get_settings(tenant_key, now).await? else {
             return Ok(Some(self.default_rules.clone()));
         };
         match self
@@ -307,7 +382,7 @@ where
         {
             Ok(rules) => Ok(Some(rules)),
             Err(err) => {
-                tracing::error!(client_key = tenant.client_key.as_str(), error = %err,
+                tracing::error!(client_key = tenant_key.as_str(), error = %err,
                     "the tenant's stored edit rules are invalid: none applied");
                 Ok(None)
             }
@@ -329,6 +404,24 @@ fn job_id(event: WebhookEvent, page: &PageEvent, body: &[u8]) -> String {
     format!("{event}:{}:{when}", page.page_id.as_str())
 }
 
+/// A Forge event's job id: as a Connect event's when the page's version is known, so that on a
+/// site where both doors deliver one change, it is edited once; else the event's own content
+/// (without `retryContext`), which every retry of one delivery shares.
+fn forge_job_id(forge_event: &ForgeEvent) -> String {
+    match forge_event.page.version {
+        Some(_) => job_id(forge_event.event, &forge_event.page, &[]),
+        None => {
+            let digest = Sha256::digest(forge_event.identity.to_string().as_bytes());
+            format!(
+                "{}:{}:f{}",
+                forge_event.event,
+                forge_event.page.page_id.as_str(),
+                hex::encode(digest.get(..12).unwrap_or_default())
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod route_tests {
     use super::*;
@@ -337,7 +430,7 @@ mod route_tests {
     fn the_route_table_names_one_route_per_event_and_no_other() {
         let mut events: Vec<WebhookEvent> = routes::ROUTES
             .iter()
-            .filter(|route| route.function == Function::Webhooks)
+            .filter(|route| route.function == Function::Webhooks && **route != routes::FORGE_EVENTS)
             .map(|route| {
                 assert_eq!(route.method, "POST", "{route:?}");
                 WebhookEvent::from_path(route.path)

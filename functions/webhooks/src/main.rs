@@ -5,7 +5,7 @@ use std::sync::Arc;
 use connect_auth::SystemClock;
 use lambda_http::Error;
 use understudy_queue::{MarkedQueue, SqsQueue};
-use understudy_web::lambda;
+use understudy_web::{ForgeFrontDoor, lambda};
 use understudy_webhooks::{Webhooks, WebhooksConfig};
 
 #[tokio::main]
@@ -16,13 +16,15 @@ async fn main() -> Result<(), Error> {
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), config.edit_queue_url);
     // Marks in DynamoDB (kept for days), jobs in SQS FIFO (whose own de-duplication lasts 5 minutes).
     let intake = Arc::new(MarkedQueue::new(store.clone(), Arc::new(queue)));
+    let forge = ForgeFrontDoor::from_config(&config.deployed.app, store.clone(), SystemClock)?;
     let webhooks = Webhooks::new(
         config.deployed.app,
         config.rules,
         store,
         intake,
         SystemClock,
-    );
+    )
+    .with_forge(forge);
     lambda::serve_http(
         webhooks,
         |f, request| async move { f.handle(request).await },

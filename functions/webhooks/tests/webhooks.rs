@@ -446,3 +446,18 @@ async fn refusals_say_what_was_wrong_without_repeating_the_body() {
     );
     assert!(jobs(&f).is_empty());
 }
+
+#[tokio::test]
+async fn forge_events_are_not_there_without_a_forge_app_id() {
+    let f = fixture().await;
+    let r = f
+        .app
+        .handle(to_api_request(event(
+            "/forge/events",
+            Some("Bearer a.b.c".to_owned()),
+            "{}",
+        )))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(jobs(&f).is_empty());
+}

@@ -18,13 +18,15 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use understudy_core::{
-    Actor, OperationRestriction, Page, PageUpdate, RestrictionOperation, Restrictions,
+    Actor, Door, ForgeDoor, OperationRestriction, Page, PageUpdate, RestrictionOperation,
+    Restrictions, TokenError,
 };
-use understudy_domain::{AccountId, ActedAs, ClientKey, PageId, Tenant, TokenCache};
+use understudy_domain::{AccountId, ActedAs, ClientKey, PageId, TokenCache};
 use url::Url;
 
 use crate::config::{ClientConfig, ConfigError, Scopes, scheme_allowed};
 use crate::error::{ConfluenceError, network_reason};
+use crate::offline::OfflineTokens;
 use crate::retry::{Attempt, AttemptLimits, Pause, Retried, Retrier, TokioPause, told_wait};
 use crate::tokens::ImpersonationTokens;
 
@@ -40,6 +42,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     pause: Arc<dyn Pause>,
     tokens: ImpersonationTokens,
+    offline: OfflineTokens,
     /// The app user's accountId per tenant (and base URL: a renamed site is asked again); see
     /// [`app_account_cache`] for its bound and expiry.
     app_accounts: Cache<(ClientKey, String), AppAccount>,
@@ -112,6 +115,12 @@ impl ConfluenceClient {
             Arc::clone(&clock),
             Arc::clone(&pause),
         );
+        let offline = OfflineTokens::new(
+            http.clone(),
+            config.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&pause),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -119,25 +128,28 @@ impl ConfluenceClient {
                 clock,
                 pause,
                 tokens,
+                offline,
                 app_accounts: app_account_cache(APP_ACCOUNTS_CAPACITY),
             }),
         })
     }
 
-    /// Operations as the app user.
-    pub fn as_app<'a>(&'a self, tenant: &'a Tenant) -> Session<'a> {
+    /// Operations as the app user, through `door` (a Connect tenant is a door:
+    /// `client.as_app(&tenant)`).
+    pub fn as_app<'a>(&'a self, door: impl Into<Door<'a>>) -> Session<'a> {
         Session {
             client: self,
-            tenant,
+            door: door.into(),
             actor: Actor::App,
         }
     }
 
-    /// Operations as `account`, by impersonation, with the configured scopes.
-    pub fn as_user<'a>(&'a self, tenant: &'a Tenant, account: &'a AccountId) -> Session<'a> {
+    /// Operations as `account`, by impersonation (Connect's JWT-bearer grant, Forge's offline
+    /// token or the invoking user's own token).
+    pub fn as_user<'a>(&'a self, door: impl Into<Door<'a>>, account: &'a AccountId) -> Session<'a> {
         Session {
             client: self,
-            tenant,
+            door: door.into(),
             actor: Actor::User(account),
         }
     }
@@ -157,10 +169,15 @@ impl ConfluenceClient {
     }
 
     /// The app user's own accountId on this tenant (`GET /rest/api/user/current` as the app),
-    /// asked once per tenant, warm instance and [`APP_ACCOUNT_TTL`]; concurrent callers share one
-    /// request.
-    pub async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError> {
-        let key = (tenant.client_key.clone(), tenant.base_url.clone());
+    /// asked once per tenant and door, warm instance and [`APP_ACCOUNT_TTL`]; concurrent callers
+    /// share one request. The Forge app's account is not the Connect app user's: the base URLs of
+    /// the two doors differ, and so do their cache keys.
+    pub async fn app_account_id<'a>(
+        &self,
+        door: impl Into<Door<'a>>,
+    ) -> Result<AccountId, ConfluenceError> {
+        let door = door.into();
+        let key = (door.tenant_key().clone(), door_base_url(door));
         let cache = &self.inner.app_accounts;
         if let Some(known) = cache.get(&key).await {
             if known.until > self.now_unix() {
@@ -169,17 +186,18 @@ impl ConfluenceClient {
             cache.invalidate(&key).await;
         }
         cache
-            .try_get_with(key, self.ask_app_account_id(tenant))
+            .try_get_with(key, self.ask_app_account_id(door))
             .await
             .map(|known| known.id)
             .map_err(|error| (*error).clone())
     }
 
-    async fn ask_app_account_id(&self, tenant: &Tenant) -> Result<AppAccount, ConfluenceError> {
-        let user = self.as_app(tenant).current_user().await?;
+    async fn ask_app_account_id(&self, door: Door<'_>) -> Result<AppAccount, ConfluenceError> {
+        let user = self.as_app(door).current_user().await?;
         if user.account_type.as_deref().is_some_and(|t| t != "app") {
             tracing::warn!(
-                client_key = %tenant.client_key,
+                client_key = %door.tenant_key(),
+                door = door.name(),
                 account_type = ?user.account_type,
                 "the app's current user is not of accountType app"
             );
@@ -192,11 +210,20 @@ impl ConfluenceClient {
     }
 }
 
-/// The typed operations, bound to one tenant and one actor.
+/// The base URL Confluence's REST API is under, through a door: the site's (Connect) or
+/// `<apiBaseUrl>/wiki` (Forge).
+fn door_base_url(door: Door<'_>) -> String {
+    match door {
+        Door::Connect(tenant) => tenant.base_url.clone(),
+        Door::Forge(forge) => forge.installation.confluence_base_url(),
+    }
+}
+
+/// The typed operations, bound to one tenant's door and one actor.
 #[derive(Debug, Clone, Copy)]
 pub struct Session<'a> {
     client: &'a ConfluenceClient,
-    tenant: &'a Tenant,
+    door: Door<'a>,
     actor: Actor<'a>,
 }
 
@@ -266,9 +293,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The tenant this session talks to.
-    pub fn tenant(&self) -> &'a Tenant {
-        self.tenant
+    /// The door this session talks through.
+    pub fn door(&self) -> Door<'a> {
+        self.door
     }
 
     /// `GET /api/v2/pages/{id}?body-format=storage`.
@@ -425,7 +452,7 @@ impl<'a> Session<'a> {
     }
 
     fn base_url(&self) -> Result<Url, ConfluenceError> {
-        let base = Url::parse(&self.tenant.base_url).map_err(|_| ConfluenceError::BaseUrl {
+        let base = Url::parse(&door_base_url(self.door)).map_err(|_| ConfluenceError::BaseUrl {
             reason: "not an absolute URL",
         })?;
         if !scheme_allowed(&base, self.client.inner.config.allow_http_loopback) {
@@ -471,13 +498,13 @@ impl<'a> Session<'a> {
         url: &Url,
         rejected: Option<&SecretString>,
     ) -> Result<(HeaderValue, Option<SecretString>), ConfluenceError> {
-        let (text, user_token) = match self.actor {
-            Actor::App => {
+        let (text, user_token) = match (self.door, self.actor) {
+            (Door::Connect(tenant), Actor::App) => {
                 let base = self.base_url()?;
                 let token = mint_app_token(
-                    &self.tenant.app_key,
-                    self.tenant.client_key.as_str(),
-                    &self.tenant.shared_secret,
+                    &tenant.app_key,
+                    tenant.client_key.as_str(),
+                    &tenant.shared_secret,
                     method.as_str(),
                     url,
                     &base,
@@ -486,23 +513,57 @@ impl<'a> Session<'a> {
                 .map_err(|_| ConfluenceError::Signing)?;
                 (format!("JWT {token}"), None)
             }
-            Actor::User(account) => {
+            (Door::Connect(tenant), Actor::User(account)) => {
                 let tokens = &self.client.inner.tokens;
                 let scopes: Option<&Scopes> = self.client.inner.config.user_scopes.as_ref();
                 let token = match rejected {
-                    None => tokens.access_token(self.tenant, account, scopes).await?,
+                    None => tokens.access_token(tenant, account, scopes).await?,
                     Some(old) => {
                         tokens
-                            .refresh_after_rejection(self.tenant, account, scopes, old)
+                            .refresh_after_rejection(tenant, account, scopes, old)
                             .await?
                     }
                 };
                 (format!("Bearer {}", token.expose_secret()), Some(token))
             }
+            (Door::Forge(forge), Actor::App) => {
+                let system = self.fresh_system_token(forge)?;
+                (format!("Bearer {}", system.expose_secret()), None)
+            }
+            (Door::Forge(forge), Actor::User(account)) => match forge.invoker {
+                // The user who invoked the app: their own token, exactly as Forge gave it.
+                Some(invoker) if invoker.account == account => {
+                    (format!("Bearer {}", invoker.token.expose_secret()), None)
+                }
+                _ => {
+                    let system = self.fresh_system_token(forge)?;
+                    let token = self
+                        .client
+                        .inner
+                        .offline
+                        .token(forge.installation, system, account, rejected)
+                        .await?;
+                    (format!("Bearer {}", token.expose_secret()), Some(token))
+                }
+            },
         };
         let mut value = HeaderValue::from_str(&text).map_err(|_| ConfluenceError::Signing)?;
         value.set_sensitive(true);
         Ok((value, user_token))
+    }
+
+    /// The installation's system token, unless it is past its trusted lifetime: then nothing is
+    /// sent, and the job waits for the fresh one the next invocation brings.
+    fn fresh_system_token(
+        &self,
+        forge: ForgeDoor<'a>,
+    ) -> Result<&'a SecretString, ConfluenceError> {
+        let system = &forge.installation.system_token;
+        if system.is_fresh(self.client.now_unix()) {
+            Ok(&system.token)
+        } else {
+            Err(ConfluenceError::Token(TokenError::SystemTokenExpired))
+        }
     }
 
     /// Sends one logical request through the retry executor ([`Retrier`]); returns the 2xx body.
@@ -520,7 +581,7 @@ impl<'a> Session<'a> {
     ) -> Result<Vec<u8>, ConfluenceError> {
         let inner = &self.client.inner;
         let retried = Retried {
-            client_key: self.tenant.client_key.as_str(),
+            client_key: self.door.tenant_key().as_str(),
             method: method.as_str(),
             path: url.path(),
         };
@@ -575,7 +636,7 @@ impl<'a> Session<'a> {
             && rejected.set(token).is_ok()
         {
             tracing::warn!(
-                client_key = %self.tenant.client_key,
+                client_key = %self.door.tenant_key(),
                 attempt = limits.number(),
                 reason = "401 to a user token",
                 "retrying Confluence request with a fresh user token"

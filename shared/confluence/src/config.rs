@@ -16,6 +16,11 @@ pub const ENV_RETRY_DEADLINE_SECONDS: &str = "CONFLUENCE_RETRY_DEADLINE_SECONDS"
 /// address (127.0.0.1, ::1, localhost): the local run and the end-to-end suite's simulator.
 pub const ENV_ALLOW_HTTP_LOOPBACK: &str = "CONFLUENCE_ALLOW_HTTP_LOOPBACK";
 
+/// Environment variable: where Forge offline user-impersonation tokens are asked for (the GraphQL
+/// gateway). Unset: `<origin of the installation's apiBaseUrl>/graphql`, which is
+/// `https://api.atlassian.com/graphql` in production (docs/protocol.md §17).
+pub const ENV_FORGE_GRAPHQL_URL: &str = "FORGE_GRAPHQL_URL";
+
 /// The production authorization server, also the default for hosts of no known family.
 pub const OAUTH_SERVER_PRODUCTION: &str =
     "https://oauth-2-authorization-server.services.atlassian.com";
@@ -85,6 +90,9 @@ pub struct ClientConfig {
     pub allow_http_loopback: bool,
     /// Connect timeout of the HTTP client.
     pub connect_timeout: Duration,
+    /// A fixed Forge GraphQL endpoint ([`ENV_FORGE_GRAPHQL_URL`]) instead of the installation's
+    /// API origin.
+    pub forge_graphql_url: Option<Url>,
 }
 
 impl Default for ClientConfig {
@@ -100,6 +108,7 @@ impl Default for ClientConfig {
             user_scopes: None,
             allow_http_loopback: false,
             connect_timeout: Duration::from_secs(5),
+            forge_graphql_url: None,
         }
     }
 }
@@ -139,6 +148,19 @@ impl ClientConfig {
             }
             config.oauth_url = Some(url);
         }
+        if let Some(value) = lookup(ENV_FORGE_GRAPHQL_URL).filter(|v| !v.trim().is_empty()) {
+            let url = Url::parse(value.trim()).map_err(|_| ConfigError::Invalid {
+                name: ENV_FORGE_GRAPHQL_URL,
+                reason: "not an absolute URL",
+            })?;
+            if !scheme_allowed(&url, config.allow_http_loopback) || !url.username().is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: ENV_FORGE_GRAPHQL_URL,
+                    reason: "must be https without credentials (http only on a loopback host, with CONFLUENCE_ALLOW_HTTP_LOOPBACK)",
+                });
+            }
+            config.forge_graphql_url = Some(url);
+        }
         if let Some(value) = lookup(ENV_RETRY_DEADLINE_SECONDS) {
             let seconds: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {
                 name: ENV_RETRY_DEADLINE_SECONDS,
@@ -153,6 +175,21 @@ impl ClientConfig {
             config.retry.total_deadline = Duration::from_secs(seconds);
         }
         Ok(config)
+    }
+
+    /// The Forge GraphQL endpoint for an installation: the configured one, else
+    /// `<origin of api_base_url>/graphql`.
+    pub(crate) fn forge_graphql_endpoint(&self, api_base_url: &str) -> Result<Url, &'static str> {
+        if let Some(url) = &self.forge_graphql_url {
+            return Ok(url.clone());
+        }
+        let base =
+            Url::parse(api_base_url).map_err(|_| "the installation's apiBaseUrl is not a URL")?;
+        if !scheme_allowed(&base, self.allow_http_loopback) {
+            return Err("the installation's apiBaseUrl is not https");
+        }
+        base.join("/graphql")
+            .map_err(|_| "cannot build the GraphQL endpoint")
     }
 
     /// The token endpoint and the assertion audience for a tenant.

@@ -11,22 +11,29 @@
 //!   in memory and in the tenant store, refreshed ahead of expiry, one exchange per (tenant, user,
 //!   scopes) at a time.
 //!
-//! Only the tenant's base URL and the authorization server are ever called. Tokens and secrets stay
+//! - [`OfflineTokens`]: Forge's offline user impersonation (docs/protocol.md §17), one exchange per
+//!   (installation, user) at a time, kept until its `ttl`.
+//!
+//! Only the tenant's base URL (Connect) or the installation's API base URL (Forge), the
+//! authorization server and the Forge GraphQL gateway are ever called. Tokens and secrets stay
 //! in [`connect_auth::SecretString`] and never reach a log or an error message.
 
 mod client;
 mod config;
 mod error;
+mod offline;
 mod port;
 mod retry;
+mod single_flight;
 mod tokens;
 
 pub use client::{ConfluenceClient, CurrentUser, Session};
 pub use config::{
-    ClientConfig, ConfigError, ENV_ALLOW_HTTP_LOOPBACK, ENV_OAUTH_URL, ENV_RETRY_DEADLINE_SECONDS,
-    OAUTH_SERVER_FEDRAMP, OAUTH_SERVER_FEDRAMP_STAGING, OAUTH_SERVER_PRODUCTION,
-    OAUTH_SERVER_STAGING, Scopes, authorization_server_for,
+    ClientConfig, ConfigError, ENV_ALLOW_HTTP_LOOPBACK, ENV_FORGE_GRAPHQL_URL, ENV_OAUTH_URL,
+    ENV_RETRY_DEADLINE_SECONDS, OAUTH_SERVER_FEDRAMP, OAUTH_SERVER_FEDRAMP_STAGING,
+    OAUTH_SERVER_PRODUCTION, OAUTH_SERVER_STAGING, Scopes, authorization_server_for,
 };
 pub use error::{ConfluenceError, TokenError};
+pub use offline::OfflineTokens;
 pub use retry::{Pause, RetryPolicy, TokioPause, VirtualPause, told_wait};
 pub use tokens::ImpersonationTokens;

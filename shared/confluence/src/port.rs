@@ -3,17 +3,17 @@
 
 use async_trait::async_trait;
 use understudy_core::{
-    Actor, Confluence, ConfluenceError, Page, PageUpdate, RestrictionOperation, Restrictions,
+    Actor, Confluence, ConfluenceError, Door, Page, PageUpdate, RestrictionOperation, Restrictions,
 };
-use understudy_domain::{AccountId, PageId, Tenant};
+use understudy_domain::{AccountId, PageId};
 
 use crate::client::{ConfluenceClient, Session};
 
 impl ConfluenceClient {
-    fn session<'a>(&'a self, tenant: &'a Tenant, actor: Actor<'a>) -> Session<'a> {
+    fn session<'a>(&'a self, door: Door<'a>, actor: Actor<'a>) -> Session<'a> {
         match actor {
-            Actor::App => self.as_app(tenant),
-            Actor::User(account) => self.as_user(tenant, account),
+            Actor::App => self.as_app(door),
+            Actor::User(account) => self.as_user(door, account),
         }
     }
 }
@@ -22,67 +22,67 @@ impl ConfluenceClient {
 impl Confluence for ConfluenceClient {
     async fn get_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Page, ConfluenceError> {
-        self.session(tenant, actor).get_page(page).await
+        self.session(door, actor).get_page(page).await
     }
 
     async fn update_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         update: &PageUpdate<'_>,
     ) -> Result<u64, ConfluenceError> {
-        self.session(tenant, actor).update_page(update).await
+        self.session(door, actor).update_page(update).await
     }
 
     async fn get_restrictions(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Restrictions, ConfluenceError> {
-        self.session(tenant, actor).get_restrictions(page).await
+        self.session(door, actor).get_restrictions(page).await
     }
 
     async fn add_restriction_user(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         operation: RestrictionOperation,
         account: &AccountId,
     ) -> Result<(), ConfluenceError> {
-        self.session(tenant, actor)
+        self.session(door, actor)
             .add_restriction_user(page, operation, account)
             .await
     }
 
     async fn can_view_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<bool, ConfluenceError> {
-        self.session(tenant, actor).can_view_page(page).await
+        self.session(door, actor).can_view_page(page).await
     }
 
     async fn permission_check(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         account: &AccountId,
         operation: RestrictionOperation,
     ) -> Result<bool, ConfluenceError> {
-        self.session(tenant, actor)
+        self.session(door, actor)
             .permission_check(page, account, operation)
             .await
     }
 
-    async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError> {
-        ConfluenceClient::app_account_id(self, tenant).await
+    async fn app_account_id(&self, door: Door<'_>) -> Result<AccountId, ConfluenceError> {
+        ConfluenceClient::app_account_id(self, door).await
     }
 }

@@ -14,7 +14,6 @@ use connect_auth::{
 };
 use moka::Expiry;
 use moka::future::Cache;
-use moka::ops::compute::Op;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use serde::Deserialize;
@@ -24,6 +23,7 @@ use url::Url;
 use crate::config::{ClientConfig, Scopes};
 use crate::error::TokenError;
 use crate::retry::{Attempt, Pause, Retried, Retrier, told_wait};
+use crate::single_flight::fresh_or_load;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -212,51 +212,25 @@ impl ImpersonationTokens {
             .filter(|id| !id.trim().is_empty())
             .ok_or(TokenError::NoActAsUser)?;
         let key = self.memory_key(tenant, account, scopes);
-        if let Some(token) = self.memory.get(&key).await
-            && self.fresh(&token, rejected)
-        {
-            return Ok(token.access_token);
-        }
-
-        // Single flight: moka runs the computations of one key one at a time, in order, so whoever
-        // waited finds the token the first one loaded. A stale or refused token that cannot be
-        // replaced is dropped all the same.
-        let mut failure = None;
-        let computed = self
-            .memory
-            .entry(key.clone())
-            .and_compute_with(|held| {
-                let failure = &mut failure;
-                let key = &key;
-                async move {
-                    if held
-                        .as_ref()
-                        .is_some_and(|held| self.fresh(held.value(), rejected))
-                    {
-                        return Op::Nop;
-                    }
-                    match self
-                        .load(tenant, account, scopes, rejected, oauth_client_id, key)
-                        .await
-                    {
-                        Ok(token) => Op::Put(token),
-                        Err(error) => {
-                            *failure = Some(error);
-                            Op::Remove
-                        }
-                    }
-                }
-            })
-            .await;
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        computed
-            .into_entry()
-            .map(|entry| entry.into_value().access_token)
-            .ok_or(TokenError::InvalidResponse {
-                reason: "the token vanished from memory as it was stored",
-            })
+        let load_key = key.clone();
+        fresh_or_load(
+            &self.memory,
+            key,
+            |held| self.fresh(held, rejected),
+            || async move {
+                self.load(
+                    tenant,
+                    account,
+                    scopes,
+                    rejected,
+                    oauth_client_id,
+                    &load_key,
+                )
+                .await
+            },
+        )
+        .await
+        .map(|token| token.access_token)
     }
 
     /// The token from the store when it is fresh, else from a new exchange (then stored).

@@ -3,7 +3,7 @@
 //! only when Confluence says that user may view the page.
 //!
 //! How Confluence is asked, in order of trust:
-//! 1. with `ACT_AS_USER`, **as that user**: `GET` the page with the user's own token. Whatever keeps
+//! 1. when the app can act as users (Connect with `ACT_AS_USER`, Forge always), **as that user**: `GET` the page with the user's own token. Whatever keeps
 //!    the user out (a view restriction, space permissions, an app access rule) keeps the records
 //!    out too; Confluence's 404 or 403 means no.
 //! 2. without it, Confluence's **permission check** for that user, asked as the app. If the app
@@ -14,37 +14,35 @@
 //! Outages (5xx, timeouts, rate limits past the deadline) are errors, so the caller answers 503 and
 //! the user may try again; they are never taken as a yes.
 
-use understudy_domain::{AccountId, PageId, Tenant};
+use understudy_domain::{AccountId, PageId};
 
-use crate::confluence::{Actor, Confluence, RestrictionOperation};
+use crate::confluence::{Actor, Confluence, Door, RestrictionOperation};
 use crate::error::{ConfluenceError, TokenError};
 
-/// Whether Confluence says `user` may view `page` on `tenant`'s site.
-#[tracing::instrument(skip_all, fields(client_key = %tenant.client_key, page_id = %page))]
+/// Whether Confluence says `user` may view `page` on the tenant's site, asked through `door`.
+#[tracing::instrument(skip_all, fields(client_key = %door.tenant_key(), page_id = %page))]
 pub async fn user_may_view_page(
     confluence: &dyn Confluence,
-    tenant: &Tenant,
+    door: Door<'_>,
     user: &AccountId,
     page: &PageId,
 ) -> Result<bool, ConfluenceError> {
-    let can_act_as_user = tenant
-        .oauth_client_id
-        .as_deref()
-        .is_some_and(|id| !id.trim().is_empty());
-    if can_act_as_user {
+    if door.can_act_as_user() {
         match confluence
-            .can_view_page(tenant, Actor::User(user), page)
+            .can_view_page(door, Actor::User(user), page)
             .await
         {
             Ok(answer) => return Ok(answer),
             // The site no longer lets the app act as users: fall back to the permission check.
             Err(ConfluenceError::Token(TokenError::NoActAsUser)) => {}
             // The app may not act as this user (deactivated, gone): nobody to ask as.
-            Err(ConfluenceError::Token(TokenError::InvalidGrant)) => return Ok(false),
+            Err(ConfluenceError::Token(
+                TokenError::InvalidGrant | TokenError::ImpersonationRefused { .. },
+            )) => return Ok(false),
             Err(other) => return Err(other),
         }
     }
     confluence
-        .permission_check(tenant, Actor::App, page, user, RestrictionOperation::Read)
+        .permission_check(door, Actor::App, page, user, RestrictionOperation::Read)
         .await
 }

@@ -1,14 +1,100 @@
 //! The Confluence port: what the use cases need from Confluence, in their own terms. The HTTP client
 //! in `understudy-confluence` implements it; the engine's tests implement it in memory.
 //!
-//! Every call names the tenant and who acts: the app user, or a user the app acts as (user
-//! impersonation). Refusals come back as [`ConfluenceError::NotFound`] (the actor may not view the
+//! Every call names the door to the tenant's site ([`Door`]: Connect or Forge, which decides the
+//! credentials) and who acts: the app user, or a user the app acts as (user impersonation). Refusals come back as [`ConfluenceError::NotFound`] (the actor may not view the
 //! page) and [`ConfluenceError::Forbidden`] (it may view but not do this), as Confluence answers them.
 
 use async_trait::async_trait;
-use understudy_domain::{AccountId, PageId, Tenant};
+use connect_auth::SecretString;
+use understudy_domain::{AccountId, ClientKey, ForgeInstallation, PageId, Tenant};
 
 use crate::error::ConfluenceError;
+
+/// How the app reaches a tenant's Confluence: the front door the work came through. It decides
+/// the base URL and the credentials of every call (docs/protocol.md §17).
+#[derive(Debug, Clone, Copy)]
+pub enum Door<'a> {
+    /// Connect: `<baseUrl>`, a JWT signed with the shared secret as the app, the JWT-bearer grant
+    /// (`ACT_AS_USER`) as a user.
+    Connect(&'a Tenant),
+    /// Forge Remote: `<apiBaseUrl>/wiki`, the installation's system token as the app, offline user
+    /// impersonation as a user, or the invoking user's own token when a user invoked the app.
+    Forge(ForgeDoor<'a>),
+}
+
+/// The Forge door: an installation, and the user token of a UI invocation when there is one.
+#[derive(Debug, Clone, Copy)]
+pub struct ForgeDoor<'a> {
+    /// The installation (its API base URL and latest system token).
+    pub installation: &'a ForgeInstallation,
+    /// `x-forge-oauth-user` of the invocation and whose it is (the FIT's `principal`): acting as
+    /// that user uses it instead of an offline token.
+    pub invoker: Option<Invoker<'a>>,
+}
+
+/// The user who invoked the app from Confluence's UI, with the token Forge gave for them.
+#[derive(Clone, Copy)]
+pub struct Invoker<'a> {
+    /// The FIT's `principal`.
+    pub account: &'a AccountId,
+    /// `x-forge-oauth-user`: opaque, never parsed or shown.
+    pub token: &'a SecretString,
+}
+
+impl std::fmt::Debug for Invoker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker")
+            .field("account", self.account)
+            .field("token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl<'a> From<&'a Tenant> for Door<'a> {
+    fn from(tenant: &'a Tenant) -> Self {
+        Self::Connect(tenant)
+    }
+}
+
+impl<'a> Door<'a> {
+    /// The Forge door of an installation, as the app works on its own (events, queued jobs).
+    pub fn forge(installation: &'a ForgeInstallation) -> Self {
+        Self::Forge(ForgeDoor {
+            installation,
+            invoker: None,
+        })
+    }
+
+    /// The key the tenant's settings, rules and audit live under.
+    pub fn tenant_key(&self) -> &'a ClientKey {
+        match self {
+            Self::Connect(tenant) => &tenant.client_key,
+            Self::Forge(forge) => &forge.installation.tenant_key,
+        }
+    }
+
+    /// Whether the app can act as a user through this door at all: a Connect install needs an
+    /// `oauthClientId` (the descriptor had `ACT_AS_USER`); Forge always offers offline user
+    /// impersonation (Atlassian may still refuse it per user).
+    pub fn can_act_as_user(&self) -> bool {
+        match self {
+            Self::Connect(tenant) => tenant
+                .oauth_client_id
+                .as_deref()
+                .is_some_and(|id| !id.trim().is_empty()),
+            Self::Forge(_) => true,
+        }
+    }
+
+    /// `connect` or `forge`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Forge(_) => "forge",
+        }
+    }
+}
 
 /// Who a call acts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +203,7 @@ pub trait Confluence: Send + Sync {
     /// A page with its storage body.
     async fn get_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Page, ConfluenceError>;
@@ -125,7 +211,7 @@ pub trait Confluence: Send + Sync {
     /// Replaces a page's title and body; the new version number.
     async fn update_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         update: &PageUpdate<'_>,
     ) -> Result<u64, ConfluenceError>;
@@ -133,7 +219,7 @@ pub trait Confluence: Send + Sync {
     /// The restrictions set directly on a page.
     async fn get_restrictions(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Restrictions, ConfluenceError>;
@@ -142,7 +228,7 @@ pub trait Confluence: Send + Sync {
     /// there was none: callers check first).
     async fn add_restriction_user(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         operation: RestrictionOperation,
@@ -152,7 +238,7 @@ pub trait Confluence: Send + Sync {
     /// Whether the actor may view the page: `false` on Confluence's refusals.
     async fn can_view_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<bool, ConfluenceError>;
@@ -161,13 +247,14 @@ pub trait Confluence: Send + Sync {
     /// actor; `false` when the actor itself cannot see the page.
     async fn permission_check(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         account: &AccountId,
         operation: RestrictionOperation,
     ) -> Result<bool, ConfluenceError>;
 
-    /// The app user's own accountId on this tenant's site.
-    async fn app_account_id(&self, tenant: &Tenant) -> Result<AccountId, ConfluenceError>;
+    /// The app user's own accountId on this tenant's site (the Forge app's account differs from
+    /// the Connect app user's).
+    async fn app_account_id(&self, door: Door<'_>) -> Result<AccountId, ConfluenceError>;
 }

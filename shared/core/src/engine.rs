@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use understudy_domain::{
-    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId, Tenant,
+    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId,
 };
 
 use connect_auth::Clock;
 
-use crate::confluence::{Actor, Confluence, PageUpdate, RestrictionOperation};
+use crate::confluence::{Actor, Confluence, Door, PageUpdate, RestrictionOperation};
 use crate::edit::{Edit, EditTooLarge};
 use crate::error::{ConfluenceError, TokenError};
 
@@ -48,8 +48,8 @@ pub enum EditMode {
 /// One edit to execute.
 #[derive(Debug, Clone, Copy)]
 pub struct EditJob<'a> {
-    /// The tenant.
-    pub tenant: &'a Tenant,
+    /// The tenant, through the door the work came in by.
+    pub door: Door<'a>,
     /// The page.
     pub page_id: &'a PageId,
     /// The operations.
@@ -83,6 +83,9 @@ pub enum BlockedCause {
     StillBlockedAfterGrant,
     /// The page is not current (draft, archived, trashed): saving it would publish or restore it.
     PageNotCurrent,
+    /// Forge: Atlassian would not issue an offline token for the user (the report's detail says
+    /// what Atlassian answered).
+    ImpersonationRefused,
 }
 
 impl BlockedCause {
@@ -116,6 +119,9 @@ impl BlockedCause {
                  restriction, space permissions, or an app access rule)"
             }
             Self::PageNotCurrent => "the page is not current (draft, archived or trashed)",
+            Self::ImpersonationRefused => {
+                "Atlassian refused to let the app act as the user (offline user impersonation)"
+            }
         }
     }
 
@@ -139,6 +145,9 @@ impl BlockedCause {
                 "check restrictions on parent pages, the app user's space permissions and the space's app access rules"
             }
             Self::PageNotCurrent => "publish or restore the page first",
+            Self::ImpersonationRefused => {
+                "check that the user is active and may use the app, or add the Forge app's account to the page's restrictions"
+            }
         }
     }
 }
@@ -193,6 +202,8 @@ pub struct EditReport {
     pub version_after: Option<u64>,
     /// Whether the audit record was written.
     pub audited: bool,
+    /// What Atlassian said when it refused something, for the record (no secret in it).
+    pub detail: Option<String>,
 }
 
 impl EditReport {
@@ -205,7 +216,7 @@ impl EditReport {
     /// The audit record of this execution of `job`, at `at_ms` (unix milliseconds).
     pub fn audit_record(&self, job: &EditJob<'_>, at_ms: i64) -> AuditRecord {
         AuditRecord {
-            client_key: job.tenant.client_key.clone(),
+            client_key: job.door.tenant_key().clone(),
             page_id: job.page_id.clone(),
             at_ms,
             version_before: self.version_before,
@@ -236,7 +247,10 @@ impl EditReport {
                 EditStrategy::Skip => "edited".to_owned(),
             },
             EditResult::Unchanged => format!("nothing to change (read by {by})"),
-            EditResult::Blocked(cause) => cause.to_string(),
+            EditResult::Blocked(cause) => match &self.detail {
+                Some(detail) => format!("{cause} (Atlassian said: {detail})"),
+                None => cause.to_string(),
+            },
             EditResult::Failed(error) => format!("failed acting as {by}: {error}"),
             EditResult::Refused(too_large) => format!("refused, nothing sent: {too_large}"),
         }
@@ -312,7 +326,7 @@ impl EditEngine {
     }
 
     /// Executes one edit and writes its audit record.
-    #[tracing::instrument(skip_all, fields(client_key = %job.tenant.client_key, page_id = %job.page_id, job_id = job.job_id))]
+    #[tracing::instrument(skip_all, fields(client_key = %job.door.tenant_key(), door = job.door.name(), page_id = %job.page_id, job_id = job.job_id))]
     pub async fn execute(&self, job: EditJob<'_>) -> EditReport {
         let mut report = match job.mode {
             EditMode::AsUserOnly(user) => self.as_user_only(&job, user).await,
@@ -372,6 +386,7 @@ impl EditEngine {
             version_before,
             version_after: None,
             audited: false,
+            detail: None,
         };
         let strategy = match policy {
             RestrictedPagePolicy::Skip => {
@@ -383,12 +398,7 @@ impl EditEngine {
         let Some(user) = user else {
             return blocked(BlockedCause::NoUserToActAs, strategy);
         };
-        if job
-            .tenant
-            .oauth_client_id
-            .as_deref()
-            .is_none_or(|id| id.trim().is_empty())
-        {
+        if !job.door.can_act_as_user() {
             return blocked(BlockedCause::NoActAsUser, strategy);
         }
         match policy {
@@ -416,7 +426,7 @@ impl EditEngine {
             };
             blocked_or(attempt, acted_as, EditStrategy::Grant)
         };
-        let app_account = match self.confluence.app_account_id(job.tenant).await {
+        let app_account = match self.confluence.app_account_id(job.door).await {
             Ok(id) => id,
             Err(e) => {
                 let attempt = Attempt {
@@ -430,7 +440,7 @@ impl EditEngine {
         };
         let restrictions = match self
             .confluence
-            .get_restrictions(job.tenant, as_user, job.page_id)
+            .get_restrictions(job.door, as_user, job.page_id)
             .await
         {
             Ok(r) => r,
@@ -443,7 +453,7 @@ impl EditEngine {
             if restriction.exists() && !restriction.lists_user(&app_account) {
                 if let Err(e) = self
                     .confluence
-                    .add_restriction_user(job.tenant, as_user, job.page_id, operation, &app_account)
+                    .add_restriction_user(job.door, as_user, job.page_id, operation, &app_account)
                     .await
                 {
                     return fail(e, acted);
@@ -463,6 +473,7 @@ impl EditEngine {
                 version_before: None,
                 version_after: None,
                 audited: false,
+                detail: None,
             };
         }
         let attempt = self.attempt(Actor::App, job).await;
@@ -474,6 +485,7 @@ impl EditEngine {
                 version_before: attempt.version_before,
                 version_after: None,
                 audited: false,
+                detail: None,
             },
             _ => report(attempt, ActedAs::App, EditStrategy::Grant),
         }
@@ -485,11 +497,7 @@ impl EditEngine {
         let mut version_before = None;
         let mut conflicts: u32 = 0;
         loop {
-            let page = match self
-                .confluence
-                .get_page(job.tenant, actor, job.page_id)
-                .await
-            {
+            let page = match self.confluence.get_page(job.door, actor, job.page_id).await {
                 Ok(page) => page,
                 Err(e) => {
                     return Attempt {
@@ -535,11 +543,7 @@ impl EditEngine {
                 version: page.version.saturating_add(1),
                 message: &self.settings.version_message,
             };
-            match self
-                .confluence
-                .update_page(job.tenant, actor, &update)
-                .await
-            {
+            match self.confluence.update_page(job.door, actor, &update).await {
                 Ok(version) => {
                     return Attempt {
                         outcome: Ok(Some(version)),
@@ -612,6 +616,7 @@ fn report(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> EditRe
         version_before: attempt.version_before,
         version_after,
         audited: false,
+        detail: None,
     }
 }
 
@@ -622,6 +627,15 @@ fn blocked_or(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> Ed
         Err(ConfluenceError::Forbidden) => Some(BlockedCause::UserCannotEdit),
         Err(ConfluenceError::Token(TokenError::NoActAsUser)) => Some(BlockedCause::NoActAsUser),
         Err(ConfluenceError::Token(TokenError::InvalidGrant)) => Some(BlockedCause::InvalidGrant),
+        Err(ConfluenceError::Token(TokenError::ImpersonationRefused { .. })) => {
+            Some(BlockedCause::ImpersonationRefused)
+        }
+        _ => None,
+    };
+    let detail = match &attempt.outcome {
+        Err(ConfluenceError::Token(TokenError::ImpersonationRefused { reason })) => {
+            Some(reason.clone())
+        }
         _ => None,
     };
     match cause {
@@ -632,7 +646,53 @@ fn blocked_or(attempt: Attempt, acted_as: ActedAs, strategy: EditStrategy) -> Ed
             version_before: attempt.version_before,
             version_after: None,
             audited: false,
+            detail,
         },
         None => report(attempt, acted_as, strategy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_impersonation_is_blocked_with_what_atlassian_said() {
+        let attempt = Attempt {
+            outcome: Err(ConfluenceError::Token(TokenError::ImpersonationRefused {
+                reason: "User is deactivated".into(),
+            })),
+            version_before: Some(3),
+            not_current: false,
+            refused: None,
+        };
+        let report = blocked_or(attempt, ActedAs::App, EditStrategy::Impersonate);
+        assert_eq!(
+            report.result,
+            EditResult::Blocked(BlockedCause::ImpersonationRefused)
+        );
+        assert!(!report.is_transient());
+        let reason = report.reason();
+        assert!(
+            reason.starts_with("Atlassian refused to let the app act as the user"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("(Atlassian said: User is deactivated)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_stale_system_token_is_a_passing_failure() {
+        let attempt = Attempt {
+            outcome: Err(ConfluenceError::Token(TokenError::SystemTokenExpired)),
+            version_before: None,
+            not_current: false,
+            refused: None,
+        };
+        let report = report(attempt, ActedAs::App, EditStrategy::AsApp);
+        assert!(report.is_transient());
+        assert!(report.reason().contains("system token has expired"));
     }
 }

@@ -160,6 +160,22 @@ pub enum TokenError {
         /// Why.
         reason: &'static str,
     },
+    /// Forge: Atlassian would not issue an offline user-impersonation token for this user
+    /// (`offlineUserAuthToken` answered `success: false` or with errors): a deactivated user, an
+    /// app or anonymous user, a user without access to the app.
+    #[error("Atlassian refused to let the app act as this user: {reason}")]
+    ImpersonationRefused {
+        /// What Atlassian said, cut to one short line of printable text.
+        reason: String,
+    },
+    /// Forge: the installation's latest system token is past its trusted lifetime. The job waits
+    /// for a fresh one (every invocation, and the hourly scheduled trigger, brings one); nothing is
+    /// sent with a stale token.
+    #[error(
+        "the Forge app system token has expired and no fresh one has arrived yet (the hourly \
+         scheduled trigger brings one)"
+    )]
+    SystemTokenExpired,
 }
 
 impl TokenError {
@@ -167,7 +183,10 @@ impl TokenError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Network { .. }
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Network { .. }
+                | Self::SystemTokenExpired
         )
     }
 }

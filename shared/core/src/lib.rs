@@ -24,7 +24,8 @@ mod rules;
 
 pub use access::user_may_view_page;
 pub use confluence::{
-    Actor, Confluence, OperationRestriction, Page, PageUpdate, RestrictionOperation, Restrictions,
+    Actor, Confluence, Door, ForgeDoor, Invoker, OperationRestriction, Page, PageUpdate,
+    RestrictionOperation, Restrictions,
 };
 pub use edit::{
     Applied, Edit, EditOp, EditParseError, EditTooLarge, MAX_BODY_BYTES, MAX_OPERATIONS,

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use connect_auth::{FixedClock, SecretString};
 use serde_json::json;
 use understudy_core::{
-    Actor, BlockedCause, Confluence, ConfluenceError, Edit, EditEngine, EditJob, EditMode,
+    Actor, BlockedCause, Confluence, ConfluenceError, Door, Edit, EditEngine, EditJob, EditMode,
     EditResult, EngineSettings, OperationRestriction, Page, PageUpdate, RestrictedPagePolicy,
     RestrictionOperation, Restrictions, TokenError, user_may_view_page,
 };
@@ -116,7 +116,7 @@ impl FakeConfluence {
     fn visible(
         &self,
         model: &mut Model,
-        tenant: &Tenant,
+        door: Door<'_>,
         op: &str,
         actor: Actor<'_>,
         page: &PageId,
@@ -124,7 +124,7 @@ impl FakeConfluence {
         model.calls.push(format!("{op} {}", label(actor)));
         // Acting as a user needs a token first, as the HTTP client does.
         if let Actor::User(user) = actor {
-            if tenant.oauth_client_id.is_none() {
+            if !door.can_act_as_user() {
                 return Err(ConfluenceError::Token(TokenError::NoActAsUser));
             }
             if model.invalid_grant.contains(user) {
@@ -142,12 +142,12 @@ impl FakeConfluence {
 impl Confluence for FakeConfluence {
     async fn get_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Page, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, tenant, "get", actor, page)?;
+        let p = self.visible(&mut model, door, "get", actor, page)?;
         Ok(Page {
             id: page.clone(),
             status: if p.archived { "archived" } else { "current" }.into(),
@@ -160,12 +160,12 @@ impl Confluence for FakeConfluence {
 
     async fn update_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         update: &PageUpdate<'_>,
     ) -> Result<u64, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, tenant, "put", actor, update.id)?;
+        let p = self.visible(&mut model, door, "put", actor, update.id)?;
         if !p.can_edit(&who(actor)) {
             return Err(ConfluenceError::Forbidden);
         }
@@ -189,12 +189,12 @@ impl Confluence for FakeConfluence {
 
     async fn get_restrictions(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<Restrictions, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, tenant, "restrictions", actor, page)?;
+        let p = self.visible(&mut model, door, "restrictions", actor, page)?;
         let restriction = |users: &[AccountId]| OperationRestriction {
             users: users.to_vec(),
             groups: Vec::new(),
@@ -207,14 +207,14 @@ impl Confluence for FakeConfluence {
 
     async fn add_restriction_user(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         operation: RestrictionOperation,
         added: &AccountId,
     ) -> Result<(), ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let p = self.visible(&mut model, tenant, "grant", actor, page)?;
+        let p = self.visible(&mut model, door, "grant", actor, page)?;
         // Changing restrictions needs edit permission on the page.
         if !p.can_edit(&who(actor)) {
             return Err(ConfluenceError::Forbidden);
@@ -230,26 +230,24 @@ impl Confluence for FakeConfluence {
 
     async fn can_view_page(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
     ) -> Result<bool, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        Ok(self
-            .visible(&mut model, tenant, "view", actor, page)
-            .is_ok())
+        Ok(self.visible(&mut model, door, "view", actor, page).is_ok())
     }
 
     async fn permission_check(
         &self,
-        tenant: &Tenant,
+        door: Door<'_>,
         actor: Actor<'_>,
         page: &PageId,
         subject: &AccountId,
         operation: RestrictionOperation,
     ) -> Result<bool, ConfluenceError> {
         let mut model = self.model.lock().unwrap();
-        let Ok(p) = self.visible(&mut model, tenant, "check", actor, page) else {
+        let Ok(p) = self.visible(&mut model, door, "check", actor, page) else {
             return Ok(false);
         };
         Ok(match operation {
@@ -258,7 +256,7 @@ impl Confluence for FakeConfluence {
         })
     }
 
-    async fn app_account_id(&self, _tenant: &Tenant) -> Result<AccountId, ConfluenceError> {
+    async fn app_account_id(&self, _door: Door<'_>) -> Result<AccountId, ConfluenceError> {
         Ok(account(APP))
     }
 }
@@ -360,7 +358,7 @@ impl World {
         let page_id = PageId::parse(page).unwrap();
         self.engine
             .execute(EditJob {
-                tenant,
+                door: tenant.into(),
                 page_id: &page_id,
                 edit,
                 mode: &mode,
@@ -562,24 +560,29 @@ async fn who_may_view_a_page_is_asked_as_the_user_or_through_the_permission_chec
     let page = |id: &str| PageId::parse(id).unwrap();
     // With ACT_AS_USER: as the user.
     assert!(
-        user_may_view_page(c, &tenant(true), &account(ALICE), &page("1"))
+        user_may_view_page(c, Door::Connect(&tenant(true)), &account(ALICE), &page("1"))
             .await
             .unwrap()
     );
     assert!(
-        !user_may_view_page(c, &tenant(true), &account(BOB), &page("1"))
+        !user_may_view_page(c, Door::Connect(&tenant(true)), &account(BOB), &page("1"))
             .await
             .unwrap()
     );
     assert!(c.calls().iter().all(|call| call.starts_with("view ")));
     // Without: the permission check, which the app cannot ask about a page it cannot see.
     assert!(
-        !user_may_view_page(c, &tenant(false), &account(ALICE), &page("1"))
-            .await
-            .unwrap()
+        !user_may_view_page(
+            c,
+            Door::Connect(&tenant(false)),
+            &account(ALICE),
+            &page("1")
+        )
+        .await
+        .unwrap()
     );
     assert!(
-        user_may_view_page(c, &tenant(false), &account(BOB), &page("2"))
+        user_may_view_page(c, Door::Connect(&tenant(false)), &account(BOB), &page("2"))
             .await
             .unwrap()
     );

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use understudy_core::{Edit, RestrictedPagePolicy, WebhookEvent};
-use understudy_domain::{AccountId, ClientKey, PageId};
+use understudy_domain::{AccountId, ClientKey, InstallationId, PageId};
 
 /// An accepted edit, as queued. It names the tenant but carries no secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,10 @@ pub struct EditJobMessage {
     pub rules: Vec<String>,
     /// When the webhook accepted it (unix seconds).
     pub accepted_at: i64,
+    /// The Forge installation whose event it was: the job edits through the Forge door (its system
+    /// token, offline user impersonation). `None`: a Connect webhook's job (the Connect door).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_installation: Option<InstallationId>,
 }
 
 impl EditJobMessage {

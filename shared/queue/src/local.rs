@@ -397,6 +397,7 @@ mod tests {
             edit: Edit::from_json(r#"[{"append": "<p>x</p>"}]"#).unwrap(),
             rules: vec!["r".into()],
             accepted_at: 0,
+            forge_installation: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn job(page: &str, id: &str) -> EditJobMessage {
         page_version: Some(3),
         policy: RestrictedPagePolicy::Grant,
         accepted_at: 1,
+        forge_installation: None,
         ..edit_job("tenant-sqs", page, id)
     }
 }

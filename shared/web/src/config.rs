@@ -2,7 +2,8 @@
 
 use url::Url;
 
-use understudy_core::TenantHosts;
+use forge_auth::{AppId, FORGE_JWKS_URL};
+use understudy_core::{TenantHosts, forge_api_hosts};
 
 pub use crate::env::ConfigError;
 use crate::env::{Env, FromEnv};
@@ -21,6 +22,30 @@ pub struct AppConfig {
     pub connect_keys_url: Option<String>,
     /// `ALLOWED_TENANT_HOSTS` (default `*.atlassian.net`): which Confluence hosts may install.
     pub tenant_hosts: TenantHosts,
+    /// The Forge front door's settings; `None` (and every `/forge/...` route 404) when
+    /// `FORGE_APP_ID` is unset.
+    pub forge: Option<ForgeSettings>,
+}
+
+/// The Forge front door (docs/protocol.md §17).
+#[derive(Debug, Clone)]
+pub struct ForgeSettings {
+    /// `FORGE_APP_ID`: the app's ARI, the only audience a Forge Invocation Token may have.
+    pub app_id: AppId,
+    /// `FORGE_JWKS_URL` (default Atlassian's production JWKS): the keys FITs are signed with.
+    pub jwks_url: String,
+    /// `FORGE_API_HOSTS` (default `api.atlassian.com,api.stg.atlassian.com`): the hosts a FIT's
+    /// `app.apiBaseUrl` may name (https; http only for a loopback host listed exactly).
+    pub api_hosts: TenantHosts,
+}
+
+impl ForgeSettings {
+    /// The JWKS over HTTPS from [`Self::jwks_url`] (no redirects, bounded size and time).
+    pub fn jwks_source(&self) -> Result<std::sync::Arc<dyn forge_auth::JwksSource>, ConfigError> {
+        forge_auth::HttpJwksSource::new(self.jwks_url.clone())
+            .map(|source| std::sync::Arc::new(source) as std::sync::Arc<dyn forge_auth::JwksSource>)
+            .map_err(|e| ConfigError::Refused(format!("FORGE_JWKS_URL: {e}")))
+    }
 }
 
 /// The default app key.
@@ -73,6 +98,7 @@ impl FromEnv for AppConfig {
             TenantHosts::default(),
             TenantHosts::parse,
         );
+        let forge = read_forge(env);
         let app_base_url = app_base_url?;
         let mut install_audiences = vec![audience(&app_base_url)];
         install_audiences.extend(more_audiences);
@@ -82,7 +108,34 @@ impl FromEnv for AppConfig {
             install_audiences,
             connect_keys_url,
             tenant_hosts,
+            forge: forge?,
         })
+    }
+}
+
+/// The Forge settings: `Some(None)` when `FORGE_APP_ID` is unset, `None` when one of them is
+/// refused (the problem is kept by `env`). Every variable is read either way, so the list of
+/// what a function reads does not depend on the values.
+fn read_forge(env: &Env<'_>) -> Option<Option<ForgeSettings>> {
+    let app_id = env.optional("FORGE_APP_ID", |id| {
+        AppId::parse(id).map_err(|e| e.to_string())
+    });
+    let jwks_url = env.or("FORGE_JWKS_URL", FORGE_JWKS_URL.to_owned(), |url| {
+        parse_http_url(url).map(|url| url.as_str().to_owned())
+    });
+    let api_hosts = env.optional("FORGE_API_HOSTS", |hosts| forge_api_hosts(Some(hosts)));
+    let configured_id = env.get("FORGE_APP_ID");
+    match (configured_id, app_id) {
+        (None, _) => Some(None),
+        (Some(_), None) => None,
+        (Some(_), Some(app_id)) => Some(Some(ForgeSettings {
+            app_id,
+            jwks_url,
+            api_hosts: match api_hosts {
+                Some(hosts) => hosts,
+                None => env.check(forge_api_hosts(None))?,
+            },
+        })),
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`config::AppConfig`]: the settings every function shares, read once ([`env`]: how settings
 //!   are read, and the list of the variables each function reads, from the same code);
 //! - [`auth::Authenticator`]: the one way a route learns who calls ([`auth::Caller`]);
+//! - [`forge::ForgeFrontDoor`]: the Forge front door's caller (a verified invocation token, its
+//!   installation recorded);
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
 //! - [`lambda`] (feature `lambda`): the kit of the Lambda entry points (settings read once, logs,
 //!   the deployed store, an HTTP function served in one call).
@@ -18,6 +20,7 @@ pub mod config;
 pub mod deployed;
 pub mod env;
 pub mod error;
+pub mod forge;
 pub mod json;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -28,9 +31,10 @@ pub mod telemetry;
 pub mod tenants;
 
 pub use auth::{Accept, Authenticator, Caller, ConnectAuthenticator, Credential};
-pub use config::{AppConfig, ConfigError};
+pub use config::{AppConfig, ConfigError, ForgeSettings};
 pub use env::FromEnv;
 pub use error::ApiError;
+pub use forge::{ForgeCaller, ForgeFrontDoor, Invocation};
 pub use json::parse_json;
 pub use request::ApiRequest;
 pub use response::ApiResponse;

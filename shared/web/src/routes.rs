@@ -81,6 +81,12 @@ pub const PAGE_EDITS: Route = route("POST", "/api/pages/{pageId}/edits", Functio
 pub const PAGE_AUDIT: Route = route("GET", "/api/pages/{pageId}/audit", Function::EditApi);
 /// `GET /ui/page`: the page-byline panel (an iframe).
 pub const PAGE_PANEL: Route = route("GET", "/ui/page", Function::EditApi);
+/// `POST /forge/lifecycle`: Forge's `avi:forge:installed:app` and `avi:forge:upgraded:app`.
+pub const FORGE_LIFECYCLE: Route = route("POST", "/forge/lifecycle", Function::Lifecycle);
+/// `POST /forge/scheduled`: the hourly scheduled trigger that hands over a fresh system token.
+pub const FORGE_SCHEDULED: Route = route("POST", "/forge/scheduled", Function::Lifecycle);
+/// `POST /forge/events`: Forge's page events.
+pub const FORGE_EVENTS: Route = route("POST", "/forge/events", Function::Webhooks);
 
 /// Every route of the app.
 pub const ROUTES: &[Route] = &[
@@ -95,6 +101,9 @@ pub const ROUTES: &[Route] = &[
     PAGE_EDITS,
     PAGE_AUDIT,
     PAGE_PANEL,
+    FORGE_LIFECYCLE,
+    FORGE_SCHEDULED,
+    FORGE_EVENTS,
 ];
 
 impl Route {

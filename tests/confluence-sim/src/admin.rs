@@ -9,6 +9,11 @@
 //! | `POST /_sim/edit {"user", "page", "body", "title"?}` | a person edits a page (fires `page_updated`) |
 //! | `POST /_sim/restrict {"user", "page", "read": [..], "update": [..]}` | a person sets restrictions |
 //! | `GET /_sim/deliveries` | webhooks sent so far |
+//! | `POST /_sim/forge/install {"remote", "connect_app_key"?}` | installs the Forge app (linked to a Connect app if named) |
+//! | `POST /_sim/forge/upgrade` / `POST /_sim/forge/scheduled` | `avi:forge:upgraded:app` / one scheduled trigger run |
+//! | `GET /_sim/forge/calls` | every call Forge made to the remote |
+//!
+//! No answer holds a Forge OAuth token.
 //!
 //! Answers are JSON; errors are `{"error": "..."}` with 400 (bad input) or 409 (refused).
 
@@ -85,6 +90,18 @@ async fn run(
                 .await?;
             Ok(json!({"page": to_json(&sim.page(page)), "deliveries": to_json(&deliveries)}))
         }
+        ("POST", "/_sim/forge/install") => {
+            let remote = text(body, "remote")?;
+            let installation = match body.get("connect_app_key").and_then(Value::as_str) {
+                Some(key) => sim.forge_install_linked(key, remote).await?.0,
+                None => sim.forge_install(remote).await?,
+            };
+            Ok(json!({"installation": to_json(&installation.installation),
+                      "lifecycle": to_json(&installation.lifecycle)}))
+        }
+        ("POST", "/_sim/forge/upgrade") => Ok(to_json(&sim.forge_upgrade().await?)),
+        ("POST", "/_sim/forge/scheduled") => Ok(to_json(&sim.forge_scheduled_tick().await?)),
+        ("GET", "/_sim/forge/calls") => Ok(to_json(&sim.forge_calls())),
         _ => Err(SimError::Invalid(format!(
             "no admin route {method} {path} (see GET /_sim/state)"
         ))),

@@ -18,6 +18,7 @@ use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
 
+use crate::forge::ForgeTokenKind;
 use crate::model::{AccountType, EditVia, Subject};
 use crate::state::{IssuedToken, State, TokenExchange, is_product_scope, scope_granted};
 
@@ -32,19 +33,35 @@ pub(crate) enum Caller {
         account_id: String,
         scopes: Vec<String>,
     },
+    /// Through Forge's API gateway with a Forge token: the Forge app user (system token) or a
+    /// user (user or offline token), through the Forge app `app_id`.
+    Forge {
+        app_id: String,
+        account_id: String,
+        kind: ForgeTokenKind,
+    },
 }
 
 impl Caller {
     pub fn account_id(&self) -> &str {
         match self {
-            Self::App { account_id, .. } | Self::User { account_id, .. } => account_id,
+            Self::App { account_id, .. }
+            | Self::User { account_id, .. }
+            | Self::Forge { account_id, .. } => account_id,
         }
     }
 
+    /// The Connect app's key, or the Forge app's id.
     pub fn app_key(&self) -> &str {
         match self {
             Self::App { app_key, .. } | Self::User { app_key, .. } => app_key,
+            Self::Forge { app_id, .. } => app_id,
         }
+    }
+
+    /// True for calls made with a token the Forge app holds (their events are `selfGenerated`).
+    pub fn is_forge(&self) -> bool {
+        matches!(self, Self::Forge { .. })
     }
 
     pub fn subject(&self) -> Subject<'_> {
@@ -54,12 +71,23 @@ impl Caller {
         }
     }
 
+    /// How an edit by this caller reached the page. A Forge caller is recorded with the Forge
+    /// app's id as `app_key`: the system token as the app user, user and offline tokens as
+    /// impersonation.
     pub fn via(&self) -> EditVia {
         match self {
-            Self::App { app_key, .. } => EditVia::AppUser {
+            Self::App { app_key, .. }
+            | Self::Forge {
+                app_id: app_key,
+                kind: ForgeTokenKind::System,
+                ..
+            } => EditVia::AppUser {
                 app_key: app_key.clone(),
             },
-            Self::User { app_key, .. } => EditVia::Impersonation {
+            Self::User { app_key, .. }
+            | Self::Forge {
+                app_id: app_key, ..
+            } => EditVia::Impersonation {
                 app_key: app_key.clone(),
             },
         }
@@ -73,6 +101,11 @@ impl Caller {
                 account_id,
                 ..
             } => format!("user:{account_id} via {app_key}"),
+            Self::Forge {
+                app_id,
+                account_id,
+                kind,
+            } => format!("forge-{}:{account_id} via {app_id}", kind.as_str()),
         }
     }
 
@@ -84,6 +117,8 @@ impl Caller {
                 .get(app_key)
                 .is_some_and(|i| i.has_scope(scope)),
             Self::User { scopes, .. } => scope_granted(scopes, scope),
+            // The Forge manifest is not simulated: its tokens may read and write content.
+            Self::Forge { .. } => matches!(scope, "READ" | "WRITE"),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::auth::{Caller, Incoming, authenticate};
 use crate::faults::{Endpoint, Fault};
 use crate::model::{EditSpec, EditVia, OpRestriction, Page, Subject, User};
 use crate::state::{Shared, State};
-use crate::webhooks::{self, Event, Outgoing};
+use crate::webhooks::{self, Event, ForgeEcho, Outgoing};
 
 /// What one request produced.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn plain(response: Response) -> Self {
+    pub(crate) fn plain(response: Response) -> Self {
         Self {
             response,
             caller: None,
@@ -161,6 +161,21 @@ pub(crate) fn handle(
         Ok(caller) => caller,
         Err(refused) => return Outcome::plain(unauthorized(&refused.0)),
     };
+    serve(shared, state, &caller, request, body, endpoint, fault)
+}
+
+/// Answers an authenticated request; `request.raw_path` is under `/wiki` (the Forge gateway maps
+/// its paths there). `state` is locked by the caller.
+pub(crate) fn serve(
+    shared: &Shared,
+    state: &mut State,
+    caller: &Caller,
+    request: Incoming<'_>,
+    body: &[u8],
+    endpoint: &Endpoint,
+    fault: Option<&Fault>,
+) -> Outcome {
+    let now = shared.now();
     let described = Some(caller.describe());
     // Confluence answers 403 to a GET with a body (docs/protocol.md §5).
     if request.method == "GET" && !body.is_empty() {
@@ -177,24 +192,24 @@ pub(crate) fn handle(
             Some(user) => json_response(200, &user_json(&site, user)),
             None => v1_error(404, "user not found"),
         },
-        Endpoint::GetPage => get_page(state, &site, &caller, request),
+        Endpoint::GetPage => get_page(state, &site, caller, request),
         Endpoint::UpdatePage => update_page(
             state,
             &site,
             now,
-            &caller,
+            caller,
             request,
             body,
             fault,
             &mut webhooks,
         ),
-        Endpoint::GetRestrictions => get_restrictions(state, &site, &caller, request),
+        Endpoint::GetRestrictions => get_restrictions(state, &site, caller, request),
         Endpoint::GetRestrictionUser
         | Endpoint::AddRestrictionUser
         | Endpoint::RemoveRestrictionUser => {
-            restriction_user(state, &site, now, &caller, request, &mut webhooks)
+            restriction_user(state, &site, now, caller, request, &mut webhooks)
         }
-        Endpoint::PermissionCheck => permission_check(state, &caller, request, body),
+        Endpoint::PermissionCheck => permission_check(state, caller, request, body),
         _ => v1_error(404, "No such REST resource in the simulator"),
     };
     Outcome {
@@ -292,6 +307,9 @@ fn update_page(
                 actor: &person,
                 only_app: None,
                 force: false,
+                forge: ForgeEcho::Send {
+                    self_generated: false,
+                },
             },
         ));
     }
@@ -374,6 +392,9 @@ fn update_page(
             actor: caller.account_id(),
             only_app: None,
             force: false,
+            forge: ForgeEcho::Send {
+                self_generated: caller.is_forge(),
+            },
         },
     ));
     match state.content.pages.get(&id) {
@@ -553,6 +574,9 @@ fn restriction_user(
                 actor: caller.account_id(),
                 only_app: None,
                 force: false,
+                forge: ForgeEcho::Send {
+                    self_generated: caller.is_forge(),
+                },
             },
         ));
     }

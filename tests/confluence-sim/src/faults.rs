@@ -36,6 +36,18 @@ pub enum Endpoint {
     InstallKey,
     /// The simulator's own admin API under `/_sim` (never faulted).
     Admin,
+    /// A request through Forge's API gateway, `/ex/confluence/{cloudId}/wiki/...`: the Confluence
+    /// endpoint its path maps to (`ForgeRest(Box::new(Endpoint::GetPage))` for
+    /// `GET /ex/confluence/{cloudId}/wiki/api/v2/pages/{id}`). As a target, the inner endpoint is
+    /// matched against the mapped path, so `ForgeRest(Box::new(Endpoint::AnyConfluence))` works.
+    /// Gateway requests never match the Connect endpoints (`GetPage`, `AnyConfluence`, ...).
+    ForgeRest(Box<Endpoint>),
+    /// Every request through Forge's API gateway (as a target, and to count "Forge REST" calls).
+    AnyForgeRest,
+    /// `/graphql`, the GraphQL gateway (`offlineUserAuthToken`).
+    ForgeGraphql,
+    /// `GET /.well-known/jwks.json`, the Forge JWKS.
+    ForgeJwks,
     /// Anything else.
     Unknown,
     /// A fault target: requests whose method (if given) matches and whose path contains `contains`.
@@ -89,6 +101,11 @@ impl Endpoint {
                 Self::PermissionCheck
             }
             ("GET", ["wiki", "rest", "api", "user", "current"]) => Self::CurrentUser,
+            (_, ["ex", "confluence", _, ..]) => {
+                Self::ForgeRest(Box::new(Self::classify(method, gateway_inner_path(path))))
+            }
+            (_, ["graphql"]) => Self::ForgeGraphql,
+            ("GET", [".well-known", "jwks.json"]) => Self::ForgeJwks,
             (_, ["wiki", ..]) => Self::OtherConfluence,
             (_, ["oauth2", "token"]) => Self::OAuthToken,
             (_, ["keys", ..]) => Self::InstallKey,
@@ -105,6 +122,11 @@ impl Endpoint {
         match self {
             Self::Any => true,
             Self::AnyConfluence => path == "/wiki" || path.starts_with("/wiki/"),
+            Self::AnyForgeRest => matches!(concrete, Self::ForgeRest(_)),
+            Self::ForgeRest(target) => match concrete {
+                Self::ForgeRest(inner) => target.matches(inner, method, gateway_inner_path(path)),
+                _ => false,
+            },
             Self::Path {
                 method: wanted,
                 contains,
@@ -116,6 +138,20 @@ impl Endpoint {
             }
             other => other == concrete,
         }
+    }
+}
+
+/// The path a gateway path maps to: `/ex/confluence/{cloudId}/wiki/x` → `/wiki/x` (`/` when nothing
+/// follows the cloudId).
+pub(crate) fn gateway_inner_path(path: &str) -> &str {
+    let mut rest = path.trim_start_matches('/');
+    for _ in 0..3 {
+        rest = rest.split_once('/').map_or("", |(_, tail)| tail);
+    }
+    // `rest` is a suffix of `path`, so the slash before it is there too.
+    match path.len().checked_sub(rest.len() + 1) {
+        Some(start) if !rest.is_empty() => path.get(start..).unwrap_or("/"),
+        _ => "/",
     }
 }
 
@@ -154,4 +190,33 @@ pub(crate) struct ArmedFault {
     pub target: Endpoint,
     pub fault: Fault,
     pub remaining: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_paths_map_to_confluence_paths() {
+        assert_eq!(
+            gateway_inner_path("/ex/confluence/c1/wiki/api/v2/pages/1"),
+            "/wiki/api/v2/pages/1"
+        );
+        assert_eq!(gateway_inner_path("/ex/confluence/c1/wiki"), "/wiki");
+        assert_eq!(gateway_inner_path("/ex/confluence/c1"), "/");
+        assert_eq!(gateway_inner_path("/ex/confluence/c1/"), "/");
+        assert_eq!(
+            Endpoint::classify("PUT", "/ex/confluence/c1/wiki/api/v2/pages/1"),
+            Endpoint::ForgeRest(Box::new(Endpoint::UpdatePage))
+        );
+        assert_eq!(
+            Endpoint::classify("GET", "/ex/confluence/c1/graphql"),
+            Endpoint::ForgeRest(Box::new(Endpoint::ForgeGraphql))
+        );
+        let target = Endpoint::ForgeRest(Box::new(Endpoint::AnyConfluence));
+        let concrete = Endpoint::classify("GET", "/ex/confluence/c1/wiki/x");
+        assert!(target.matches(&concrete, "GET", "/ex/confluence/c1/wiki/x"));
+        assert!(!Endpoint::AnyConfluence.matches(&concrete, "GET", "/ex/confluence/c1/wiki/x"));
+        assert!(Endpoint::AnyForgeRest.matches(&concrete, "GET", "/ex/confluence/c1/wiki/x"));
+    }
 }

@@ -20,6 +20,25 @@
 //!
 //! Everything binds and calls 127.0.0.1 (or another loopback address) only: the simulator refuses
 //! to install an app whose URLs are not on a loopback host.
+//!
+//! # Forge mode
+//!
+//! The same site is also a Forge platform ([`forge`], shared/reference/forge-remote.md) for the
+//! app's second front door, a Forge Remote:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), confluence_sim::SimError> {
+//! use confluence_sim::{SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default()).await?;
+//! let demo = sim.seed_demo()?;
+//! // Point the app at sim.forge_jwks_url() and tell it its app id, sim.forge_app_id(), then:
+//! let forge = sim.forge_install("http://127.0.0.1:3000").await?; // avi:forge:installed:app
+//! sim.edit_page_as(&demo.alice, &demo.open_page, "<p>new</p>").await?; // avi:confluence:updated:page
+//! let (status, answer) = sim
+//!     .forge_invoke_remote(&demo.alice, "POST", "/forge/ui/stamp", None)
+//!     .await?;
+//! # let _ = (forge, status, answer); Ok(()) }
+//! ```
 
 mod admin;
 mod auth;
@@ -27,6 +46,7 @@ mod config;
 mod confluence;
 mod error;
 mod faults;
+pub mod forge;
 mod lifecycle;
 mod model;
 mod server;
@@ -42,10 +62,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub use config::{InstallKey, SimClock, SimConfig};
+pub use config::{ForgeConfig, ForgeKey, InstallKey, SimClock, SimConfig};
 pub use connect_auth::Clock;
 pub use error::SimError;
 pub use faults::{Endpoint, Fault};
+pub use forge::{
+    FitSigner, FitSpec, ForgeCall, ForgeCallKind, ForgeInstall, ForgeInstallation, ForgeTokenKind,
+    OfflineTokenExchange,
+};
 pub use model::{
     AccountType, AppAccessRule, EditVia, OpRestriction, Page, PageRestrictions, Revision, Space,
     SpaceAccess, SpaceSpec, User,
@@ -60,7 +84,7 @@ use crate::faults::ArmedFault;
 use crate::lifecycle::SecretMode;
 use crate::model::{EditSpec, Subject};
 use crate::state::{Shared, State};
-use crate::webhooks::{Event, deliver, deliver_all};
+use crate::webhooks::{Event, ForgeEcho, deliver, deliver_all};
 
 /// Stops the server when the last [`Simulator`] started by [`Simulator::start`] is dropped.
 struct ServerGuard {
@@ -577,6 +601,9 @@ impl Simulator {
                 actor: user,
                 only_app: None,
                 force: false,
+                forge: ForgeEcho::Send {
+                    self_generated: false,
+                },
             },
         ))
     }
@@ -643,6 +670,9 @@ impl Simulator {
                     actor: user,
                     only_app: None,
                     force: false,
+                    forge: ForgeEcho::Send {
+                        self_generated: false,
+                    },
                 },
             )
         };
@@ -687,6 +717,9 @@ impl Simulator {
             actor: user,
             only_app: None,
             force: false,
+            forge: ForgeEcho::Send {
+                self_generated: false,
+            },
         });
         Ok((id.to_string(), deliver_all(&self.shared, deliveries).await))
     }
@@ -700,7 +733,7 @@ impl Simulator {
 
     /// Raw control: sends `event` about `page`, done by `actor`, to every enabled app subscribed to
     /// it (whether or not its app user may view the page), freshly signed. Nothing changes on the
-    /// page.
+    /// page. Connect only: [`Self::fire_forge_event`] is the Forge counterpart.
     pub async fn fire_webhook(
         &self,
         event: &str,
@@ -717,6 +750,7 @@ impl Simulator {
             actor,
             only_app: None,
             force: true,
+            forge: ForgeEcho::Skip,
         });
         Ok(deliver_all(&self.shared, outgoing).await)
     }
@@ -725,7 +759,7 @@ impl Simulator {
     pub async fn redeliver(&self, delivery: &Delivery) -> Delivery {
         deliver(
             &self.shared,
-            webhooks::Outgoing {
+            webhooks::Webhook {
                 event: delivery.event.clone(),
                 app_key: delivery.app_key.clone(),
                 url: delivery.url.clone(),
@@ -897,7 +931,364 @@ impl Simulator {
             "installations": installations,
             "requests": state.requests.len(),
             "deliveries": state.deliveries.len(),
+            "forge": {
+                "app_id": state.forge.app_id,
+                "environment_id": state.forge.environment_id,
+                "jwks_url": self.forge_jwks_url(),
+                "cloud_id": state.cloud_id,
+                "installation": state.forge.installation,
+                "calls": state.forge.calls.len(),
+                "offline_token_exchanges": state.forge.exchanges.len(),
+            },
         })
+    }
+
+    // ---- Forge -------------------------------------------------------------------------------
+
+    /// The Forge app's id, `ari:cloud:ecosystem::app/<uuid>` (the `aud` of every FIT; the app's
+    /// configured app id). Stable for the simulator's life ([`ForgeConfig::app_id`] sets it).
+    pub fn forge_app_id(&self) -> String {
+        self.shared.lock().forge.app_id.clone()
+    }
+
+    /// The Forge JWKS, `http://127.0.0.1:PORT/.well-known/jwks.json` (the app's `FORGE_JWKS_URL`).
+    pub fn forge_jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.origin())
+    }
+
+    /// The site's cloudId (stable for the simulator's life; also in Connect's install payload).
+    pub fn cloud_id(&self) -> String {
+        self.shared.lock().cloud_id.clone()
+    }
+
+    /// Where a remote calls Confluence, `http://127.0.0.1:PORT/ex/confluence/<cloudId>` (the FIT's
+    /// `app.apiBaseUrl`).
+    pub fn forge_api_base_url(&self) -> String {
+        format!("{}/ex/confluence/{}", self.origin(), self.cloud_id())
+    }
+
+    /// The GraphQL gateway, `http://127.0.0.1:PORT/graphql`.
+    pub fn forge_graphql_url(&self) -> String {
+        format!("{}/graphql", self.origin())
+    }
+
+    /// The site's context ARI for `offlineUserAuthToken`'s `contextIds`,
+    /// `ari:cloud:confluence::site/<cloudId>` (*unverified* for Confluence).
+    pub fn forge_context_ari(&self) -> String {
+        forge::site_context_ari(&self.cloud_id())
+    }
+
+    /// Installs the Forge app whose remote is at `remote_base_url` (loopback only): a new
+    /// installation id, the Forge app user (accountType `app`, a new accountId distinct from every
+    /// Connect app user: restrictions naming the Connect app user do not name it), then
+    /// `avi:forge:installed:app` to `<remote>/forge/lifecycle` with a FIT and a system token.
+    /// Installing again is a re-install: a new installation id, the old tokens revoked.
+    pub async fn forge_install(&self, remote_base_url: &str) -> Result<ForgeInstall, SimError> {
+        forge::remote::install(&self.shared, remote_base_url, None).await
+    }
+
+    /// "Connect on Forge": the Connect app `connect_app_key` (installed already) adopts Forge.
+    /// Installs the Forge app as [`Self::forge_install`] does, then sends the Connect `installed`
+    /// callback again (a re-install, same secret) with `installationId` = the Forge installation's
+    /// ARI. From then on the Connect app gets no `enabled` / `disabled`.
+    pub async fn forge_install_linked(
+        &self,
+        connect_app_key: &str,
+        remote_base_url: &str,
+    ) -> Result<(ForgeInstall, Installation), SimError> {
+        let connect = lifecycle::installation(&self.shared, connect_app_key)?;
+        if connect.state == InstallState::Uninstalled {
+            return Err(SimError::Invalid(format!(
+                "{connect_app_key} is uninstalled"
+            )));
+        }
+        let forge =
+            forge::remote::install(&self.shared, remote_base_url, Some(connect_app_key)).await?;
+        let link = |id: Option<String>| {
+            if let Some(i) = self.shared.lock().installations.get_mut(connect_app_key) {
+                i.forge_installation_id = id;
+            }
+        };
+        link(Some(forge.installation.installation_id.clone()));
+        match lifecycle::reinstall(&self.shared, connect_app_key, SecretMode::KeepIfInstalled).await
+        {
+            Ok(installation) => Ok((forge, installation)),
+            Err(error) => {
+                // The Connect app refused: its tenant stays unlinked.
+                link(connect.forge_installation_id.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Deploys the next major version: `avi:forge:upgraded:app` (same installation id).
+    pub async fn forge_upgrade(&self) -> Result<ForgeCall, SimError> {
+        forge::remote::upgrade(&self.shared).await
+    }
+
+    /// Uninstalls the Forge app: its tokens are revoked and its app user deactivated. Nothing is
+    /// sent (no uninstall event reaches a remote).
+    pub fn forge_uninstall(&self) -> Result<(), SimError> {
+        forge::remote::uninstall(&self.shared)
+    }
+
+    /// The Forge installation (also after an uninstall, with `installed: false`).
+    pub fn forge_installation(&self) -> Option<ForgeInstallation> {
+        self.shared.lock().forge.installation.clone()
+    }
+
+    /// One run of the scheduled trigger: POST `<remote>/forge/scheduled` with a fresh FIT and a
+    /// fresh system token, body `{"context": {"cloudId", "moduleKey"}}`, with the delivery rules of
+    /// events.
+    pub async fn forge_scheduled_tick(&self) -> Result<ForgeCall, SimError> {
+        forge::remote::scheduled_tick(&self.shared).await
+    }
+
+    /// Raw control: sends the Forge event `event_type` (`avi:confluence:updated:page`, ...) about
+    /// `page`, done by `actor`, to the installed Forge app whether or not its app user may view the
+    /// page (`selfGenerated: false`). Nothing changes on the page. Returns the first attempt;
+    /// retries follow Forge's rules in the background.
+    pub async fn fire_forge_event(
+        &self,
+        event_type: &str,
+        page: &str,
+        actor: &str,
+    ) -> Result<ForgeCall, SimError> {
+        let id = parse_page_id(page)?;
+        let outgoing = {
+            let state = self.shared.lock();
+            let found = state
+                .content
+                .pages
+                .get(&id)
+                .ok_or_else(|| SimError::UnknownPage(page.to_owned()))?;
+            let event = forge::delivery::page_event_body(event_type, found, actor, false);
+            forge::delivery::event_outgoing(&state, event_type, event)
+                .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))?
+        };
+        forge::delivery::deliver(&self.shared, outgoing)
+            .await
+            .map(|d| d.call)
+            .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))
+    }
+
+    /// Sends a Forge delivery again, as a new delivery with the same body (a duplicate, as Forge's
+    /// at-least-once delivery may make): a fresh FIT and system token, the same delivery rules.
+    /// Replaying the very same FIT is [`Self::forge_post`] with `call.fit`.
+    pub async fn forge_redeliver(&self, call: &ForgeCall) -> Result<ForgeCall, SimError> {
+        let module_key = match call.kind {
+            ForgeCallKind::Lifecycle => forge::LIFECYCLE_ENDPOINT_KEY,
+            ForgeCallKind::Scheduled => forge::SCHEDULED_ENDPOINT_KEY,
+            _ => forge::EVENTS_ENDPOINT_KEY,
+        };
+        // The path under the remote's base URL (the recorded path includes the base's own path).
+        let path = self
+            .forge_installation()
+            .and_then(|i| call.url.strip_prefix(&i.remote_base_url).map(str::to_owned))
+            .unwrap_or_else(|| call.path.clone());
+        let outgoing = forge::delivery::ForgeOutgoing {
+            kind: call.kind,
+            event_type: call.event_type.clone(),
+            path,
+            module_key: module_key.to_owned(),
+            body: call.body.clone(),
+        };
+        forge::delivery::deliver(&self.shared, outgoing)
+            .await
+            .map(|d| d.call)
+            .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))
+    }
+
+    /// A UI invocation (`invokeRemote` from the Forge macro's frontend) by `account_id`:
+    /// `<method> <remote><path>` with a FIT whose `principal` is the user, `x-forge-oauth-user` (a
+    /// fresh user token) and `x-forge-oauth-system`. Returns the status and the JSON answer
+    /// (`Null` when not JSON). `context` names no page; see [`Self::forge_invoke_remote_on_page`].
+    pub async fn forge_invoke_remote(
+        &self,
+        account_id: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), SimError> {
+        forge::remote::invoke(&self.shared, account_id, None, method, path, body).await
+    }
+
+    /// As [`Self::forge_invoke_remote`], from the macro on `page`: `context.extension.content.id`
+    /// names it. The user must be able to view the page (the macro is not rendered otherwise).
+    pub async fn forge_invoke_remote_on_page(
+        &self,
+        account_id: &str,
+        page: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), SimError> {
+        forge::remote::invoke(&self.shared, account_id, Some(page), method, path, body).await
+    }
+
+    /// Builds a FIT for the installed Forge app from `spec`: genuine claims (iat = now), then any
+    /// claim or header changed or removed, signed as the spec says (a forgery, `alg: none`, HS256).
+    pub fn forge_fit(&self, spec: &FitSpec) -> Result<String, SimError> {
+        let now = self.now();
+        forge::fit::from_spec(&self.shared.lock(), now, spec)
+    }
+
+    /// Raw sender: POSTs `body` to `url_or_path` (a loopback URL, or a path under the remote's base
+    /// URL) with `x-b3-*` headers and exactly the credentials given: `Authorization: Bearer <fit>`,
+    /// `x-forge-oauth-system`, `x-forge-oauth-user`. Returns the status and the JSON answer.
+    pub async fn forge_post(
+        &self,
+        url_or_path: &str,
+        fit: Option<&str>,
+        system_token: Option<&str>,
+        user_token: Option<&str>,
+        body: &Value,
+    ) -> Result<(u16, Value), SimError> {
+        forge::remote::post(
+            &self.shared,
+            url_or_path,
+            fit,
+            system_token,
+            user_token,
+            body,
+        )
+        .await
+    }
+
+    /// Issues an app system token for the installed Forge app now (as one that came with an
+    /// invocation), valid for [`ForgeConfig::system_token_lifetime_seconds`].
+    pub fn forge_system_token(&self) -> Result<String, SimError> {
+        let now = self.now();
+        let lifetime = self.shared.config.forge.system_token_lifetime_seconds;
+        let mut state = self.shared.lock();
+        let account = state
+            .forge
+            .current()
+            .map(|i| i.app_account_id.clone())
+            .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))?;
+        state
+            .forge
+            .mint(ForgeTokenKind::System, &account, now, lifetime)
+            .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))
+    }
+
+    /// Issues a user token for `account_id` now (as one that came with a UI invocation), valid for
+    /// [`ForgeConfig::user_token_lifetime_seconds`].
+    pub fn forge_user_token(&self, account_id: &str) -> Result<String, SimError> {
+        let now = self.now();
+        let lifetime = self.shared.config.forge.user_token_lifetime_seconds;
+        let mut state = self.shared.lock();
+        let ok = state
+            .content
+            .users
+            .get(account_id)
+            .is_some_and(|u| u.active && u.account_type == AccountType::Customer);
+        if !ok {
+            return Err(SimError::UnknownUser(account_id.to_owned()));
+        }
+        state
+            .forge
+            .mint(ForgeTokenKind::User, account_id, now, lifetime)
+            .ok_or_else(|| SimError::Invalid("no Forge app is installed".into()))
+    }
+
+    /// Every app system token issued so far expires now (the gateways answer 401 to them).
+    pub fn forge_expire_system_tokens(&self) {
+        self.expire_forge_tokens(|kind| kind == ForgeTokenKind::System);
+    }
+
+    /// Every user and offline user token issued so far expires now.
+    pub fn forge_expire_user_tokens(&self) {
+        self.expire_forge_tokens(|kind| kind != ForgeTokenKind::System);
+    }
+
+    fn expire_forge_tokens(&self, which: impl Fn(ForgeTokenKind) -> bool) {
+        let now = self.now();
+        for token in self.shared.lock().forge.tokens.values_mut() {
+            if which(token.kind) {
+                token.expires_at = token.expires_at.min(now);
+            }
+        }
+    }
+
+    /// `offlineUserAuthToken` refuses this user (success: false) until allowed again.
+    pub fn forge_reject_offline_for(&self, account_id: &str) {
+        self.shared
+            .lock()
+            .forge
+            .rejected_offline
+            .insert(account_id.to_owned());
+    }
+
+    /// Undoes [`Self::forge_reject_offline_for`].
+    pub fn forge_allow_offline_for(&self, account_id: &str) {
+        self.shared.lock().forge.rejected_offline.remove(account_id);
+    }
+
+    /// Every `offlineUserAuthToken` request answered 200 so far (successes and refusals).
+    pub fn offline_token_exchanges(&self) -> Vec<OfflineTokenExchange> {
+        self.shared.lock().forge.exchanges.clone()
+    }
+
+    /// Signs future FITs with `key`; earlier keys stay in the JWKS (as a key rotation would).
+    pub fn forge_rotate_key(&self, key: ForgeKey) {
+        let mut state = self.shared.lock();
+        let forge = &mut state.forge;
+        forge.keys.retain(|k| k.kid != key.kid);
+        forge.keys.push(key);
+        forge.signing_key = forge.keys.len().saturating_sub(1);
+    }
+
+    /// Every call Forge made to the remote so far (each retry is one), oldest first.
+    pub fn forge_calls(&self) -> Vec<ForgeCall> {
+        self.shared.lock().forge.calls.clone()
+    }
+
+    /// The page event calls so far (each retry is one).
+    pub fn forge_events(&self) -> Vec<ForgeCall> {
+        self.forge_calls()
+            .into_iter()
+            .filter(|c| c.kind == ForgeCallKind::Event)
+            .collect()
+    }
+
+    /// Waits until at least `count` Forge calls were made (retries come late), or `timeout`
+    /// passes; returns them all.
+    pub async fn wait_for_forge_calls(&self, count: usize, timeout: Duration) -> Vec<ForgeCall> {
+        self.wait_until(timeout, |state| state.forge.calls.len() >= count)
+            .await;
+        self.forge_calls()
+    }
+
+    /// Waits until at least `count` page event calls were made, or `timeout` passes; returns them.
+    pub async fn wait_for_forge_events(&self, count: usize, timeout: Duration) -> Vec<ForgeCall> {
+        self.wait_until(timeout, |state| {
+            state
+                .forge
+                .calls
+                .iter()
+                .filter(|c| c.kind == ForgeCallKind::Event)
+                .count()
+                >= count
+        })
+        .await;
+        self.forge_events()
+    }
+
+    /// Waits until `done` holds for the state, or `timeout` passes.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&State) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.shared.lock()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     // ---- faults ------------------------------------------------------------------------------

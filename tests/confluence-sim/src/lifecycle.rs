@@ -182,6 +182,10 @@ fn lifecycle_payload(shared: &Shared, installation: &Installation, event: &str) 
         if let Some(id) = &installation.oauth_client_id {
             object.insert("oauthClientId".into(), Value::from(id.as_str()));
         }
+        // Connect on Forge: the link from this Connect tenant to its Forge installation.
+        if let Some(id) = &installation.forge_installation_id {
+            object.insert("installationId".into(), Value::from(id.as_str()));
+        }
     }
     payload
 }
@@ -330,6 +334,7 @@ pub(crate) async fn install(
             signed_install: descriptor.signed_install,
             base_url: shared.site_base_url(),
             descriptor: descriptor.raw.clone(),
+            forge_installation_id: active.and_then(|i| i.forge_installation_id.clone()),
         };
         (installation, active.map(|i| i.shared_secret.clone()))
     };
@@ -356,7 +361,8 @@ pub(crate) async fn install(
             .installations
             .insert(installation.app_key.clone(), installation.clone());
     }
-    if shared.config.send_enabled_after_install {
+    // An app registered with Forge gets no `enabled` (docs: forge-remote.md §6).
+    if shared.config.send_enabled_after_install && installation.forge_installation_id.is_none() {
         // Confluence sends `enabled` after `installed`; the install stands whatever the app answers.
         let _ = post_lifecycle(
             shared,
@@ -411,6 +417,10 @@ pub(crate) async fn set_enabled(
     };
     if let Some(i) = shared.lock().installations.get_mut(app_key) {
         i.state = target;
+    }
+    // Once registered with Forge, `enabled` and `disabled` are no longer sent.
+    if current.forge_installation_id.is_some() {
+        return Ok(None);
     }
     let event = if enabled { "enabled" } else { "disabled" };
     match post_lifecycle(

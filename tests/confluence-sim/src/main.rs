@@ -53,6 +53,12 @@ async fn main() -> ExitCode {
         "  OAuth URL       {}   (the app's ATLASSIAN_OAUTH_URL)",
         sim.oauth_url()
     );
+    println!(
+        "  Forge JWKS      {}   (the app's FORGE_JWKS_URL)",
+        sim.forge_jwks_url()
+    );
+    println!("  Forge app id    {}", sim.forge_app_id());
+    println!("  Forge gateway   {}", sim.forge_api_base_url());
     if !args.empty {
         match sim.seed_demo() {
             Ok(demo) => {
@@ -81,6 +87,10 @@ async fn main() -> ExitCode {
         "  curl -X POST {admin}/_sim/edit -d '{{\"user\": \"<accountId>\", \"page\": \"<id>\", \"body\": \"<p>hi</p>\"}}'"
     );
     println!("  curl {admin}/_sim/state");
+    println!("Install the Forge app (its remote on 127.0.0.1):");
+    println!(
+        "  curl -X POST {admin}/_sim/forge/install -d '{{\"remote\": \"http://127.0.0.1:3000\"}}'"
+    );
     for app in &args.install {
         match sim.install(app).await {
             Ok(installation) => println!(

@@ -1,6 +1,7 @@
 //! The HTTP side: one handler that records every request, applies injected faults, and routes to
-//! Confluence (`/wiki`), the OAuth server (`/oauth2/token`), the install key server (`/keys`) or the
-//! admin API (`/_sim`). It never panics, whatever it is sent.
+//! Confluence (`/wiki`), the OAuth server (`/oauth2/token`), the install key server (`/keys`),
+//! Forge's API gateway (`/ex/confluence/{cloudId}/wiki`), GraphQL gateway (`/graphql`) and JWKS
+//! (`/.well-known/jwks.json`), or the admin API (`/_sim`). It never panics, whatever it is sent.
 
 use std::sync::Arc;
 
@@ -132,6 +133,42 @@ pub(crate) async fn handle(
                     (response, None, Vec::new())
                 }
                 Endpoint::Unknown => (StatusCode::NOT_FOUND.into_response(), None, Vec::new()),
+                Endpoint::ForgeJwks => (
+                    json_response(200, &crate::forge::fit::jwks(&state.forge.keys)),
+                    None,
+                    Vec::new(),
+                ),
+                Endpoint::ForgeGraphql => {
+                    let (response, caller) = crate::forge::graphql::handle(
+                        &shared,
+                        &mut state,
+                        Incoming {
+                            method: method.as_str(),
+                            raw_path: &path,
+                            raw_query: &query,
+                            headers: &headers,
+                        },
+                        &body,
+                        fault.as_ref(),
+                    );
+                    (response, caller, Vec::new())
+                }
+                Endpoint::ForgeRest(inner) => {
+                    let outcome = crate::forge::gateway::handle(
+                        &shared,
+                        &mut state,
+                        Incoming {
+                            method: method.as_str(),
+                            raw_path: &path,
+                            raw_query: &query,
+                            headers: &headers,
+                        },
+                        &body,
+                        inner,
+                        fault.as_ref(),
+                    );
+                    (outcome.response, outcome.caller, outcome.webhooks)
+                }
                 _ => {
                     let outcome = confluence::handle(
                         &shared,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::config::{InstallKey, SimConfig};
 use crate::faults::{ArmedFault, Endpoint, Fault};
+use crate::forge::ForgeState;
 use crate::model::Content;
 
 /// Where an installed app stands.
@@ -63,6 +64,10 @@ pub struct Installation {
     pub base_url: String,
     /// The descriptor as fetched.
     pub descriptor: Value,
+    /// Set once the app adopted Forge ("Connect on Forge",
+    /// [`crate::Simulator::forge_install_linked`]): the Forge installation's ARI, sent as
+    /// `installationId` in `installed`. From then on `enabled` and `disabled` are no longer sent.
+    pub forge_installation_id: Option<String>,
 }
 
 impl Installation {
@@ -212,6 +217,7 @@ pub(crate) struct State {
     pub signing_key: usize,
     pub next_delivery: u64,
     pub webhooks_require_app_view: bool,
+    pub forge: ForgeState,
 }
 
 impl State {
@@ -233,6 +239,7 @@ impl State {
             signing_key: 0,
             next_delivery: 1,
             webhooks_require_app_view: config.webhooks_require_app_view,
+            forge: ForgeState::new(&config.forge),
         }
     }
 

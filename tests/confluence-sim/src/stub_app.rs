@@ -2,10 +2,16 @@
 //! project's (lifecycle routes, one webhook URL per event), answers every POST with a scripted status
 //! (204 by default), and records what it receives. It verifies nothing: tests check the recorded
 //! tokens themselves (with connect-auth, or with atlassian-jwt in the interop suite).
+//!
+//! It doubles as a Forge Remote: the Forge platform posts to `/forge/lifecycle`, `/forge/events`
+//! and `/forge/scheduled` under its base URL, and UI invocations to any path. Answers can be
+//! scripted per path: a status, a sequence of statuses (500 then 204), a JSON body, a delay (to
+//! make Forge time out); a 3xx answer carries a `Location`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,6 +35,8 @@ pub struct Received {
     pub query: String,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// Every header, by lower-case name (the last value of a repeated one).
+    pub headers: BTreeMap<String, String>,
     /// The body as JSON (`Null` if it was not JSON).
     pub body: Value,
 }
@@ -40,13 +48,35 @@ impl Received {
             .as_deref()
             .and_then(|a| a.strip_prefix("JWT "))
     }
+
+    /// The token of `Authorization: Bearer <token>` (a Forge Invocation Token).
+    pub fn bearer(&self) -> Option<&str> {
+        self.authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+    }
+
+    /// A header by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// How the stub answers at one path.
+#[derive(Debug, Clone, Default)]
+struct Script {
+    /// Statuses used one per request before `status`.
+    queue: VecDeque<u16>,
+    status: Option<u16>,
+    body: Option<Value>,
+    delay: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
 struct StubState {
     descriptor: Value,
     received: Vec<Received>,
-    statuses: HashMap<String, u16>,
+    scripts: HashMap<String, Script>,
 }
 
 /// A running stub app. Cheap to clone.
@@ -85,29 +115,53 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut state = app.lock();
-    let relative = uri
-        .path()
-        .strip_prefix(app.base_path.as_str())
-        .unwrap_or(uri.path())
-        .to_owned();
-    if method == Method::GET && relative == "/atlassian-connect.json" {
-        return axum::Json(state.descriptor.clone()).into_response();
+    let (status, answer, delay) = {
+        let mut state = app.lock();
+        let relative = uri
+            .path()
+            .strip_prefix(app.base_path.as_str())
+            .unwrap_or(uri.path())
+            .to_owned();
+        if method == Method::GET && relative == "/atlassian-connect.json" {
+            return axum::Json(state.descriptor.clone()).into_response();
+        }
+        state.received.push(Received {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or("").to_owned(),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            headers: headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
+        let script = state.scripts.entry(relative).or_default();
+        let status = script.queue.pop_front().or(script.status).unwrap_or(204);
+        (status, script.body.clone(), script.delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
-    state.received.push(Received {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or("").to_owned(),
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
-    let status = state.statuses.get(&relative).copied().unwrap_or(204);
-    StatusCode::from_u16(status)
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        .into_response()
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match answer {
+        Some(body) if status != StatusCode::NO_CONTENT => {
+            (status, axum::Json(body)).into_response()
+        }
+        _ => status.into_response(),
+    };
+    if status.is_redirection() {
+        let location = format!("{}/moved", app.base_url());
+        if let Ok(value) = axum::http::HeaderValue::from_str(&location) {
+            response.headers_mut().insert("location", value);
+        }
+    }
+    response
 }
 
 impl StubApp {
@@ -169,8 +223,31 @@ impl StubApp {
             .collect()
     }
 
-    /// Answers `status` to POSTs at a relative path from now on.
+    fn script(&self, relative: &str, edit: impl FnOnce(&mut Script)) {
+        edit(self.lock().scripts.entry(relative.to_owned()).or_default());
+    }
+
+    /// Answers `status` to requests at a relative path from now on.
     pub fn answer(&self, relative: &str, status: u16) {
-        self.lock().statuses.insert(relative.to_owned(), status);
+        self.script(relative, |s| s.status = Some(status));
+    }
+
+    /// Answers the next requests at a relative path with these statuses, one each, then as before
+    /// (`&[500, 204]`: a failure, then success).
+    pub fn answer_sequence(&self, relative: &str, statuses: &[u16]) {
+        self.script(relative, |s| s.queue.extend(statuses.iter().copied()));
+    }
+
+    /// Answers `status` with a JSON body at a relative path from now on (for UI invocations).
+    pub fn answer_json(&self, relative: &str, status: u16, body: Value) {
+        self.script(relative, |s| {
+            s.status = Some(status);
+            s.body = Some(body);
+        });
+    }
+
+    /// Waits `delay` before answering at a relative path from now on (`None`: answer at once).
+    pub fn answer_after(&self, relative: &str, delay: Option<Duration>) {
+        self.script(relative, |s| s.delay = delay);
     }
 }

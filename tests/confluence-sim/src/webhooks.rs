@@ -1,26 +1,49 @@
 //! Webhooks as Confluence sends them (docs/protocol.md §8): one URL per event from the
 //! descriptor, `Authorization: JWT` HS256 with the tenant secret, `iss` = clientKey, `sub` = the
 //! acting user, a `qsh` computed for `POST <webhook path>` relative to the app's base URL.
+//!
+//! The same change also makes the matching Forge event for an installed Forge app
+//! ([`crate::forge::delivery`]), so every path that fires webhooks fires Forge events too.
+
+use std::sync::Arc;
 
 use connect_auth::RequestParts;
 use serde_json::{Value, json};
 use url::Url;
 
 use crate::auth::sign_hs256;
+use crate::forge::delivery::{self as forge_delivery, ForgeOutgoing};
 use crate::model::{Page, Subject};
 use crate::state::{Delivery, Installation, Shared, State};
 
 /// How long webhook tokens live (Confluence: 3 minutes).
 pub(crate) const WEBHOOK_TOKEN_TTL: i64 = 180;
 
-/// A webhook built under the lock, sent after it is released.
+/// A Connect webhook built under the lock, sent after it is released.
 #[derive(Debug, Clone)]
-pub(crate) struct Outgoing {
+pub(crate) struct Webhook {
     pub event: String,
     pub app_key: String,
     pub url: String,
     pub token: String,
     pub body: Value,
+}
+
+/// A call built under the lock, made after it is released: a Connect webhook or a Forge event.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    Connect(Webhook),
+    Forge(ForgeOutgoing),
+}
+
+/// Whether a change also reaches an installed Forge app as a Forge event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForgeEcho {
+    /// Connect only (the Connect raw control [`crate::Simulator::fire_webhook`]).
+    Skip,
+    /// The Forge event too; `self_generated` when the change was made with a token the Forge app
+    /// holds.
+    Send { self_generated: bool },
 }
 
 /// The full URL of a descriptor path under the app's base URL.
@@ -135,6 +158,8 @@ pub(crate) struct Event<'a> {
     pub only_app: Option<&'a str>,
     /// Skip the app-may-view filter (raw control).
     pub force: bool,
+    /// The Forge event too?
+    pub forge: ForgeEcho,
 }
 
 /// Builds the deliveries of an event to every enabled app subscribed to it.
@@ -173,20 +198,26 @@ pub(crate) fn build(state: &State, site_base_url: &str, now: i64, e: Event<'_>) 
             let Some(token) = webhook_token(installation, &url, actor, now) else {
                 continue;
             };
-            out.push(Outgoing {
+            out.push(Outgoing::Connect(Webhook {
                 event: event.to_owned(),
                 app_key: installation.app_key.clone(),
                 url: url.to_string(),
                 token,
                 body: body.clone(),
-            });
+            }));
         }
+    }
+    if let ForgeEcho::Send { self_generated } = e.forge
+        && let Some(forge) =
+            forge_delivery::page_event(state, event, page, actor, self_generated, force)
+    {
+        out.push(Outgoing::Forge(forge));
     }
     out
 }
 
 /// Sends one webhook and records the delivery.
-pub(crate) async fn deliver(shared: &Shared, outgoing: Outgoing) -> Delivery {
+pub(crate) async fn deliver(shared: &Shared, outgoing: Webhook) -> Delivery {
     let sent = shared
         .http
         .post(&outgoing.url)
@@ -220,11 +251,18 @@ pub(crate) async fn deliver(shared: &Shared, outgoing: Outgoing) -> Delivery {
     delivery
 }
 
-/// Sends several webhooks one after the other.
-pub(crate) async fn deliver_all(shared: &Shared, outgoing: Vec<Outgoing>) -> Vec<Delivery> {
+/// Sends several calls one after the other; returns the Connect deliveries. The first attempt of
+/// each Forge event is awaited too; its retries follow in the background (see
+/// [`crate::Simulator::forge_calls`]).
+pub(crate) async fn deliver_all(shared: &Arc<Shared>, outgoing: Vec<Outgoing>) -> Vec<Delivery> {
     let mut out = Vec::with_capacity(outgoing.len());
     for one in outgoing {
-        out.push(deliver(shared, one).await);
+        match one {
+            Outgoing::Connect(webhook) => out.push(deliver(shared, webhook).await),
+            Outgoing::Forge(event) => {
+                forge_delivery::deliver(shared, event).await;
+            }
+        }
     }
     out
 }

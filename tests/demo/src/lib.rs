@@ -1,5 +1,5 @@
-//! The demo (`cargo run --release --bin understudy-demo`): the whole story against the Confluence
-//! simulator, told in plain words.
+//! The demo (`cargo run --release --bin understudy-demo`, or `-- --forge` for the Forge front
+//! door): the whole story against the Confluence simulator, told in plain words.
 //!
 //! A simulated site with three pages (open, edit-restricted, view-restricted), the local app
 //! installed into it (a signed install, verified), people editing, and the app keeping up: as
@@ -12,6 +12,9 @@ use confluence_sim::{EditVia, SimConfig, Simulator};
 use understudy_domain::{ActedAs, AuditLog, ClientKey, SettingsStore, TenantSettings};
 
 use understudy::LocalApp;
+
+mod forge;
+pub use forge::run_forge;
 
 const STAMP: &str = "<p>Reviewed by understudy</p>";
 
@@ -38,6 +41,11 @@ pub fn simulator_env(
         ("ALLOWED_TENANT_HOSTS", "127.0.0.1".to_owned()),
         ("EDIT_RULES", edit_rules.to_owned()),
         ("LOCAL_RETRY_BASE_MS", "50".to_owned()),
+        // The Forge front door, open to the simulator's Forge platform (its app, its JWKS, its
+        // API gateway on 127.0.0.1).
+        ("FORGE_APP_ID", sim.forge_app_id()),
+        ("FORGE_JWKS_URL", sim.forge_jwks_url()),
+        ("FORGE_API_HOSTS", "127.0.0.1".to_owned()),
     ]
 }
 
@@ -55,13 +63,13 @@ fn label<T: serde::Serialize>(value: &T) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until the app has nothing queued and no webhook is in flight.
+/// Waits until the app has nothing queued and no webhook or Forge event is in flight.
 async fn settle(sim: &Simulator, app: &LocalApp) {
     let mut seen = usize::MAX;
     for _ in 0..100 {
         app.wait_idle(Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let deliveries = sim.deliveries().len();
+        let deliveries = sim.deliveries().len() + sim.forge_calls().len();
         if deliveries == seen && app.queue().pending().await.unwrap_or(1) == 0 {
             return;
         }
@@ -226,27 +234,39 @@ pub async fn run() -> Result<String, String> {
     );
     line(&mut out, String::new());
 
-    line(
-        &mut out,
-        "The audit trail, page by page, oldest first:".into(),
-    );
+    let story = [
+        demo.open_page.as_str(),
+        demo.edit_restricted_page.as_str(),
+        demo.view_restricted_page.as_str(),
+    ];
+    audit_trail(&mut out, &sim, &app, &client_key, &story, &name).await?;
+    app.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(out)
+}
+
+/// Prints the tenant's audit trail, page by page in the story's order, oldest first.
+async fn audit_trail(
+    out: &mut String,
+    sim: &Simulator,
+    app: &LocalApp,
+    tenant_key: &ClientKey,
+    story: &[&str],
+    name: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
+    let _ = writeln!(out, "The audit trail, page by page, oldest first:");
     let mut records = app
         .store()
-        .list_for_tenant(&client_key, None, 100, now())
+        .list_for_tenant(tenant_key, None, 100, now())
         .await
         .map_err(|e| e.to_string())?
         .records;
     // Page by page in the story's order, then by the version each run started from (records of
     // one second share a timestamp).
-    let story = [
-        &demo.open_page,
-        &demo.edit_restricted_page,
-        &demo.view_restricted_page,
-    ];
     records.sort_by_key(|r| {
         let page = story
             .iter()
-            .position(|p| p.as_str() == r.page_id.as_str())
+            .position(|p| *p == r.page_id.as_str())
             .unwrap_or(story.len());
         (page, r.version_before, r.at_ms)
     });
@@ -264,20 +284,16 @@ pub async fn run() -> Result<String, String> {
             (Some(a), None) => format!("v{a}"),
             _ => String::new(),
         };
-        line(
-            &mut out,
-            format!(
-                "  {:<22} {:<9} as {:<10} {:<12} {:<9} {}",
-                title,
-                label(&r.outcome),
-                who,
-                label(&r.strategy),
-                versions,
-                r.reason
-            ),
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<9} as {:<10} {:<12} {:<9} {}",
+            title,
+            label(&r.outcome),
+            who,
+            label(&r.strategy),
+            versions,
+            r.reason
         );
     }
-    app.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
-    Ok(out)
+    Ok(())
 }

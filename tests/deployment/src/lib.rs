@@ -1,5 +1,5 @@
-//! `template.yaml` and `descriptor/atlassian-connect.json` read as data, for the offline deployment
-//! checks in `tests/deployment.rs`.
+//! `template.yaml`, `descriptor/atlassian-connect.json` and `descriptor/manifest.yml` (the Forge
+//! app) read as data, for the offline deployment checks in `tests/`.
 //!
 //! The template is SAM YAML with CloudFormation's short-form tags (`!Ref`, `!GetAtt`, `!If`, …);
 //! [`intrinsic`] reads them and their long forms (`Ref:`, `Fn::GetAtt:`) alike. Nothing here knows
@@ -463,6 +463,173 @@ pub fn load_descriptor() -> Result<serde_json::Value, LoadError> {
     serde_json::from_str(&text).map_err(|e| LoadError(format!("descriptor is not JSON: {e}")))
 }
 
+/// `descriptor/manifest.yml` (the Forge app), parsed.
+pub fn load_manifest() -> Result<Value, LoadError> {
+    let path = workspace_root().join("descriptor/manifest.yml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+    parse_manifest(&text)
+}
+
+/// Forge manifest text, parsed, with its `environment.variables` filled in at their defaults
+/// (`${NAME}` in any string, as the Forge CLI fills them in from the deploying shell).
+pub fn parse_manifest(text: &str) -> Result<Value, LoadError> {
+    let mut doc: Value = serde_yaml::from_str(text)
+        .map_err(|e| LoadError(format!("manifest.yml is not valid YAML: {e}")))?;
+    if doc.get("app").and_then(Value::as_mapping).is_none() {
+        return Err(LoadError("manifest.yml has no app".into()));
+    }
+    let defaults = manifest_variable_defaults(&doc);
+    fill_variables(&mut doc, &defaults)?;
+    Ok(doc)
+}
+
+/// `environment.variables`: name → default (`None` for a variable without one).
+pub fn manifest_variable_defaults(manifest: &Value) -> BTreeMap<String, Option<String>> {
+    manifest
+        .get("environment")
+        .and_then(|e| e.get("variables"))
+        .and_then(Value::as_sequence)
+        .map(|variables| {
+            variables
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(name) => Some((name.clone(), None)),
+                    other => Some((
+                        other.get("key").and_then(scalar)?,
+                        other.get("default").and_then(scalar),
+                    )),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fill_variables(
+    value: &mut Value,
+    defaults: &BTreeMap<String, Option<String>>,
+) -> Result<(), LoadError> {
+    match value {
+        Value::String(text) => {
+            for (name, default) in defaults {
+                let placeholder = format!("${{{name}}}");
+                if text.contains(&placeholder) {
+                    let Some(default) = default else {
+                        return Err(LoadError(format!(
+                            "manifest.yml uses ${{{name}}}, which has no default"
+                        )));
+                    };
+                    *text = text.replace(&placeholder, default);
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                fill_variables(item, defaults)?;
+            }
+        }
+        Value::Mapping(map) => {
+            for (_, item) in map.iter_mut() {
+                fill_variables(item, defaults)?;
+            }
+        }
+        Value::Tagged(tagged) => fill_variables(&mut tagged.value, defaults)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One `endpoint` module of a Forge manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The module key (what triggers and UI resolvers name).
+    pub key: String,
+    /// The `remotes` key it calls.
+    pub remote: Option<String>,
+    /// `route.path`: where Forge sends trigger and scheduled-trigger invocations; none for an
+    /// endpoint that only UI modules call (they name the path in `invokeRemote`).
+    pub path: Option<String>,
+    /// `auth.appSystemToken.enabled`.
+    pub app_system_token: bool,
+    /// `auth.appUserToken.enabled`.
+    pub app_user_token: bool,
+}
+
+impl Endpoint {
+    /// The route Forge calls for a trigger or scheduled trigger: always `POST` (Forge Remote
+    /// invocation contract), at `route.path`.
+    pub fn route(&self) -> Option<Route> {
+        self.path.as_deref().map(|path| Route::new("POST", path))
+    }
+}
+
+/// The modules of one type (`endpoint`, `trigger`, `confluence:contentBylineItem`, …).
+pub fn manifest_modules<'m>(manifest: &'m Value, kind: &str) -> Vec<&'m Value> {
+    manifest
+        .get("modules")
+        .and_then(|m| m.get(kind))
+        .and_then(Value::as_sequence)
+        .map(|items| items.iter().collect())
+        .unwrap_or_default()
+}
+
+/// The manifest's `endpoint` modules.
+pub fn manifest_endpoints(manifest: &Value) -> Vec<Endpoint> {
+    let enabled = |module: &Value, token: &str| {
+        module
+            .get("auth")
+            .and_then(|a| a.get(token))
+            .and_then(|t| t.get("enabled"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    manifest_modules(manifest, "endpoint")
+        .into_iter()
+        .map(|module| Endpoint {
+            key: module.get("key").and_then(scalar).unwrap_or_default(),
+            remote: module.get("remote").and_then(scalar),
+            path: module
+                .get("route")
+                .and_then(|r| r.get("path"))
+                .and_then(scalar),
+            app_system_token: enabled(module, "appSystemToken"),
+            app_user_token: enabled(module, "appUserToken"),
+        })
+        .collect()
+}
+
+/// The routes Forge calls on the backend for triggers and scheduled triggers (the endpoints with
+/// a `route.path`), each with its endpoint's key.
+pub fn manifest_routes(manifest: &Value) -> BTreeMap<Route, String> {
+    manifest_endpoints(manifest)
+        .into_iter()
+        .filter_map(|e| Some((e.route()?, e.key)))
+        .collect()
+}
+
+/// The manifest's scopes: name → `allowImpersonation`, for both forms Forge accepts (a list of
+/// names, or a map of names to `{allowImpersonation: bool}`).
+pub fn manifest_scopes(manifest: &Value) -> BTreeMap<String, bool> {
+    match manifest.get("permissions").and_then(|p| p.get("scopes")) {
+        Some(Value::Sequence(names)) => names
+            .iter()
+            .filter_map(scalar)
+            .map(|name| (name, false))
+            .collect(),
+        Some(Value::Mapping(map)) => map
+            .iter()
+            .filter_map(|(name, options)| {
+                let impersonation = options
+                    .get("allowImpersonation")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                Some((scalar(name)?, impersonation))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// The binary of the local app: built under `functions/`, never deployed.
 pub const LOCAL_APP_BINARY: &str = "understudy";
 
@@ -689,6 +856,79 @@ Resources:
             ),
         ];
         assert_eq!(routes.into_iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn manifest_endpoints_routes_and_scopes_read_both_forms() {
+        let manifest = parse_manifest(
+            r#"
+app: { id: "ari:cloud:ecosystem::app/x" }
+modules:
+  endpoint:
+    - { key: events, remote: r, route: { path: /forge/events }, auth: { appSystemToken: { enabled: true } } }
+    - { key: ui, remote: r, auth: { appUserToken: { enabled: true } } }
+permissions:
+  scopes:
+    read:app-system-token: {}
+    write:page:confluence: { allowImpersonation: true }
+"#,
+        )
+        .unwrap();
+        let endpoints = manifest_endpoints(&manifest);
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(
+            endpoints[0],
+            Endpoint {
+                key: "events".into(),
+                remote: Some("r".into()),
+                path: Some("/forge/events".into()),
+                app_system_token: true,
+                app_user_token: false,
+            }
+        );
+        assert_eq!(endpoints[1].route(), None);
+        assert!(endpoints[1].app_user_token && !endpoints[1].app_system_token);
+        assert_eq!(
+            manifest_routes(&manifest).into_iter().collect::<Vec<_>>(),
+            [(Route::new("POST", "/forge/events"), "events".to_owned())]
+        );
+        let scopes = manifest_scopes(&manifest);
+        assert_eq!(scopes.get("read:app-system-token"), Some(&false));
+        assert_eq!(scopes.get("write:page:confluence"), Some(&true));
+        let listed =
+            parse_manifest("app: {id: x}\npermissions: {scopes: [read:app-system-token]}").unwrap();
+        assert_eq!(
+            manifest_scopes(&listed).into_iter().collect::<Vec<_>>(),
+            [("read:app-system-token".to_owned(), false)]
+        );
+        assert!(parse_manifest("modules: {}").is_err());
+    }
+
+    #[test]
+    fn manifest_variables_are_filled_in_at_their_defaults() {
+        let manifest = parse_manifest(
+            r#"
+app: { id: x, connect: { key: "${KEY}" } }
+remotes: [{ key: r, baseUrl: "${URL}/" }]
+environment:
+  variables:
+    - { key: KEY, default: understudy }
+    - { key: URL, default: "https://a.example" }
+    - NO_DEFAULT
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            manifest["app"]["connect"]["key"].as_str(),
+            Some("understudy")
+        );
+        assert_eq!(
+            manifest["remotes"][0]["baseUrl"].as_str(),
+            Some("https://a.example/")
+        );
+        let unfilled =
+            parse_manifest("app: {id: \"${NO_DEFAULT}\"}\nenvironment: {variables: [NO_DEFAULT]}");
+        assert!(unfilled.is_err());
     }
 
     fn names(list: &[&str]) -> BTreeSet<String> {

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use deployment_tests::{
     Function, Route, Template, descriptor_routes, environment_mismatch, function_binaries, get_att,
-    intrinsic, load_descriptor, number, ref_target, scalar, workspace_root,
+    intrinsic, load_descriptor, load_manifest, manifest_routes, number, ref_target, scalar,
+    workspace_root,
 };
 use serde_yaml::Value;
 use understudy_web::env::Variables;
@@ -112,9 +113,13 @@ fn each_function_has_exactly_the_http_api_events_of_its_routes_in_the_route_tabl
 }
 
 #[test]
-fn every_descriptor_url_is_in_the_route_table_and_the_rest_is_the_apps_own_api() {
+fn every_descriptor_url_is_in_the_route_table_and_the_rest_is_the_apps_own_api_or_forges() {
     let descriptor = load_descriptor().unwrap();
     let from_descriptor: BTreeSet<Route> = descriptor_routes(&descriptor).into_keys().collect();
+    // The Forge front door's routes are named by descriptor/manifest.yml (tests/forge_manifest.rs).
+    let from_manifest: BTreeSet<Route> = manifest_routes(&load_manifest().unwrap())
+        .into_keys()
+        .collect();
     assert!(
         from_descriptor.contains(&Route::new("POST", "/installed")),
         "the descriptor parsed to no lifecycle routes: {from_descriptor:?}"
@@ -128,11 +133,13 @@ fn every_descriptor_url_is_in_the_route_table_and_the_rest_is_the_apps_own_api()
         "in the descriptor but not in the route table: [{}]",
         set_diff(&from_descriptor, &table)
     );
-    // What the descriptor does not name is the API the app's own iframe calls, with a context JWT.
+    // What the descriptor does not name is the API the app's own iframe calls, with a context JWT
+    // (or, from the Forge app, with a Forge Invocation Token), or a Forge trigger's endpoint.
     for route in table.difference(&from_descriptor) {
         assert!(
-            route.path.starts_with("/api/"),
-            "{route} is in the route table, but neither in the descriptor nor under /api/"
+            route.path.starts_with("/api/") || from_manifest.contains(route),
+            "{route} is in the route table, but neither in the descriptor, nor an endpoint of \
+             descriptor/manifest.yml, nor under /api/"
         );
     }
 }
@@ -444,6 +451,11 @@ fn each_role_allows_only_what_its_function_needs() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:DeleteItem",
+                // A Forge event records its installation: a conditional update of the system
+                // token, sealed, and a query of the installation with its link.
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+                "kms:GenerateDataKey",
                 "kms:Decrypt",
                 "sqs:SendMessage",
             ],

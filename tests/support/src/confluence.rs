@@ -76,7 +76,7 @@ impl ClientHarness {
         let page_id = PageId::parse(page).unwrap_or_else(|e| panic!("page id: {e}"));
         self.engine
             .execute(EditJob {
-                tenant,
+                door: tenant.into(),
                 page_id: &page_id,
                 edit,
                 mode,

@@ -24,6 +24,7 @@ pub fn edit_job(client_key: &str, page: &str, job_id: &str) -> EditJobMessage {
             .unwrap_or_else(|e| panic!("edit: {e}")),
         rules: vec!["r".into()],
         accepted_at: 0,
+        forge_installation: None,
     }
 }
 
