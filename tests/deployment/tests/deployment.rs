@@ -1,7 +1,7 @@
 //! template.yaml, checked offline against the files and the code it must agree with: the route
 //! table (`understudy_web::routes`) and the descriptor (routes), the variables each function's
 //! settings read (environment), the functions that `cargo metadata` finds under `functions/`, the
-//! store's schema and encryption context, and the sizing rules in docs/deployment.md. cfn-lint
+//! store's schema and encryption context, and the sizing rules in the README ("Sizing"). cfn-lint
 //! (run by tests/run.sh) checks the rest.
 
 // Helpers of a test file may fail the test the short way, like the tests themselves.
