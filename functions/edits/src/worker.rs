@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connect_auth::Clock;
-use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult};
+use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult, checked_tenant_key};
 use understudy_domain::{
     ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
     ForgeInstallations, InstallationId, Tenant, TenantState, TenantStore,
@@ -152,13 +152,17 @@ where
         id: &InstallationId,
         now: i64,
     ) -> Result<Option<Site>, String> {
-        let installation = match self.store.get_installation(id, now).await {
+        let mut installation = match self.store.get_installation(id, now).await {
             Ok(Some(installation)) => installation,
             Ok(None) => {
                 tracing::info!(installation_id = %id, job_id = %job.job_id,
                     "Forge installation is gone: job dropped");
                 return Ok(None);
             }
+            Err(err) => return Err(format!("store unavailable: {err}")),
+        };
+        installation.tenant_key = match checked_tenant_key(&*self.store, &installation, now).await {
+            Ok(key) => key,
             Err(err) => return Err(format!("store unavailable: {err}")),
         };
         if installation.tenant_key != job.client_key {

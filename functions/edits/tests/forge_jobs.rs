@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use connect_auth::{FixedClock, SecretString};
+use connect_auth::{Clock, FixedClock, SecretString};
 use understudy_confluence::ClientConfig;
 use understudy_domain::{
     AuditLog, ClientKey, EditOutcome, ForgeInstallation, ForgeInstallations, InstallationId,
-    MemoryStore, PageId, SYSTEM_TOKEN_TRUSTED_SECONDS, SystemToken,
+    MemoryStore, PageId, SYSTEM_TOKEN_TRUSTED_SECONDS, SystemToken, TenantStore,
 };
 use understudy_edits::worker::{EditWorker, JobOutcome};
 
@@ -86,13 +86,26 @@ async fn a_job_whose_system_token_ran_out_waits_then_is_dead_lettered_with_that_
     assert_eq!(audit[0].outcome, EditOutcome::Failed);
 }
 
+/// Saves a Connect tenant `client_key` of the site `cloud_id`, as its install would.
+async fn connect_tenant(store: &MemoryStore, client_key: &str, cloud_id: &str) -> ClientKey {
+    let mut tenant = test_support::tenant(
+        client_key,
+        "a-shared-secret-a-shared-secret-0001",
+        "https://site.atlassian.net/wiki",
+        ISSUED,
+    );
+    tenant.cloud_id = Some(cloud_id.to_owned());
+    store.save_install(&tenant, ISSUED).await.unwrap();
+    tenant.client_key
+}
+
 #[tokio::test]
 async fn a_job_of_a_gone_or_relinked_installation_is_dropped() {
     let store = store_with_installation().await;
     let key = installation_id().own_tenant_key();
-    // Another tenant now owns the installation (a Connect install linked it): the job, queued
-    // under the old key, is not run under the new one.
-    let connect = ClientKey::parse("connect-tenant").unwrap();
+    // The same site's Connect tenant now owns the installation (its install linked it): the
+    // job, queued under the old key, is not run under the new one.
+    let connect = connect_tenant(&store, "connect-tenant", "cloud-1").await;
     store
         .link_installation(&installation_id(), &connect, ISSUED)
         .await
@@ -107,12 +120,46 @@ async fn a_job_of_a_gone_or_relinked_installation_is_dropped() {
         worker(store.clone(), later).run(&job(&connect), 1).await,
         JobOutcome::Done
     );
-    assert!(
-        store
-            .list_for_tenant(&key, None, 10, ISSUED + 1)
-            .await
-            .unwrap()
-            .records
-            .is_empty()
+    // Nothing was run: no record (the engine would date one by the system clock).
+    for at in [ISSUED + 1, connect_auth::SystemClock.now_unix()] {
+        let records = store.list_for_tenant(&key, None, 10, at).await.unwrap();
+        assert!(records.records.is_empty(), "{records:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_link_to_another_sites_tenant_is_not_followed() {
+    let store = store_with_installation().await;
+    let key = installation_id().own_tenant_key();
+    let elsewhere = connect_tenant(&store, "other-site", "another-cloud").await;
+    store
+        .link_installation(&installation_id(), &elsewhere, ISSUED)
+        .await
+        .unwrap();
+    // The job stays the installation's own: it is run and audited there (it fails: this
+    // client refuses the plain-http API base URL), never dropped or moved to the other site.
+    worker(store.clone(), ISSUED + 1).run(&job(&key), 1).await;
+    // The engine dates its records by the system clock.
+    let listed_at = connect_auth::SystemClock.now_unix();
+    let page = PageId::parse(PAGE).unwrap();
+    let own = store
+        .list_for_page(&key, &page, None, 10, listed_at)
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert!(own[0].reason.contains("base URL refused"), "{own:?}");
+    assert_eq!(
+        worker(store.clone(), ISSUED + 1)
+            .run(&job(&elsewhere), 1)
+            .await,
+        JobOutcome::Done,
+        "a job queued under the other site's key is not run"
     );
+    let theirs = store
+        .list_for_tenant(&elsewhere, None, 10, listed_at)
+        .await
+        .unwrap()
+        .records;
+    assert!(theirs.is_empty(), "{theirs:?}");
 }

@@ -1,5 +1,7 @@
-//! What the Forge front door decides without talking to anyone: which API hosts a Forge
-//! installation may name, and the context an offline user-impersonation token is asked for.
+//! What the Forge front door decides: which API hosts a Forge installation may name, the context
+//! an offline user-impersonation token is asked for, and which tenant an installation belongs to.
+
+use understudy_domain::{ClientKey, ForgeInstallation, StoreError, TenantStore};
 
 use crate::hosts::TenantHosts;
 
@@ -31,6 +33,37 @@ pub fn confluence_site_ari(cloud_id: &str) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-');
     valid.then(|| format!("ari:cloud:confluence::site/{cloud_id}"))
+}
+
+/// Where an installation's settings, rules and audit live, checked: a Connect tenant the store
+/// links it to is followed only when it is the same site (when its install gave a cloudId, that
+/// cloudId is the installation's) and still known; otherwise the installation's own key. So one
+/// site's Forge events and audit can never land in another site's tenant, whatever an install
+/// payload named. The front door and the worker both ask here, so they always agree.
+pub async fn checked_tenant_key<S: TenantStore + ?Sized>(
+    store: &S,
+    installation: &ForgeInstallation,
+    now: i64,
+) -> Result<ClientKey, StoreError> {
+    let own = installation.id.own_tenant_key();
+    if installation.tenant_key == own {
+        return Ok(own);
+    }
+    let tenant = store.get_tenant(&installation.tenant_key, now).await?;
+    let same_site = tenant.as_ref().is_some_and(|tenant| {
+        tenant
+            .cloud_id
+            .as_deref()
+            .is_none_or(|cloud_id| cloud_id == installation.cloud_id)
+    });
+    if same_site {
+        Ok(installation.tenant_key.clone())
+    } else {
+        tracing::error!(installation_id = %installation.id,
+            linked_client_key = %installation.tenant_key.as_str(),
+            "the Connect tenant linked to this Forge installation is gone or another site: link not followed");
+        Ok(own)
+    }
 }
 
 #[cfg(test)]

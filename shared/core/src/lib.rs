@@ -36,6 +36,8 @@ pub use engine::{
     RestrictedPagePolicy,
 };
 pub use error::{ConfluenceError, TokenError};
-pub use forge::{DEFAULT_FORGE_API_HOSTS, confluence_site_ari, forge_api_hosts};
+pub use forge::{
+    DEFAULT_FORGE_API_HOSTS, checked_tenant_key, confluence_site_ari, forge_api_hosts,
+};
 pub use hosts::TenantHosts;
 pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};

@@ -10,15 +10,16 @@
 //!    (its cloudId);
 //! 4. the app system token (`x-forge-oauth-system`) is there; for a user's invocation, the
 //!    `principal` and the user's token (`x-forge-oauth-user`) too;
-//! 5. only then: the installation is recorded (created, or its latest system token kept).
+//! 5. only then: the installation is recorded (created, or its latest system token kept); a link
+//!    to a Connect tenant is followed only when that tenant is the same site (its cloudId).
 
 use std::sync::Arc;
 
 use connect_auth::{Clock, SecretString};
 use forge_auth::{FitVerifier, InvocationClaims, JwksSource, OpaqueToken};
-use understudy_core::{TenantHosts, confluence_site_ari};
+use understudy_core::{TenantHosts, checked_tenant_key, confluence_site_ari};
 use understudy_domain::{
-    AccountId, ForgeInstallation, ForgeInstallations, InstallationId, SystemToken,
+    AccountId, ForgeInstallation, ForgeInstallations, InstallationId, SystemToken, TenantStore,
 };
 use url::Url;
 
@@ -71,7 +72,7 @@ impl<S: ?Sized, C> std::fmt::Debug for ForgeFrontDoor<S, C> {
 
 impl<S, C> ForgeFrontDoor<S, C>
 where
-    S: ForgeInstallations + ?Sized,
+    S: ForgeInstallations + TenantStore + ?Sized,
     C: Clock + Clone,
 {
     /// The front door `config` asks for: `None` when `FORGE_APP_ID` is unset (every Forge route
@@ -169,7 +170,8 @@ where
             created_at: now,
             updated_at: now,
         };
-        let installation = self.store.record_installation(&seen, now).await?;
+        let mut installation = self.store.record_installation(&seen, now).await?;
+        installation.tenant_key = checked_tenant_key(&*self.store, &installation, now).await?;
         Ok(ForgeCaller {
             installation,
             claims,
