@@ -13,6 +13,7 @@ mod error;
 mod forge;
 mod ids;
 mod memory;
+mod parked;
 mod ports;
 mod ratelimit;
 mod settings;
@@ -28,9 +29,10 @@ pub use forge::{
 };
 pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
+pub use parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 pub use ports::{
-    AuditLog, ForgeInstallations, IdempotencyMarks, RateLimits, SettingsStore, TenantStore,
-    TokenCache,
+    AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits, SettingsStore,
+    TenantStore, TokenCache,
 };
 pub use ratelimit::{RateCounters, RateDecision, RateWindow};
 pub use settings::TenantSettings;

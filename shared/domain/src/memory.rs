@@ -11,9 +11,10 @@ use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::forge::{FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, InstallationId};
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 use crate::ports::{
-    AuditLog, ForgeInstallations, IdempotencyMarks, RateLimits, SettingsStore, TenantStore,
-    TokenCache,
+    AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits, SettingsStore,
+    TenantStore, TokenCache,
 };
 use crate::ratelimit::{RateCounters, RateDecision};
 use crate::settings::TenantSettings;
@@ -47,6 +48,8 @@ struct Inner {
     forge: HashMap<InstallationId, (ForgeInstallation, i64)>,
     /// Forge installations linked to a Connect tenant.
     forge_links: HashMap<InstallationId, ClientKey>,
+    /// Each page's parked job.
+    parked: HashMap<(ClientKey, PageId), ParkedJob>,
 }
 
 impl Inner {
@@ -405,5 +408,67 @@ impl ForgeInstallations for MemoryStore {
             .forge_links
             .insert(id.clone(), client_key.clone());
         Ok(())
+    }
+}
+
+fn parked_live(job: &ParkedJob, now: i64) -> bool {
+    job.at_ms / 1000 + PARKED_JOB_RETENTION_SECONDS > now
+}
+
+#[async_trait]
+impl ParkedJobs for MemoryStore {
+    async fn park(&self, job: &ParkedJob) -> Result<(), StoreError> {
+        self.lock()
+            .parked
+            .insert((job.client_key.clone(), job.page_id.clone()), job.clone());
+        Ok(())
+    }
+
+    async fn unpark(&self, client_key: &ClientKey, page_id: &PageId) -> Result<(), StoreError> {
+        self.lock()
+            .parked
+            .remove(&(client_key.clone(), page_id.clone()));
+        Ok(())
+    }
+
+    async fn parked(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        now: i64,
+    ) -> Result<Option<ParkedJob>, StoreError> {
+        Ok(self
+            .lock()
+            .parked
+            .get(&(client_key.clone(), page_id.clone()))
+            .filter(|job| parked_live(job, now))
+            .cloned())
+    }
+
+    async fn list_parked(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&(i64, PageId)>,
+        limit: usize,
+        now: i64,
+    ) -> Result<ParkedPage, StoreError> {
+        let inner = self.lock();
+        let mut jobs: Vec<ParkedJob> = inner
+            .parked
+            .values()
+            .filter(|job| &job.client_key == client_key && parked_live(job, now))
+            .filter(|job| after.is_none_or(|(at, page)| (job.at_ms, &job.page_id) < (*at, page)))
+            .cloned()
+            .collect();
+        // Newest first; one millisecond's jobs by page id, descending, so positions are total.
+        jobs.sort_by(|a, b| (b.at_ms, &b.page_id).cmp(&(a.at_ms, &a.page_id)));
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next = if more && limit > 0 {
+            jobs.last().map(|j| (j.at_ms, j.page_id.clone()))
+        } else {
+            None
+        };
+        Ok(ParkedPage { jobs, next })
     }
 }

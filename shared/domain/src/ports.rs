@@ -14,6 +14,7 @@ use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::forge::{ForgeInstallation, InstallationId};
 use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::parked::{ParkedJob, ParkedPage};
 use crate::ratelimit::RateDecision;
 use crate::settings::TenantSettings;
 use crate::tenant::{InstallOutcome, Tenant, TenantState};
@@ -209,4 +210,35 @@ pub trait ForgeInstallations: Send + Sync {
         client_key: &ClientKey,
         now: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// Parked jobs: each page's last blocked or failed job, for the admin page's "retry now".
+#[async_trait]
+pub trait ParkedJobs: Send + Sync {
+    /// Parks `job` as its page's last blocked or failed job, replacing the one parked before; it
+    /// expires after [`crate::PARKED_JOB_RETENTION_SECONDS`] (from `job.at_ms`).
+    async fn park(&self, job: &ParkedJob) -> Result<(), StoreError>;
+
+    /// Takes away the page's parked job (a later attempt edited the page, or an admin queued it
+    /// again). Taking away an absent one is not an error.
+    async fn unpark(&self, client_key: &ClientKey, page_id: &PageId) -> Result<(), StoreError>;
+
+    /// The page's parked job, unless absent or expired (strongly consistent read).
+    async fn parked(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        now: i64,
+    ) -> Result<Option<ParkedJob>, StoreError>;
+
+    /// The tenant's parked jobs, newest first, at most `limit`; with `after`, only those listed
+    /// after that position (an earlier page's `next`). A query on the tenant's own records,
+    /// never a scan; expired ones left out.
+    async fn list_parked(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&(i64, PageId)>,
+        limit: usize,
+        now: i64,
+    ) -> Result<ParkedPage, StoreError>;
 }

@@ -9,17 +9,22 @@
 //! (it is resolved through the link on every read). Each family then has one codec for a row: the
 //! embedded store keeps it as JSON (the serde form here, which is the file format), DynamoDB as item
 //! attributes (`dynamo/tenants.rs`, `dynamo/tokens.rs`, `dynamo/forge.rs`).
+//!
+//! A [`ParkedRow`] is a parked job at rest, likewise shared. It holds no secret, so nothing in it is
+//! sealed: like an audit record it may name an accountId (the queued job's `user`), and like one it
+//! is kept in plain text under a retention TTL and never in a key. Its tenant and page are in the
+//! row's key.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    CachedToken, ClientKey, FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation,
-    InstallationId, StoreError, SystemToken, Tenant, TenantState, TokenCacheKey,
-    redact_install_payload,
+    CachedToken, ClientKey, EditOutcome, FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation,
+    InstallationId, PageId, ParkedJob, ParkedPage, StoreError, SystemToken, Tenant, TenantState,
+    TokenCacheKey, redact_install_payload,
 };
 
 use crate::crypto::{SecretCipher, secret_context};
-use crate::keys::{FORGE_INSTALLATION_SK, TENANT_SK, token_sk};
+use crate::keys::{FORGE_INSTALLATION_SK, TENANT_SK, parked_expiry, token_sk};
 
 /// The tenant record as stored (field names are the embedded file's JSON and DynamoDB's
 /// attribute names).
@@ -233,6 +238,64 @@ impl InstallationRow {
             updated_at: self.updated_at,
         })
     }
+}
+
+/// A parked job as stored (field names are the embedded file's JSON and DynamoDB's attribute
+/// names); its tenant and page are the row's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ParkedRow {
+    pub(crate) at_ms: i64,
+    pub(crate) outcome: EditOutcome,
+    pub(crate) reason: String,
+    pub(crate) dead_lettered: bool,
+    /// The queued job's JSON, as the queue wrote it (not read by the store).
+    pub(crate) job: String,
+    /// The retention TTL: [`understudy_domain::PARKED_JOB_RETENTION_SECONDS`] after `at_ms`.
+    pub(crate) expires_at: i64,
+}
+
+impl ParkedRow {
+    /// The row of `job`, its retention from `job.at_ms`.
+    pub(crate) fn of(job: &ParkedJob) -> Self {
+        Self {
+            at_ms: job.at_ms,
+            outcome: job.outcome,
+            reason: job.reason.clone(),
+            dead_lettered: job.dead_lettered,
+            job: job.job.clone(),
+            expires_at: parked_expiry(job.at_ms),
+        }
+    }
+
+    /// Whether the row is still within its retention at `now`.
+    pub(crate) fn is_live(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+
+    /// The parked job this row stores for the tenant's page.
+    pub(crate) fn into_job(self, client_key: ClientKey, page_id: PageId) -> ParkedJob {
+        ParkedJob {
+            client_key,
+            page_id,
+            at_ms: self.at_ms,
+            outcome: self.outcome,
+            reason: self.reason,
+            dead_lettered: self.dead_lettered,
+            job: self.job,
+        }
+    }
+}
+
+/// The page of a listing that read up to `limit + 1` live jobs, newest first: at most `limit`,
+/// with `next` (the last one's position) only when one more was there.
+pub(crate) fn parked_page(mut jobs: Vec<ParkedJob>, limit: usize) -> ParkedPage {
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
+    let next = match jobs.last() {
+        Some(last) if more => Some((last.at_ms, last.page_id.clone())),
+        _ => None,
+    };
+    ParkedPage { jobs, next }
 }
 
 /// Sealed bytes as standard base64 in JSON.

@@ -7,6 +7,12 @@
 //! atomic here. The audit trail keeps a page-scoped copy of each record (`PAGE#...`), written in the
 //! same transaction, in place of DynamoDB's index.
 //!
+//! A parked job is one row per page, `<clientKey> NUL PARKED#<pageId>`; in place of DynamoDB's
+//! index, an empty row `<clientKey> NUL PARKEDAT#<ms>#<pageId>` (the item's `gsi1sk` there) gives
+//! its place in time order, written and taken away in the same transaction as the job. A listing
+//! is a reverse range scan of those index rows that reads each one's job and skips an index row
+//! whose job is gone or parked at another time (one left behind when a corrupt job was replaced).
+//!
 //! A Forge installation is kept as DynamoDB keeps it: under its ARI in place of a clientKey,
 //! `<ARI> NUL FORGE#INSTALLATION` (the installation, token sealed) and `<ARI> NUL FORGE#LINK` (the
 //! Connect tenant it is linked to, `{"client_key", "linked_at"}`), read together from one snapshot.
@@ -26,16 +32,17 @@ use serde_json::Value;
 use understudy_domain::{
     AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, ForgeInstallation,
     ForgeInstallations, IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId,
-    RateCounters, RateDecision, RateLimits, SettingsStore, StoreError, Tenant, TenantSettings,
-    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    ParkedJob, ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, SettingsStore,
+    StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
+    UNINSTALLED_RETENTION_SECONDS,
 };
 
-use crate::codec::{InstallationRow, TenantRow, TokenRow};
+use crate::codec::{InstallationRow, ParkedRow, TenantRow, TokenRow, parked_page};
 use crate::crypto::{LocalKeyCipher, SecretCipher};
 use crate::keys::{
-    AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX,
-    audit_expiry, audit_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk, page_prefix, page_sk,
-    token_sk,
+    AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, PARKED_AT_PREFIX, SETTINGS_SK, TENANT_SK,
+    TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk,
+    page_of_parked_at_sk, page_prefix, page_sk, parked_at_sk, parked_sk, token_sk,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
@@ -89,6 +96,31 @@ impl LinkRow {
         ClientKey::parse(self.client_key.as_str())
             .map_err(|_| StoreError::corrupt("forge link (client_key)"))
     }
+}
+
+/// A parked job's place in time order: the key says it all.
+#[derive(Serialize, Deserialize)]
+struct ParkedIndexRow {}
+
+const PARKED: &str = "parked job";
+
+/// A parked job's row key and, if the row is readable, its index row's key. A corrupt row has
+/// none: its index row, if any, is left behind (listings skip it).
+fn parked_keys(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    client_key: &ClientKey,
+    page_id: &PageId,
+) -> Result<(String, Option<String>), StoreError> {
+    let key = item_key(client_key, &parked_sk(page_id));
+    let index = match get_row::<ParkedRow>(table, &key, PARKED) {
+        Ok(row) => row.map(|r| item_key(client_key, &parked_at_sk(r.at_ms, page_id))),
+        Err(StoreError::Corrupt { .. }) => {
+            tracing::warn!("replacing a corrupt parked job row");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((key, index))
 }
 
 const INSTALLATION: &str = "forge installation";
@@ -661,11 +693,106 @@ impl ForgeInstallations for EmbeddedStore {
     }
 }
 
+#[async_trait]
+impl ParkedJobs for EmbeddedStore {
+    async fn park(&self, job: &ParkedJob) -> Result<(), StoreError> {
+        let row = ParkedRow::of(job);
+        let client_key = job.client_key.clone();
+        let page_id = job.page_id.clone();
+        let index = item_key(&client_key, &parked_at_sk(job.at_ms, &page_id));
+        // One transaction: the page's earlier job and its index row go as the new ones come.
+        self.write(move |table| {
+            let (key, old_index) = parked_keys(table, &client_key, &page_id)?;
+            if let Some(old_index) = old_index {
+                table.remove(old_index.as_str()).map_err(db_error)?;
+            }
+            put_row(table, &key, &row)?;
+            put_row(table, &index, &ParkedIndexRow {})
+        })
+        .await
+    }
+
+    async fn unpark(&self, client_key: &ClientKey, page_id: &PageId) -> Result<(), StoreError> {
+        let client_key = client_key.clone();
+        let page_id = page_id.clone();
+        self.write(move |table| {
+            let (key, index) = parked_keys(table, &client_key, &page_id)?;
+            if let Some(index) = index {
+                table.remove(index.as_str()).map_err(db_error)?;
+            }
+            table.remove(key.as_str()).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn parked(
+        &self,
+        client_key: &ClientKey,
+        page_id: &PageId,
+        now: i64,
+    ) -> Result<Option<ParkedJob>, StoreError> {
+        let key = item_key(client_key, &parked_sk(page_id));
+        let row: Option<ParkedRow> = self.read(move |t| get_row(t, &key, PARKED)).await?;
+        Ok(row
+            .filter(|r| r.is_live(now))
+            .map(|r| r.into_job(client_key.clone(), page_id.clone())))
+    }
+
+    async fn list_parked(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&(i64, PageId)>,
+        limit: usize,
+        now: i64,
+    ) -> Result<ParkedPage, StoreError> {
+        if limit == 0 {
+            return Ok(ParkedPage::default());
+        }
+        let prefix = item_key(client_key, PARKED_AT_PREFIX);
+        // Exclusive: the position `after` names is not listed again.
+        let end = match after {
+            Some((at_ms, page_id)) => item_key(client_key, &parked_at_sk(*at_ms, page_id)),
+            None => prefix_end(&prefix),
+        };
+        let client_key = client_key.clone();
+        self.read(move |table| {
+            // One more than the page, to know whether there is a next one.
+            let wanted = limit.saturating_add(1);
+            let mut jobs = Vec::new();
+            for entry in table
+                .range::<&str>(prefix.as_str()..end.as_str())
+                .map_err(db_error)?
+                .rev()
+            {
+                if jobs.len() >= wanted {
+                    break;
+                }
+                let (key, _) = entry.map_err(db_error)?;
+                let sk = key.value().split_once('\u{0}').map_or("", |(_, sk)| sk);
+                let page_id = page_of_parked_at_sk(sk)?;
+                let job_key = item_key(&client_key, &parked_sk(&page_id));
+                let Some(row) = get_row::<ParkedRow>(table, &job_key, PARKED)? else {
+                    continue;
+                };
+                // An index row left behind by a job parked again at another time.
+                if parked_at_sk(row.at_ms, &page_id) != sk || !row.is_live(now) {
+                    continue;
+                }
+                jobs.push(row.into_job(client_key.clone(), page_id));
+            }
+            Ok(parked_page(jobs, limit))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+    use crate::keys::PARKED_PREFIX;
 
     fn client_key() -> ClientKey {
         ClientKey::parse("ck").unwrap()
@@ -698,6 +825,94 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    fn parked_job(page: &str, at_ms: i64) -> ParkedJob {
+        ParkedJob {
+            client_key: client_key(),
+            page_id: PageId::parse(page).unwrap(),
+            at_ms,
+            outcome: understudy_domain::EditOutcome::Blocked,
+            reason: "why".into(),
+            dead_lettered: false,
+            job: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_parked_row_is_a_corrupt_error_and_a_park_or_unpark_repairs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let seven = PageId::parse("7").unwrap();
+        // A job whose row is corrupt, and its index row.
+        write_raw(&store, "PARKED#7", b"{not json").await;
+        write_raw(&store, "PARKEDAT#00000000000000001000#7", b"{}").await;
+        let err = store.parked(&client_key(), &seven, 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let err = store
+            .list_parked(&client_key(), None, 10, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+
+        // A park replaces it; the index row it leaves behind is never listed.
+        let job = parked_job("7", 2_000);
+        store.park(&job).await.unwrap();
+        assert_eq!(
+            store.parked(&client_key(), &seven, 0).await.unwrap(),
+            Some(job.clone())
+        );
+        let listed = store.list_parked(&client_key(), None, 10, 0).await.unwrap();
+        assert_eq!(listed.jobs, std::slice::from_ref(&job));
+        let after = Some((3_000, PageId::parse("1").unwrap()));
+        let listed = store
+            .list_parked(&client_key(), after.as_ref(), 1, 0)
+            .await
+            .unwrap();
+        assert_eq!((listed.jobs.len(), listed.next), (1, None));
+
+        // So does an unpark.
+        write_raw(&store, "PARKED#8", b"[]").await;
+        write_raw(&store, "PARKEDAT#00000000000000000500#8", b"{}").await;
+        let eight = PageId::parse("8").unwrap();
+        let err = store.parked(&client_key(), &eight, 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        store.unpark(&client_key(), &eight).await.unwrap();
+        assert_eq!(store.parked(&client_key(), &eight, 0).await.unwrap(), None);
+        let listed = store.list_parked(&client_key(), None, 10, 0).await.unwrap();
+        assert_eq!(listed.jobs, [job]);
+
+        // An index row that names no page is corrupt too.
+        write_raw(&store, "PARKEDAT#00000000000000009000#x", b"{}").await;
+        let err = store
+            .list_parked(&client_key(), None, 10, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_parked_job_keeps_one_index_row_however_often_it_is_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        for at in [5_000, 1_000, 9_000, 9_000] {
+            store.park(&parked_job("7", at)).await.unwrap();
+        }
+        let prefix = item_key(&client_key(), PARKED_AT_PREFIX);
+        let index = store.read(move |t| keys_in(t, &prefix)).await.unwrap();
+        assert_eq!(
+            index,
+            [item_key(&client_key(), "PARKEDAT#00000000000000009000#7")]
+        );
+        store
+            .unpark(&client_key(), &PageId::parse("7").unwrap())
+            .await
+            .unwrap();
+        for prefix in [PARKED_PREFIX, PARKED_AT_PREFIX] {
+            let prefix = item_key(&client_key(), prefix);
+            let left = store.read(move |t| keys_in(t, &prefix)).await.unwrap();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     fn forge_id(n: u8) -> InstallationId {

@@ -11,7 +11,8 @@
 #[cfg(feature = "dynamo")]
 use understudy_domain::RateWindow;
 use understudy_domain::{
-    AuditCursor, AuditRecord, IdempotencyKey, PageId, StoreError, TokenCacheKey,
+    AuditCursor, AuditRecord, IdempotencyKey, PARKED_JOB_RETENTION_SECONDS, PageId, StoreError,
+    TokenCacheKey,
 };
 
 pub(crate) const TENANT_SK: &str = "TENANT";
@@ -25,6 +26,12 @@ pub(crate) const FORGE_PREFIX: &str = "FORGE#";
 pub(crate) const FORGE_INSTALLATION_SK: &str = "FORGE#INSTALLATION";
 /// The Connect tenant a Forge installation is linked to.
 pub(crate) const FORGE_LINK_SK: &str = "FORGE#LINK";
+/// A page's parked job, one per page: `PARKED#<pageId>` (a park replaces it).
+pub(crate) const PARKED_PREFIX: &str = "PARKED#";
+/// A parked job's place in time order, `PARKEDAT#<ms>#<pageId>`: DynamoDB's `gsi1sk` of the
+/// parked item, the embedded file's index key. (`PARKEDAT#` is no `PARKED#` key: the 7th byte
+/// differs.)
+pub(crate) const PARKED_AT_PREFIX: &str = "PARKEDAT#";
 /// Rate-limit counters live in the table on DynamoDB only (the local app counts in memory).
 #[cfg(feature = "dynamo")]
 pub(crate) const RATE_PREFIX: &str = "RATE#";
@@ -73,6 +80,41 @@ pub(crate) fn cursor_of_sk(sk: &str) -> Result<AuditCursor, StoreError> {
     AuditCursor::parse(&format!("{ms}-{id}")).map_err(|_| StoreError::corrupt("audit (sort key)"))
 }
 
+/// `PARKED#<pageId>`: the page's parked job.
+pub(crate) fn parked_sk(page_id: &PageId) -> String {
+    format!("{PARKED_PREFIX}{}", page_id.as_str())
+}
+
+/// `PARKEDAT#<ms>#<pageId>`: string order is the listing order, (`at_ms`, page id), as
+/// [`PageId`] orders by its text and the page id ends the key.
+pub(crate) fn parked_at_sk(at_ms: i64, page_id: &PageId) -> String {
+    format!("{PARKED_AT_PREFIX}{}#{}", ms(at_ms), page_id.as_str())
+}
+
+/// The page whose parked job is stored under this sort key (`PARKED#<pageId>`).
+#[cfg(feature = "dynamo")]
+pub(crate) fn page_of_parked_sk(sk: &str) -> Result<PageId, StoreError> {
+    sk.strip_prefix(PARKED_PREFIX)
+        .and_then(|page| PageId::parse(page).ok())
+        .ok_or_else(|| StoreError::corrupt("parked job (sort key)"))
+}
+
+/// The page a time-order key (`PARKEDAT#<ms>#<pageId>`) stands for.
+#[cfg(feature = "embedded")]
+pub(crate) fn page_of_parked_at_sk(sk: &str) -> Result<PageId, StoreError> {
+    sk.strip_prefix(PARKED_AT_PREFIX)
+        .and_then(|rest| rest.split_once('#'))
+        .filter(|(ms, _)| ms.len() == 20 && ms.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|(_, page)| PageId::parse(page).ok())
+        .ok_or_else(|| StoreError::corrupt("parked job (time key)"))
+}
+
+/// A parked job expires [`PARKED_JOB_RETENTION_SECONDS`] after it was parked (the memory store's
+/// rule: expired when `at_ms / 1000 + retention <= now`).
+pub(crate) fn parked_expiry(at_ms: i64) -> i64 {
+    (at_ms / 1000).saturating_add(PARKED_JOB_RETENTION_SECONDS)
+}
+
 /// `RATE#<sha256 hex of the subject>#<window seconds>#<window start>`: no accountId in clear.
 #[cfg(feature = "dynamo")]
 pub(crate) fn rate_sk(window: &RateWindow) -> String {
@@ -119,6 +161,48 @@ mod tests {
         ] {
             assert!(cursor_of_sk(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parked_keys_order_as_the_listing_and_name_their_page() {
+        let page = |p: &str| PageId::parse(p).unwrap();
+        // (at_ms, page id) ascending, page ids compared as text like `PageId`'s `Ord`.
+        let positions = [(5, "1"), (5, "12"), (5, "9"), (40, "100"), (1_000, "2")];
+        for pair in positions.windows(2) {
+            let (a, b) = ((pair[0].0, page(pair[0].1)), (pair[1].0, page(pair[1].1)));
+            assert!(a < b);
+            assert!(
+                parked_at_sk(a.0, &a.1) < parked_at_sk(b.0, &b.1),
+                "{a:?} {b:?}"
+            );
+        }
+        assert!(!parked_at_sk(5, &page("12")).starts_with(PARKED_PREFIX));
+        #[cfg(feature = "dynamo")]
+        {
+            let sk = parked_sk(&page("12"));
+            assert_eq!(page_of_parked_sk(&sk).unwrap(), page("12"));
+            for bad in [
+                "PARKED#",
+                "PARKED#x1",
+                "PARKEDAT#00000000000000000005#12",
+                "TENANT",
+            ] {
+                assert!(page_of_parked_sk(bad).is_err(), "{bad}");
+            }
+        }
+        #[cfg(feature = "embedded")]
+        {
+            let sk = parked_at_sk(5, &page("12"));
+            assert_eq!(page_of_parked_at_sk(&sk).unwrap(), page("12"));
+            for bad in [
+                "PARKEDAT#5#12",
+                "PARKEDAT#00000000000000000005#",
+                "PARKED#12",
+            ] {
+                assert!(page_of_parked_at_sk(bad).is_err(), "{bad}");
+            }
+        }
+        assert_eq!(parked_expiry(1_500), 1 + PARKED_JOB_RETENTION_SECONDS);
     }
 
     #[cfg(feature = "dynamo")]

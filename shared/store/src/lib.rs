@@ -15,7 +15,7 @@
 //! | partition key | `pk` (S) = the tenant's clientKey; for a Forge installation's own items, its ARI (`ari:cloud:ecosystem::installation/<id>`, which is also the tenant key of an installation no Connect tenant is linked to) |
 //! | sort key | `sk` (S) = record kind, below |
 //! | TTL attribute | `expires_at` (N, unix seconds); enabled |
-//! | GSI `gsi1` | partition `gsi1pk` (S) = clientKey, sort `gsi1sk` (S) = `PAGE#<pageId>#<ms>#<id>`; projection `ALL`; only audit items carry it (sparse) |
+//! | GSI `gsi1` | partition `gsi1pk` (S) = clientKey, sort `gsi1sk` (S) = `PAGE#<pageId>#<ms>#<id>` (audit items) or `PARKEDAT#<ms>#<pageId>` (parked jobs); projection `ALL`; only those two kinds carry it (sparse) |
 //!
 //! Sort keys (`<ms>` is unix milliseconds zero-padded to 20 digits, `<id>` a random UUID):
 //!
@@ -26,6 +26,7 @@
 //! | `TOKEN#<sha256 hex of accountId\nscopes>` | cached access token, `access_token` (B) ciphertext | the token's expiry |
 //! | `MARK#<idempotency key>` | de-duplication mark | as requested |
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
+//! | `PARKED#<pageId>` | the page's parked job (one per page: a park replaces it), `gsi1sk` = `PARKEDAT#<ms>#<pageId>`; `at_ms` (N), `outcome` (S), `reason` (S), `dead_lettered` (BOOL), `job` (S, the queue's JSON: no secret, in plain text like an audit record's accountId) | [`understudy_domain::PARKED_JOB_RETENTION_SECONDS`] after `at_ms` |
 //! | `RATE#<sha256 hex of accountId>#<window seconds>#<window start>` | rate-limit counter, `count` (N) | one window after its window ends |
 //! | `FORGE#INSTALLATION` (`pk` = installation ARI) | Forge installation: `app_id`, `cloud_id`, `api_base_url` (S), `system_token` (B) ciphertext, `token_issued_at`, `token_expires_at`, `created_at`, `updated_at` (N) | 30 days after the last invocation recorded (renewed by each) |
 //! | `FORGE#LINK` (`pk` = installation ARI) | the Connect tenant the installation is linked to, `client_key` (S), `linked_at` (N) | none |
@@ -42,8 +43,23 @@
 //! record's sort key; the next page is a Query with `sk BETWEEN <prefix> AND <prefix><ms>#<id>`,
 //! newest first, the cursor's own item skipped.
 //!
+//! Parked jobs are listed newest first by (`at_ms`, page id) with one Query on the tenant's
+//! partition of `gsi1`: `gsi1pk = <clientKey> AND begins_with(gsi1sk, "PARKEDAT#")`, descending;
+//! the next page (cursor `(at_ms, pageId)`) is `gsi1sk BETWEEN "PARKEDAT#" AND
+//! "PARKEDAT#<ms>#<pageId>"`, the cursor's own entry skipped. (`<pageId>` ends the key, so two jobs
+//! of one millisecond order by page id as text, as [`understudy_domain::PageId`] does.) A park is
+//! one unconditional PutItem of `PARKED#<pageId>` (the index follows the item: a replaced job is
+//! never listed twice); the listing is eventually consistent, reading one job
+//! ([`understudy_domain::ParkedJobs::parked`]) is a strongly consistent GetItem.
+//!
+//! The embedded file ([`EmbeddedStore`]) keeps the same sort keys under `<clientKey> NUL <sk>`; in
+//! place of `gsi1` it writes its index keys as rows of their own, in the same transaction: a copy of
+//! each audit record under `PAGE#<pageId>#<ms>#<id>`, and an empty row `PARKEDAT#<ms>#<pageId>` per
+//! parked job.
+//!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
-//! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed), Query (audit listing, token clean-up, Forge installation) and
+//! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed, an
+//! unparked job), Query (audit and parked-job listings, token clean-up, Forge installation) and
 //! BatchWriteItem; never Scan. IAM for the
 //! functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem` on the table and its
 //! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.

@@ -23,9 +23,10 @@ use test_support::{closed_port, tenant};
 use understudy_domain::{
     AccountId, ActedAs, AuditCursor, AuditLog, AuditRecord, CachedToken, ClientKey, EditOutcome,
     EditStrategy, FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, ForgeInstallations,
-    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore, PageId,
-    RateDecision, RateLimits, RateWindow, SettingsStore, StoreError, SystemToken, TenantSettings,
-    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore,
+    PARKED_JOB_RETENTION_SECONDS, PageId, ParkedJob, ParkedJobs, ParkedPage, RateDecision,
+    RateLimits, RateWindow, SettingsStore, StoreError, SystemToken, TenantSettings, TenantState,
+    TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 use understudy_store::{
     DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
@@ -33,6 +34,7 @@ use understudy_store::{
 
 const RET: i64 = UNINSTALLED_RETENTION_SECONDS;
 const FORGE_RET: i64 = FORGE_INSTALLATION_RETENTION_SECONDS;
+const PARKED_RET: i64 = PARKED_JOB_RETENTION_SECONDS;
 const T0: i64 = 1_800_000_000;
 
 /// Every port at once, so one value exercises them all.
@@ -44,6 +46,7 @@ trait AllPorts:
     + SettingsStore
     + RateLimits
     + ForgeInstallations
+    + ParkedJobs
 {
 }
 impl<
@@ -53,7 +56,8 @@ impl<
         + AuditLog
         + SettingsStore
         + RateLimits
-        + ForgeInstallations,
+        + ForgeInstallations
+        + ParkedJobs,
 > AllPorts for T
 {
 }
@@ -228,6 +232,33 @@ fn installation(id: &str, token: &str, issued_at: i64, at: i64) -> ForgeInstalla
         created_at: at,
         updated_at: at,
     }
+}
+
+fn page(id: &str) -> PageId {
+    PageId::parse(id).unwrap()
+}
+
+/// The job the queue would park for the tenant's page at `at_ms`: its JSON names an accountId.
+fn parked_job(client_key: &str, page_id: &str, at_ms: i64, reason: &str) -> ParkedJob {
+    ParkedJob {
+        client_key: ck(client_key),
+        page_id: page(page_id),
+        at_ms,
+        outcome: EditOutcome::Blocked,
+        reason: reason.into(),
+        dead_lettered: false,
+        job: json!({
+            "clientKey": client_key,
+            "pageId": page_id,
+            "user": "557058:parked-user",
+            "attempt": 3
+        })
+        .to_string(),
+    }
+}
+
+fn parked_pages(jobs: &[ParkedJob]) -> Vec<&str> {
+    jobs.iter().map(|j| j.page_id.as_str()).collect()
 }
 
 /// Every field of two installations, the token's text included.
@@ -1518,6 +1549,395 @@ mod cases {
         assert_same(&recorded, &got);
     }
 
+    pub async fn a_parked_job_is_replaced_by_the_next_and_unparked_per_tenant(b: Backend) {
+        let ms = T0 * 1000;
+        let (tenant, seven) = (ck("ck-pk"), page("7"));
+        assert_eq!(b.store.parked(&tenant, &seven, T0).await.unwrap(), None);
+        let first = parked_job("ck-pk", "7", ms, "blocked: restricted page");
+        b.store.park(&first).await.unwrap();
+        assert_eq!(
+            b.store.parked(&tenant, &seven, T0).await.unwrap(),
+            Some(first.clone())
+        );
+
+        // A second park of the page replaces the first, every field of it.
+        let second = ParkedJob {
+            at_ms: ms + 5,
+            outcome: EditOutcome::Failed,
+            reason: "failed: Confluence answered 500".into(),
+            dead_lettered: true,
+            job: json!({"clientKey": "ck-pk", "pageId": "7", "user": "557058:other"}).to_string(),
+            ..first.clone()
+        };
+        b.store.park(&second).await.unwrap();
+        assert_eq!(
+            b.store.parked(&tenant, &seven, T0).await.unwrap(),
+            Some(second.clone())
+        );
+        let listed = b.store.list_parked(&tenant, None, 10, T0).await.unwrap();
+        assert_eq!(
+            listed.jobs,
+            std::slice::from_ref(&second),
+            "one job per page"
+        );
+        assert_eq!(listed.next, None);
+
+        // Another tenant's job for the same page id is its own, and never shows here.
+        let foreign = parked_job("ck-pk-2", "7", ms + 9, "foreign");
+        b.store.park(&foreign).await.unwrap();
+        assert_eq!(
+            b.store.parked(&tenant, &seven, T0).await.unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(
+            b.store.parked(&ck("ck-pk-2"), &seven, T0).await.unwrap(),
+            Some(foreign.clone())
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0)
+                .await
+                .unwrap()
+                .jobs,
+            std::slice::from_ref(&second)
+        );
+        assert_eq!(
+            b.store.parked(&ck("ck-pk-3"), &seven, T0).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&ck("ck-pk-3"), None, 10, T0)
+                .await
+                .unwrap(),
+            ParkedPage::default()
+        );
+
+        // The last park wins even when it is the older one, and it takes the older place.
+        let older = parked_job("ck-pk", "7", ms - 10, "parked late");
+        b.store.park(&older).await.unwrap();
+        assert_eq!(
+            b.store.parked(&tenant, &seven, T0).await.unwrap(),
+            Some(older.clone())
+        );
+        let eight = parked_job("ck-pk", "8", ms, "eight");
+        b.store.park(&eight).await.unwrap();
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0)
+                .await
+                .unwrap()
+                .jobs,
+            [eight.clone(), older.clone()]
+        );
+
+        // Unpark takes it away, here only; again, or for a page never parked, is no error.
+        b.store.unpark(&tenant, &seven).await.unwrap();
+        assert_eq!(b.store.parked(&tenant, &seven, T0).await.unwrap(), None);
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0)
+                .await
+                .unwrap()
+                .jobs,
+            std::slice::from_ref(&eight)
+        );
+        assert_eq!(
+            b.store.parked(&ck("ck-pk-2"), &seven, T0).await.unwrap(),
+            Some(foreign)
+        );
+        b.store.unpark(&tenant, &seven).await.unwrap();
+        b.store.unpark(&tenant, &page("99")).await.unwrap();
+        b.store.unpark(&ck("ck-pk-none"), &seven).await.unwrap();
+
+        // Parked again after an unpark, it is back.
+        b.store.park(&first).await.unwrap();
+        assert_eq!(
+            b.store.parked(&tenant, &seven, T0).await.unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0)
+                .await
+                .unwrap()
+                .jobs,
+            [eight, first],
+            "one millisecond: page 8 before page 7"
+        );
+    }
+
+    /// Follows `next` from `after` to the last page, checking each page on the way.
+    async fn follow_parked(
+        b: &Backend,
+        client_key: &str,
+        after: Option<(i64, PageId)>,
+        limit: usize,
+        now: i64,
+    ) -> Vec<ParkedJob> {
+        let mut out = Vec::new();
+        let mut after = after;
+        for _ in 0..1000 {
+            let listed = b
+                .store
+                .list_parked(&ck(client_key), after.as_ref(), limit, now)
+                .await
+                .unwrap();
+            assert!(listed.jobs.len() <= limit);
+            out.extend(listed.jobs.iter().cloned());
+            match listed.next {
+                Some(next) => {
+                    assert_eq!(listed.jobs.len(), limit, "only the last page is short");
+                    let last = listed.jobs.last().unwrap();
+                    assert_eq!(
+                        next,
+                        (last.at_ms, last.page_id.clone()),
+                        "next is the last one"
+                    );
+                    after = Some(next);
+                }
+                None => return out,
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    /// `jobs` in listing order: (at_ms, page id) descending, page ids compared as `PageId`s.
+    fn newest_first(mut jobs: Vec<ParkedJob>) -> Vec<ParkedJob> {
+        jobs.sort_by(|a, b| (b.at_ms, &b.page_id).cmp(&(a.at_ms, &a.page_id)));
+        jobs
+    }
+
+    pub async fn parked_jobs_list_newest_first_and_page_through_each_once(b: Backend) {
+        let ms = T0 * 1000;
+        // One millisecond's jobs order by page id as text: 9, 12, 100 (newest first).
+        for p in ["12", "100", "9"] {
+            b.store.park(&parked_job("ck-po", p, ms, p)).await.unwrap();
+        }
+        b.store
+            .park(&parked_job("ck-po", "5", ms - 1, "older"))
+            .await
+            .unwrap();
+        b.store
+            .park(&parked_job("ck-po", "3", ms + 1, "newer"))
+            .await
+            .unwrap();
+        let listed = b
+            .store
+            .list_parked(&ck("ck-po"), None, 10, T0)
+            .await
+            .unwrap();
+        assert_eq!(parked_pages(&listed.jobs), ["3", "9", "12", "100", "5"]);
+        assert_eq!(listed.next, None);
+        let first = b
+            .store
+            .list_parked(&ck("ck-po"), None, 2, T0)
+            .await
+            .unwrap();
+        assert_eq!(parked_pages(&first.jobs), ["3", "9"]);
+        assert_eq!(first.next, Some((ms, page("9"))));
+        let rest = b
+            .store
+            .list_parked(&ck("ck-po"), first.next.as_ref(), 2, T0)
+            .await
+            .unwrap();
+        assert_eq!(parked_pages(&rest.jobs), ["12", "100"]);
+        assert_eq!(rest.next, Some((ms, page("100"))));
+        let last = b
+            .store
+            .list_parked(&ck("ck-po"), rest.next.as_ref(), 2, T0)
+            .await
+            .unwrap();
+        assert_eq!(parked_pages(&last.jobs), ["5"]);
+        assert_eq!(last.next, None, "nothing more remains");
+        // Exactly `limit` remain: no next either.
+        let exact = b
+            .store
+            .list_parked(&ck("ck-po"), Some(&(ms, page("12"))), 2, T0)
+            .await
+            .unwrap();
+        assert_eq!(parked_pages(&exact.jobs), ["100", "5"]);
+        assert_eq!(exact.next, None);
+        // Limit 0: an empty page without next, with or without a position.
+        for after in [None, Some((ms, page("9")))] {
+            let none = b
+                .store
+                .list_parked(&ck("ck-po"), after.as_ref(), 0, T0)
+                .await
+                .unwrap();
+            assert_eq!(none, ParkedPage::default());
+        }
+
+        // 60 jobs, four per millisecond, pages with ids of 1 to 4 digits; among them, another
+        // tenant's jobs at the same times and pages, and jobs that have expired by `now`.
+        let now = T0 + 10;
+        let mut live = Vec::new();
+        for i in 0..60_i64 {
+            let id = (i * 37 % 1000 + 1) * if i % 3 == 0 { 1 } else { 7 };
+            let job = parked_job("ck-pl", &id.to_string(), ms + i / 4, &format!("j{i}"));
+            b.store.park(&job).await.unwrap();
+            live.push(job);
+            if i % 6 == 0 {
+                b.store
+                    .park(&parked_job(
+                        "ck-pl-2",
+                        &id.to_string(),
+                        ms + i / 4,
+                        "foreign",
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        // Expired: parked exactly the retention before `now` (at_ms / 1000 + retention <= now).
+        for (i, p) in ["70001", "70002", "70003"].into_iter().enumerate() {
+            let at = (now - PARKED_RET) * 1000 + 999 - i as i64;
+            b.store
+                .park(&parked_job("ck-pl", p, at, "expired"))
+                .await
+                .unwrap();
+        }
+        // One second later it is still kept.
+        let kept = parked_job("ck-pl", "70004", (now - PARKED_RET + 1) * 1000, "kept");
+        b.store.park(&kept).await.unwrap();
+        live.push(kept);
+        let expected = newest_first(live);
+        assert_eq!(expected.len(), 61);
+        for limit in [1, 4, 7, 60, 61, 62, 500] {
+            let listed = follow_parked(&b, "ck-pl", None, limit, now).await;
+            assert_eq!(listed, expected, "limit {limit}: each once, newest first");
+        }
+        // From a listed job's position: what follows it.
+        let position = (expected[10].at_ms, expected[10].page_id.clone());
+        let after = follow_parked(&b, "ck-pl", Some(position), 5, now).await;
+        assert_eq!(after, expected[11..]);
+        // From positions no job has: below every page id of a millisecond ("0"), or above every
+        // one (twenty 9s), or newer than all.
+        let at = ms + 7;
+        for (position, from) in [
+            (
+                (at, page("0")),
+                expected.iter().position(|j| j.at_ms < at).unwrap(),
+            ),
+            (
+                (at, page(&"9".repeat(20))),
+                expected.iter().position(|j| j.at_ms <= at).unwrap(),
+            ),
+            ((ms + 100, page("1")), 0),
+        ] {
+            let after = follow_parked(&b, "ck-pl", Some(position.clone()), 6, now).await;
+            assert_eq!(after, expected[from..], "after {position:?}");
+        }
+        // The other tenant sees its own only.
+        let foreign = follow_parked(&b, "ck-pl-2", None, 3, now).await;
+        assert_eq!(foreign.len(), 10);
+        assert!(foreign.iter().all(|j| j.client_key == ck("ck-pl-2")));
+        // A second earlier, the expired ones are listed too, oldest last.
+        let before = follow_parked(&b, "ck-pl", None, 9, now - 1).await;
+        assert_eq!(before.len(), 64);
+        assert_eq!(
+            before[60..]
+                .iter()
+                .map(|j| j.reason.as_str())
+                .collect::<Vec<_>>(),
+            ["kept", "expired", "expired", "expired"]
+        );
+
+        // A position stays valid when its job is unparked or parked again meanwhile: the rest
+        // is listed once, and a job parked again moves to its new place.
+        let first = b
+            .store
+            .list_parked(&ck("ck-pl"), None, 3, now)
+            .await
+            .unwrap();
+        let cursor = first.next.clone().unwrap();
+        b.store.unpark(&ck("ck-pl"), &cursor.1).await.unwrap();
+        let moved = expected[20].clone();
+        let moved_again = ParkedJob {
+            at_ms: ms + 1_000,
+            ..moved.clone()
+        };
+        b.store.park(&moved_again).await.unwrap();
+        let rest = follow_parked(&b, "ck-pl", Some(cursor), 4, now).await;
+        let want: Vec<ParkedJob> = expected[3..]
+            .iter()
+            .filter(|j| j.page_id != moved.page_id)
+            .cloned()
+            .collect();
+        assert_eq!(rest, want);
+        let all = follow_parked(&b, "ck-pl", None, 8, now).await;
+        assert_eq!(all.len(), 60, "one unparked, one moved");
+        assert_eq!(all[0], moved_again);
+    }
+
+    pub async fn parked_jobs_expire_after_the_retention(b: Backend) {
+        let ms = T0 * 1000;
+        let job = parked_job("ck-px", "42", ms + 999, "blocked");
+        b.store.park(&job).await.unwrap();
+        let (tenant, page_id) = (ck("ck-px"), page("42"));
+        let last_second = T0 + PARKED_RET - 1;
+        assert_eq!(
+            b.store
+                .parked(&tenant, &page_id, last_second)
+                .await
+                .unwrap(),
+            Some(job.clone())
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, last_second)
+                .await
+                .unwrap()
+                .jobs,
+            std::slice::from_ref(&job)
+        );
+        assert_eq!(
+            b.store
+                .parked(&tenant, &page_id, T0 + PARKED_RET)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0 + PARKED_RET)
+                .await
+                .unwrap(),
+            ParkedPage::default()
+        );
+        // A newer job is listed alone, without a next: the older ones left have all expired.
+        let newer = parked_job("ck-px", "43", ms + 5_000, "newer");
+        b.store.park(&newer).await.unwrap();
+        let listed = b
+            .store
+            .list_parked(&tenant, None, 1, T0 + PARKED_RET)
+            .await
+            .unwrap();
+        assert_eq!(listed.jobs, std::slice::from_ref(&newer));
+        assert_eq!(listed.next, None);
+        // Parked again, the page's job is kept from its new time.
+        let again = ParkedJob {
+            at_ms: ms + 10_000,
+            ..job
+        };
+        b.store.park(&again).await.unwrap();
+        assert_eq!(
+            b.store
+                .parked(&tenant, &page_id, T0 + PARKED_RET)
+                .await
+                .unwrap(),
+            Some(again.clone())
+        );
+        assert_eq!(
+            b.store
+                .list_parked(&tenant, None, 10, T0 + PARKED_RET)
+                .await
+                .unwrap()
+                .jobs,
+            [again, newer]
+        );
+    }
+
     /// What an operator reading the raw table or file would see.
     async fn raw_bytes(raw: &Raw) -> Vec<u8> {
         match raw {
@@ -1696,6 +2116,9 @@ macro_rules! full_contract {
             of_concurrent_records_the_latest_token_wins,
             the_tenant_key_is_the_installations_own_until_it_is_linked,
             an_installation_silent_for_the_retention_is_gone_and_comes_back_fresh,
+            a_parked_job_is_replaced_by_the_next_and_unparked_per_tenant,
+            parked_jobs_list_newest_first_and_page_through_each_once,
+            parked_jobs_expire_after_the_retention,
         );
     )*};
 }
@@ -2030,6 +2453,225 @@ async fn a_corrupt_dynamo_forge_item_is_a_corrupt_error_and_a_record_or_link_rep
         .unwrap();
     assert_eq!(got.tenant_key, ck("ck-good"));
     assert_eq!(got.system_token.token.expose_secret(), "fixed");
+}
+
+/// The tenant's parked items, as the table holds them (a strongly consistent Query of its
+/// partition for `PARKED#`).
+async fn parked_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    client_key: &str,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", AttributeValue::S(client_key.into()))
+        .expression_attribute_values(":prefix", AttributeValue::S("PARKED#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dynamo_parked_items_are_one_per_page_with_the_ttl_and_the_time_index() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let ms = T0 * 1000;
+    b.store
+        .park(&parked_job("ck-pi", "7", ms + 1_500, "first"))
+        .await
+        .unwrap();
+    let replaced = ParkedJob {
+        outcome: EditOutcome::Failed,
+        dead_lettered: true,
+        ..parked_job("ck-pi", "7", ms + 2_500, "second")
+    };
+    b.store.park(&replaced).await.unwrap();
+    // Audit records share the index partition: they are never listed as parked jobs.
+    b.store
+        .append(&audit("ck-pi", "7", ms + 3_000, "audit"), 3600)
+        .await
+        .unwrap();
+    let items = parked_items(client, &table, "ck-pi").await;
+    assert_eq!(items.len(), 1, "one item per page: {items:?}");
+    let item = &items[0];
+    let text = |s: &str| AttributeValue::S(s.into());
+    assert_eq!(item["sk"], text("PARKED#7"));
+    assert_eq!(item["gsi1pk"], text("ck-pi"));
+    assert_eq!(
+        item["gsi1sk"],
+        text(&format!("PARKEDAT#{:020}#7", ms + 2_500))
+    );
+    assert_eq!(
+        item["expires_at"],
+        AttributeValue::N((T0 + 2 + PARKED_RET).to_string())
+    );
+    assert_eq!(item["at_ms"], AttributeValue::N((ms + 2_500).to_string()));
+    assert_eq!(item["outcome"], text("failed"));
+    assert_eq!(item["dead_lettered"], AttributeValue::Bool(true));
+    assert_eq!(item["job"], text(&replaced.job));
+    // The job's accountId is in no key: only in the job's text, which expires.
+    for key in ["pk", "sk", "gsi1pk", "gsi1sk"] {
+        let AttributeValue::S(value) = &item[key] else {
+            panic!("{key} is no string")
+        };
+        assert!(!value.contains("parked-user"), "{key}: {value}");
+    }
+    let listed = b
+        .store
+        .list_parked(&ck("ck-pi"), None, 10, T0)
+        .await
+        .unwrap();
+    assert_eq!(listed.jobs, [replaced]);
+    b.store.unpark(&ck("ck-pi"), &page("7")).await.unwrap();
+    assert!(parked_items(client, &table, "ck-pi").await.is_empty());
+    assert_eq!(
+        b.store
+            .list_parked(&ck("ck-pi"), None, 10, T0)
+            .await
+            .unwrap(),
+        ParkedPage::default()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_dynamo_parked_item_is_a_corrupt_error_not_a_panic() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let ms = T0 * 1000;
+    // A sound item, as the store writes it, with some attributes replaced or left out.
+    let put = |client_key: &str, sk: &str, changes: Vec<(&str, Option<AttributeValue>)>| {
+        let mut item = std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(client_key.into())),
+            ("sk".to_owned(), AttributeValue::S(sk.into())),
+            ("gsi1pk".to_owned(), AttributeValue::S(client_key.into())),
+            (
+                "gsi1sk".to_owned(),
+                AttributeValue::S(format!("PARKEDAT#{ms:020}#7")),
+            ),
+            ("at_ms".to_owned(), AttributeValue::N(ms.to_string())),
+            ("outcome".to_owned(), AttributeValue::S("blocked".into())),
+            ("reason".to_owned(), AttributeValue::S("why".into())),
+            ("dead_lettered".to_owned(), AttributeValue::Bool(false)),
+            ("job".to_owned(), AttributeValue::S("{}".into())),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((T0 + PARKED_RET).to_string()),
+            ),
+        ]);
+        for (name, value) in changes {
+            match value {
+                Some(v) => item.insert(name.to_owned(), v),
+                None => item.remove(name),
+            };
+        }
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+    };
+    // The sound item reads back: the corruptions below are what fails.
+    put("ck-pc-0", "PARKED#7", vec![]).await.unwrap();
+    let good = b
+        .store
+        .parked(&ck("ck-pc-0"), &page("7"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((good.at_ms, good.reason.as_str()), (ms, "why"));
+    assert_eq!(
+        b.store
+            .list_parked(&ck("ck-pc-0"), None, 10, T0)
+            .await
+            .unwrap()
+            .jobs,
+        [good]
+    );
+    /// Attributes to replace (`Some`) or leave out (`None`).
+    type Changes = Vec<(&'static str, Option<AttributeValue>)>;
+    let cases: Vec<(&str, Changes, bool)> = vec![
+        // (sort key, changes, whether `parked` of page 7 fails too; else only the listing)
+        (
+            "PARKED#7",
+            vec![("outcome", Some(AttributeValue::S("bogus".into())))],
+            true,
+        ),
+        ("PARKED#7", vec![("reason", None)], true),
+        (
+            "PARKED#7",
+            vec![("dead_lettered", Some(AttributeValue::S("no".into())))],
+            true,
+        ),
+        (
+            "PARKED#7",
+            vec![("at_ms", Some(AttributeValue::S("soon".into())))],
+            true,
+        ),
+        (
+            "PARKED#7",
+            vec![("expires_at", Some(AttributeValue::S("later".into())))],
+            true,
+        ),
+        // Without a TTL it would never expire: listed, it fails rather than hides.
+        ("PARKED#7", vec![("expires_at", None)], true),
+        (
+            "PARKED#7",
+            vec![("job", Some(AttributeValue::N("1".into())))],
+            true,
+        ),
+        // Listed at another time than it was parked: the order and the cursor would be wrong.
+        (
+            "PARKED#7",
+            vec![("at_ms", Some(AttributeValue::N((ms + 1).to_string())))],
+            false,
+        ),
+        // A sort key that names no page.
+        ("PARKED#seven", vec![], false),
+    ];
+    for (i, (sk, changes, read_fails)) in cases.into_iter().enumerate() {
+        let tenant = format!("ck-pc-{}", i + 1);
+        put(&tenant, sk, changes).await.unwrap();
+        let err = b
+            .store
+            .list_parked(&ck(&tenant), None, 10, T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{i}: {err:?}");
+        if read_fails {
+            let err = b
+                .store
+                .parked(&ck(&tenant), &page("7"), T0)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{i}: {err:?}");
+        }
+        // A park of the page repairs it (sound sort key only).
+        if sk == "PARKED#7" {
+            let job = parked_job(&tenant, "7", ms, "repaired");
+            b.store.park(&job).await.unwrap();
+            assert_eq!(
+                b.store.parked(&ck(&tenant), &page("7"), T0).await.unwrap(),
+                Some(job.clone())
+            );
+            assert_eq!(
+                b.store
+                    .list_parked(&ck(&tenant), None, 10, T0)
+                    .await
+                    .unwrap()
+                    .jobs,
+                [job]
+            );
+        }
+    }
 }
 
 /// No server needed: a closed port stands for DynamoDB and KMS being down.

@@ -6,6 +6,7 @@
 mod audit;
 mod forge;
 mod marks;
+mod parked;
 mod rate_limits;
 mod settings;
 mod tenants;
@@ -115,6 +116,13 @@ fn req_n(item: &Item, name: &str, what: &str) -> Result<i64, StoreError> {
 fn req_b<'a>(item: &'a Item, name: &str, what: &str) -> Result<&'a [u8], StoreError> {
     match item.get(name) {
         Some(AttributeValue::B(v)) => Ok(v.as_ref()),
+        _ => Err(corrupt(what, name)),
+    }
+}
+
+fn req_bool(item: &Item, name: &str, what: &str) -> Result<bool, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::Bool(v)) => Ok(*v),
         _ => Err(corrupt(what, name)),
     }
 }
