@@ -2,8 +2,9 @@
 # The one command that runs every test, from a fresh machine:
 #   bash tests/run.sh
 # It installs what the tests need and the machine lacks (node packages for the atlassian-jwt oracle,
-# moto's DynamoDB/SQS/KMS server and cfn-lint in a local virtual environment), starts the server on
-# 127.0.0.1, runs the checks and every test, and stops the server. Any missing piece fails the run.
+# moto's DynamoDB/SQS/KMS server and cfn-lint in a local virtual environment, Debian's chromium and
+# chromium-driver for the browser tests), starts the server on 127.0.0.1, runs the checks and every
+# test, and stops the server. Any missing piece fails the run.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,35 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
   || fail "pip install -r tests/requirements.txt failed"
+
+step "headless Chromium and chromedriver (Debian's chromium, chromium-driver)"
+# The browser tests drive the app's pages in a real Chromium through chromedriver. Installed from
+# Debian when missing (as root, or through sudo); a machine that cannot have them fails the run.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null; then
+    as_root=(sudo -n)
+  else
+    fail "chromium and chromium-driver are not installed, and this is neither root nor has sudo: run 'apt-get install -y chromium chromium-driver' as root"
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    || fail "apt-get update failed (needed to install chromium and chromium-driver)"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+    || fail "apt-get install -y chromium chromium-driver failed: the browser tests need both"
+fi
+CHROMIUM="$(command -v chromium)" || fail "chromium is still not on PATH after installing it"
+CHROMEDRIVER="$(command -v chromedriver)" || fail "chromedriver is still not on PATH after installing chromium-driver"
+# Debian's chromium launcher prints shell noise on stderr; the version is on stdout.
+chromium_version="$("$CHROMIUM" --version 2>/dev/null)" || fail "'$CHROMIUM --version' failed: Chromium does not run here"
+chromedriver_version="$("$CHROMEDRIVER" --version 2>/dev/null)" || fail "'$CHROMEDRIVER --version' failed: chromedriver does not run here"
+major() { [[ "$1" =~ ([0-9]+)\.[0-9]+\. ]] && printf '%s' "${BASH_REMATCH[1]}"; }
+chromium_major="$(major "$chromium_version")" || fail "no version in '$chromium_version'"
+chromedriver_major="$(major "$chromedriver_version")" || fail "no version in '$chromedriver_version'"
+[ "$chromium_major" = "$chromedriver_major" ] \
+  || fail "chromedriver ($chromedriver_version) does not match Chromium ($chromium_version): apt-get install -y chromium chromium-driver"
+export CHROMIUM CHROMEDRIVER
+echo "$chromium_version ($CHROMIUM); $chromedriver_version ($CHROMEDRIVER)"
 
 step "moto server on 127.0.0.1"
 port="$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

@@ -17,23 +17,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use connect_auth::SecretString;
 use connect_auth::{Clock, SystemClock};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use understudy_core::{
-    Door, Edit, EditEngine, EditJob, EditMode, ForgeDoor, Invoker, user_may_view_page,
-};
+use understudy_core::{Edit, EditEngine, EditJob, EditMode, user_may_view_page};
 use understudy_domain::{
-    AccountId, AuditCursor, AuditLog, ClientKey, ForgeInstallation, ForgeInstallations, PageId,
-    RateDecision, RateLimits, Tenant, TenantState, TenantStore,
+    AccountId, AuditCursor, AuditLog, ForgeInstallations, PageId, RateDecision, RateLimits,
+    TenantState, TenantStore,
 };
 use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, Caller,
-    ConnectAuthenticator, ForgeFrontDoor, Invocation,
+    ConnectAuthenticator, ForgeFrontDoor, UserSite, api_user,
 };
 
 /// An edit request is a short list of operations.
@@ -54,43 +51,6 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     /// The iframe's `Content-Security-Policy`: framed only by the hosts that may install the app.
     ui_policy: HeaderValue,
     forge: Option<ForgeFrontDoor<S, C>>,
-}
-
-/// Who called an API route, verified: through which door, and as which user.
-enum ApiCaller {
-    /// A Connect context JWT.
-    Connect(Tenant),
-    /// A Forge UI invocation, with the user's own token.
-    Forge {
-        installation: ForgeInstallation,
-        user_token: SecretString,
-    },
-}
-
-impl ApiCaller {
-    fn tenant_key(&self) -> &ClientKey {
-        match self {
-            Self::Connect(tenant) => &tenant.client_key,
-            Self::Forge { installation, .. } => &installation.tenant_key,
-        }
-    }
-
-    /// The door to edit through, as `user` (who called).
-    fn door<'a>(&'a self, user: &'a AccountId) -> Door<'a> {
-        match self {
-            Self::Connect(tenant) => Door::Connect(tenant),
-            Self::Forge {
-                installation,
-                user_token,
-            } => Door::Forge(ForgeDoor {
-                installation,
-                invoker: Some(Invoker {
-                    account: user,
-                    token: user_token,
-                }),
-            }),
-        }
-    }
 }
 
 impl<S: ?Sized, C> std::fmt::Debug for EditApi<S, C> {
@@ -178,40 +138,8 @@ where
 
     /// The caller of an API route: a Connect context token naming a user, or a Forge UI
     /// invocation (a `Bearer` FIT, when the Forge door is open); within that user's call limit.
-    async fn api_user(&self, request: &ApiRequest) -> Result<(ApiCaller, AccountId), ApiError> {
-        let forge = self.forge.as_ref().filter(|_| {
-            request
-                .authorization()
-                .and_then(|a| a.get(..7))
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-        });
-        let (caller, user) = match forge {
-            Some(forge) => {
-                let caller = forge.authenticate(request, Invocation::User).await?;
-                let (Some(user), Some(user_token)) = (caller.user, caller.user_token) else {
-                    return Err(ApiError::Unauthorized(
-                        "the invocation names no user".into(),
-                    ));
-                };
-                let installation = caller.installation;
-                (
-                    ApiCaller::Forge {
-                        installation,
-                        user_token,
-                    },
-                    user,
-                )
-            }
-            None => {
-                let caller = self.caller(request, Accept::UserContextToken).await?;
-                let (tenant, Some(user)) = (caller.tenant, caller.user) else {
-                    return Err(ApiError::Unauthorized(
-                        "the context token names no user".into(),
-                    ));
-                };
-                (ApiCaller::Connect(tenant), user)
-            }
-        };
+    async fn api_user(&self, request: &ApiRequest) -> Result<(UserSite, AccountId), ApiError> {
+        let (caller, user) = api_user(&self.auth, self.forge.as_ref(), request).await?;
         let tenant_key = caller.tenant_key();
         tracing::Span::current().record("client_key", tenant_key.as_str());
         let decision = self
@@ -265,8 +193,8 @@ where
     }
 
     /// A page's audit records, newest first, `AUDIT_PAGE_SIZE` at a time (`?before=<next>` for the
-    /// next ones), shown only to a user Confluence says may view the page: to anyone else the page
-    /// has no records here (404, as Confluence itself answers).
+    /// next ones), shown only to a user Confluence says may view the page, or to a site admin: to
+    /// anyone else the page has no records here (404, as Confluence itself answers).
     #[tracing::instrument(skip_all, fields(page_id = %page, client_key = tracing::field::Empty))]
     async fn audit(&self, request: &ApiRequest, page: PageId) -> Result<ApiResponse, ApiError> {
         let (caller, user) = self.api_user(request).await?;
@@ -286,7 +214,21 @@ where
                 ApiError::NotFound
             }
         })?;
-        if !may_view {
+        // A site admin sees every page's records (docs/protocol.md §18), as on the admin page.
+        if !may_view
+            && !self
+                .engine
+                .confluence()
+                .is_site_admin(caller.door(&user), &user)
+                .await
+                .map_err(|e| {
+                    if e.is_transient() {
+                        ApiError::Unavailable(format!("asking Confluence who is a site admin: {e}"))
+                    } else {
+                        ApiError::NotFound
+                    }
+                })?
+        {
             return Err(ApiError::NotFound);
         }
         let listing = self
@@ -314,7 +256,11 @@ where
     /// The iframe: loaded by Confluence with a request-bound token in the query (computed qsh).
     async fn ui(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.caller(request, Accept::RequestToken).await?;
-        let mut response = http::Response::new(Bytes::from_static(UI_PAGE.as_bytes()));
+        let page = UI_PAGE.replace(
+            understudy_web::config::CONNECT_ALL_JS,
+            &self.config.connect_js_url,
+        );
+        let mut response = http::Response::new(Bytes::from(page));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

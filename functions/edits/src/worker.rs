@@ -8,7 +8,7 @@ use connect_auth::Clock;
 use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult, checked_tenant_key};
 use understudy_domain::{
     ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
-    ForgeInstallations, InstallationId, Tenant, TenantState, TenantStore,
+    ForgeInstallations, InstallationId, ParkedJob, ParkedJobs, Tenant, TenantState, TenantStore,
 };
 use understudy_queue::EditJobMessage;
 
@@ -67,7 +67,7 @@ impl Site {
 
 impl<S, C> EditWorker<S, C>
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + ?Sized,
     C: Clock,
 {
     /// A worker that dead-letters a job on its `max_receives`-th failed delivery.
@@ -116,6 +116,15 @@ where
         }
         if let EditResult::Failed(err) = &report.result {
             tracing::warn!(client_key = job.client_key.as_str(), job_id = %job.job_id, error = %err, "edit failed for good");
+        }
+        match report.result.outcome() {
+            EditOutcome::Blocked | EditOutcome::Failed => {
+                self.park(job, report.result.outcome(), report.reason(), false)
+                    .await;
+            }
+            EditOutcome::Edited | EditOutcome::Unchanged => self.unpark(job).await,
+            // A bound the page would exceed: running it again gives the same answer.
+            EditOutcome::Refused => {}
         }
         JobOutcome::Done
     }
@@ -176,6 +185,37 @@ where
         Ok(Some(Site::Forge(installation)))
     }
 
+    /// Keeps the job as its page's last blocked or failed one, for the admin page's "retry now".
+    /// A store that is down costs the admin that button, never the job: logged, not failed.
+    async fn park(&self, job: &EditJobMessage, outcome: EditOutcome, reason: String, dead: bool) {
+        let text = match job.to_json() {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::warn!(job_id = %job.job_id, error = %err, "job not parked");
+                return;
+            }
+        };
+        let parked = ParkedJob {
+            client_key: job.client_key.clone(),
+            page_id: job.page_id.clone(),
+            at_ms: self.clock.now_unix().saturating_mul(1000),
+            outcome,
+            reason,
+            dead_lettered: dead,
+            job: text,
+        };
+        if let Err(err) = self.store.park(&parked).await {
+            tracing::warn!(job_id = %job.job_id, error = %err, "job not parked");
+        }
+    }
+
+    /// The page was edited (or needed nothing): its parked job, if any, is done with.
+    async fn unpark(&self, job: &EditJobMessage) {
+        if let Err(err) = self.store.unpark(&job.client_key, &job.page_id).await {
+            tracing::warn!(job_id = %job.job_id, error = %err, "parked job not taken away");
+        }
+    }
+
     async fn retry_or_dead_letter(
         &self,
         job: &EditJobMessage,
@@ -209,6 +249,8 @@ where
             tracing::error!(error = %err, job_id = %job.job_id, "dead-letter audit record not written");
         }
         tracing::error!(client_key = job.client_key.as_str(), job_id = %job.job_id, reason = %reason, "job dead-lettered");
+        self.park(job, EditOutcome::Failed, reason.clone(), true)
+            .await;
         JobOutcome::DeadLetter { reason }
     }
 }
@@ -221,7 +263,7 @@ where
 /// that the redrive policy parks it in the dead-letter queue.
 pub async fn handle_sqs_batch<S, C>(worker: &EditWorker<S, C>, event: SqsEvent) -> SqsBatchResponse
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + ?Sized,
     C: Clock,
 {
     let mut failed_groups = HashSet::new();

@@ -1,5 +1,10 @@
 //! The Connect descriptor, as served: `descriptor/atlassian-connect.json` with this deployment's
 //! key and base URL.
+//!
+//! Its modules: the page webhooks, the page byline panel (`GET /ui/page`, the edit API's) and the
+//! site admins' page (`adminPages`, `GET /ui/admin`, the admin function's). The admin page's
+//! `user_is_admin` condition only hides its link from other users; it secures nothing: the admin
+//! API asks Confluence on every call whether the caller is a site admin.
 
 use serde_json::Value;
 use understudy_web::AppConfig;
@@ -43,4 +48,67 @@ pub fn paths(descriptor: &Value) -> Vec<String> {
     paths.sort();
     paths.dedup();
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use understudy_web::routes::{self, Function};
+
+    fn rendered() -> Value {
+        let config = AppConfig::from_lookup(|name| {
+            (name == "APP_BASE_URL").then(|| "https://app.example.com".to_owned())
+        })
+        .unwrap();
+        render(&config).unwrap()
+    }
+
+    #[test]
+    fn every_url_of_the_descriptor_is_a_route_of_the_route_table() {
+        let descriptor = rendered();
+        let paths = paths(&descriptor);
+        for path in &paths {
+            assert!(
+                routes::owner(path).is_some(),
+                "{path} is in the descriptor but no function serves it"
+            );
+        }
+        for route in [
+            routes::INSTALLED,
+            routes::PAGE_CREATED,
+            routes::PAGE_PANEL,
+            routes::ADMIN_PAGE,
+        ] {
+            assert!(
+                paths.iter().any(|p| p == route.path),
+                "{route:?}: {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_admin_page_is_the_admin_functions_and_hidden_from_everyone_but_admins() {
+        let descriptor = rendered();
+        let pages = descriptor["modules"]["adminPages"].as_array().unwrap();
+        assert_eq!(pages.len(), 1, "one admin page");
+        let page = &pages[0];
+        assert_eq!(page["url"], routes::ADMIN_PAGE.path);
+        assert_eq!(routes::ADMIN_PAGE.method, "GET");
+        assert_eq!(
+            routes::owner(routes::ADMIN_PAGE.path),
+            Some(Function::Admin)
+        );
+        assert_eq!(page["key"], "understudy-admin");
+        assert_eq!(page["name"]["value"], "Understudy");
+        // Hides the link only; the API checks every caller with Confluence.
+        let conditions: Vec<&str> = page["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["condition"].as_str())
+            .collect();
+        assert_eq!(conditions, ["user_is_admin"]);
+    }
 }

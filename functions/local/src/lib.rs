@@ -19,6 +19,8 @@ use axum::response::Response;
 use connect_auth::{CachingKeyProvider, HttpKeyProvider, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use understudy_admin::AdminApi;
+use understudy_confluence::ConfluenceClient;
 use understudy_confluence::{ClientConfig, ENV_ALLOW_HTTP_LOOPBACK};
 use understudy_edits::api::EditApi;
 use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
@@ -109,6 +111,7 @@ impl LocalSettings {
 type LocalLifecycle = Lifecycle<EmbeddedStore, CachingKeyProvider<HttpKeyProvider>, SystemClock>;
 type LocalWebhooks = Webhooks<EmbeddedStore, LocalQueue, SystemClock>;
 type LocalApi = EditApi<EmbeddedStore, SystemClock>;
+type LocalAdmin = AdminApi<EmbeddedStore, SystemClock>;
 
 struct Services {
     base_path: String,
@@ -118,6 +121,7 @@ struct Services {
     lifecycle: LocalLifecycle,
     webhooks: LocalWebhooks,
     api: LocalApi,
+    admin: LocalAdmin,
 }
 
 /// A running local app.
@@ -215,6 +219,20 @@ impl LocalApp {
                 .map_err(|e| start_error("Confluence client")(&e))?;
         let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock)
             .with_forge(forge()?);
+        let default_rules = Rules::document_from_env_value(lookup("EDIT_RULES").as_deref())
+            .map_err(|e| StartError(e.to_string()))?;
+        let admin_confluence = ConfluenceClient::new(client_config.clone(), store.clone())
+            .map_err(|e| start_error("Confluence client")(&e))?;
+        let admin = AdminApi::new(
+            app_config.clone(),
+            default_rules,
+            store.clone(),
+            Arc::new(queue.clone()),
+            Arc::new(queue.clone()),
+            Arc::new(admin_confluence),
+            SystemClock,
+        )
+        .with_forge(forge()?);
         let worker_engine =
             understudy_edits::engine(client_config, store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;
@@ -232,6 +250,7 @@ impl LocalApp {
             lifecycle,
             webhooks,
             api,
+            admin,
         });
         let (stop, stopped) = watch::channel(false);
         let router = Router::new().fallback(dispatch).with_state(services);
@@ -336,6 +355,7 @@ async fn dispatch(State(services): State<Arc<Services>>, request: Request) -> Re
         Some(Function::Lifecycle) => services.lifecycle.handle(request).await,
         Some(Function::Webhooks) => services.webhooks.handle(request).await,
         Some(Function::EditApi) => services.api.handle(request).await,
+        Some(Function::Admin) => services.admin.handle(request).await,
         None => ApiError::NotFound.into_response(&services.app_key),
     };
     to_axum(response)

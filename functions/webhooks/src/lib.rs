@@ -372,7 +372,13 @@ where
         tenant_key: &ClientKey,
         now: i64,
     ) -> Result<Option<Arc<Rules>>, ApiError> {
-        let Some(settings) = self.store.get_settings(tenant_key, now).await? else {
+        let Some(settings) = self
+            .store
+            .get_settings(tenant_key, now)
+            .await?
+            .filter(|settings| !settings.document.is_null())
+        else {
+            // No document of the tenant's own (or an emptied one): the deployment's.
             return Ok(Some(self.default_rules.clone()));
         };
         match self

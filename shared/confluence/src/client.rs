@@ -420,6 +420,38 @@ impl<'a> Session<'a> {
         self.send(Method::DELETE, url, None).await.map(drop)
     }
 
+    /// `GET /rest/api/user?accountId=…&expand=operations`: whether the user is a site admin
+    /// (`administer` on `application`). An unknown user (404) is not.
+    pub async fn is_site_admin(&self, account: &AccountId) -> Result<bool, ConfluenceError> {
+        #[derive(Deserialize)]
+        struct Operation {
+            operation: Option<String>,
+            #[serde(rename = "targetType")]
+            target_type: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct User {
+            #[serde(default)]
+            operations: Vec<Operation>,
+        }
+        let url = self.url(
+            "/rest/api/user",
+            &[("accountId", account.as_str()), ("expand", "operations")],
+        )?;
+        match self.send(Method::GET, url, None).await {
+            Ok(bytes) => {
+                let user: User = serde_json::from_slice(&bytes)
+                    .map_err(|_| invalid("user is not JSON with operations"))?;
+                Ok(user.operations.iter().any(|op| {
+                    op.operation.as_deref() == Some("administer")
+                        && op.target_type.as_deref() == Some("application")
+                }))
+            }
+            Err(ConfluenceError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /rest/api/user/current`.
     pub async fn current_user(&self) -> Result<CurrentUser, ConfluenceError> {
         let url = self.url("/rest/api/user/current", &[])?;

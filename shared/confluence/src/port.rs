@@ -82,6 +82,14 @@ impl Confluence for ConfluenceClient {
             .await
     }
 
+    async fn is_site_admin(
+        &self,
+        door: Door<'_>,
+        account: &AccountId,
+    ) -> Result<bool, ConfluenceError> {
+        self.as_app(door).is_site_admin(account).await
+    }
+
     async fn app_account_id(&self, door: Door<'_>) -> Result<AccountId, ConfluenceError> {
         ConfluenceClient::app_account_id(self, door).await
     }

@@ -254,6 +254,15 @@ pub trait Confluence: Send + Sync {
         operation: RestrictionOperation,
     ) -> Result<bool, ConfluenceError>;
 
+    /// Whether `account` is a site admin (a Confluence administrator: `administer` on
+    /// `application` among the user's operations), asked as the app. Unknown or deactivated
+    /// users are not (docs/protocol.md §18).
+    async fn is_site_admin(
+        &self,
+        door: Door<'_>,
+        account: &AccountId,
+    ) -> Result<bool, ConfluenceError>;
+
     /// The app user's own accountId on this tenant's site (the Forge app's account differs from
     /// the Connect app user's).
     async fn app_account_id(&self, door: Door<'_>) -> Result<AccountId, ConfluenceError>;

@@ -92,8 +92,9 @@ pub struct RulesError(String);
 struct RulesDocument {
     #[serde(default)]
     restricted_pages: RestrictedPagePolicy,
+    /// Read one by one, so an error can say which rule it is in.
     #[serde(default)]
-    rules: Vec<RuleDocument>,
+    rules: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +167,17 @@ impl Rules {
         }
         let mut rules = Vec::with_capacity(doc.rules.len());
         let mut operations: usize = 0;
-        for rule in doc.rules {
+        for (index, rule) in doc.rules.into_iter().enumerate() {
+            let number = index.saturating_add(1);
+            let label = match rule.get("name").and_then(serde_json::Value::as_str) {
+                Some(name) => format!(
+                    "rule {number} (`{}`)",
+                    name.chars().take(64).collect::<String>()
+                ),
+                None => format!("rule {number}"),
+            };
+            let rule: RuleDocument =
+                serde_json::from_value(rule).map_err(|e| RulesError(format!("{label}: {e}")))?;
             let name = rule.name.trim().to_owned();
             if name.is_empty() {
                 return Err(RulesError("a rule has an empty name".into()));
@@ -231,15 +242,26 @@ impl Rules {
     /// Reads `EDIT_RULES`: inline JSON (starting with `{`) or the path of a JSON file. Unset means
     /// no rules: the app acknowledges events and edits nothing.
     pub fn from_env_value(value: Option<&str>) -> Result<Self, RulesError> {
-        match value.map(str::trim).filter(|v| !v.is_empty()) {
+        match Self::document_from_env_value(value)? {
             None => Ok(Self::default()),
-            Some(inline) if inline.starts_with('{') => Self::parse(inline),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| RulesError(format!("cannot read EDIT_RULES file {path}: {e}")))?;
-                Self::parse(&text)
-            }
+            Some(document) => Self::from_value(document),
         }
+    }
+
+    /// The document `EDIT_RULES` names (inline JSON, or a file's), as JSON, for showing it;
+    /// `None` when unset.
+    pub fn document_from_env_value(
+        value: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, RulesError> {
+        let text = match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None => return Ok(None),
+            Some(inline) if inline.starts_with('{') => inline.to_owned(),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| RulesError(format!("cannot read EDIT_RULES file {path}: {e}")))?,
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RulesError(format!("not valid JSON: {e}")))
     }
 
     /// How many rules there are.
@@ -289,6 +311,31 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_names_the_rule_and_the_field() {
+        let err = Rules::parse(
+            r#"{"rules": [{"name": "ok", "events": ["page_created"], "edit": [{"append": "<p>a</p>"}]},
+                          {"name": "second", "events": ["page_created"], "edit": [], "colour": 1}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rule 2 (`second`)") && err.contains("colour"),
+            "{err}"
+        );
+        let err = Rules::parse(r#"{"rules": [{"events": ["page_created"], "edit": []}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rule 1:") && err.contains("name"), "{err}");
+        let err = Rules::parse(r#"{"rules": [{"name": "x", "events": ["nope"], "edit": []}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rule 1 (`x`)") && err.contains("nope"),
+            "{err}"
+        );
+    }
 
     const EXAMPLE: &str = r#"{"restricted_pages": "impersonate",
       "rules": [{"name": "footer", "events": ["page_created", "page_updated"], "spaces": ["DOCS"],

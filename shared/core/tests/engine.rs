@@ -256,6 +256,14 @@ impl Confluence for FakeConfluence {
         })
     }
 
+    async fn is_site_admin(
+        &self,
+        _door: Door<'_>,
+        account: &AccountId,
+    ) -> Result<bool, ConfluenceError> {
+        Ok(account.as_str() == "site-admin")
+    }
+
     async fn app_account_id(&self, _door: Door<'_>) -> Result<AccountId, ConfluenceError> {
         Ok(account(APP))
     }

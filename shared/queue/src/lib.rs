@@ -35,6 +35,14 @@ pub use sqs::SqsQueue;
 
 use async_trait::async_trait;
 
+/// How many edit jobs wait, for the admin page's queue health. The queue is shared by every
+/// tenant, so this is the whole queue's depth (on SQS, approximate, as SQS reports it).
+#[async_trait]
+pub trait QueueDepth: Send + Sync {
+    /// Jobs waiting or running.
+    async fn waiting(&self) -> Result<u64, QueueError>;
+}
+
 /// Where accepted edit jobs go.
 #[async_trait]
 pub trait EditQueue: Send + Sync {

@@ -377,6 +377,13 @@ impl JobIntake for LocalQueue {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::QueueDepth for LocalQueue {
+    async fn waiting(&self) -> Result<u64, QueueError> {
+        self.pending().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -22,6 +22,9 @@ pub struct AppConfig {
     pub connect_keys_url: Option<String>,
     /// `ALLOWED_TENANT_HOSTS` (default `*.atlassian.net`): which Confluence hosts may install.
     pub tenant_hosts: TenantHosts,
+    /// `CONNECT_ALL_JS_URL` (default [`CONNECT_ALL_JS`]): the script the app's iframe pages load
+    /// to talk to Confluence (`AP.context.getToken()`); tests point it at a stand-in.
+    pub connect_js_url: String,
     /// The Forge front door's settings; `None` (and every `/forge/...` route 404) when
     /// `FORGE_APP_ID` is unset.
     pub forge: Option<ForgeSettings>,
@@ -47,6 +50,9 @@ impl ForgeSettings {
             .map_err(|e| ConfigError::Refused(format!("FORGE_JWKS_URL: {e}")))
     }
 }
+
+/// Confluence's iframe host script, which every Connect iframe page loads.
+pub const CONNECT_ALL_JS: &str = "https://connect-cdn.atl-paas.net/all.js";
 
 /// The default app key.
 pub const DEFAULT_APP_KEY: &str = "understudy";
@@ -98,6 +104,9 @@ impl FromEnv for AppConfig {
             TenantHosts::default(),
             TenantHosts::parse,
         );
+        let connect_js_url = env.or("CONNECT_ALL_JS_URL", CONNECT_ALL_JS.to_owned(), |url| {
+            parse_http_url(url).map(|url| url.as_str().to_owned())
+        });
         let forge = read_forge(env);
         let app_base_url = app_base_url?;
         let mut install_audiences = vec![audience(&app_base_url)];
@@ -108,6 +117,7 @@ impl FromEnv for AppConfig {
             install_audiences,
             connect_keys_url,
             tenant_hosts,
+            connect_js_url,
             forge: forge?,
         })
     }

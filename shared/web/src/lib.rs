@@ -11,6 +11,7 @@
 //! - [`auth::Authenticator`]: the one way a route learns who calls ([`auth::Caller`]);
 //! - [`forge::ForgeFrontDoor`]: the Forge front door's caller (a verified invocation token, its
 //!   installation recorded);
+//! - [`user::api_user`]: the person calling the app's own API, through either door;
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
 //! - [`lambda`] (feature `lambda`): the kit of the Lambda entry points (settings read once, logs,
 //!   the deployed store, an HTTP function served in one call).
@@ -29,6 +30,7 @@ pub mod response;
 pub mod routes;
 pub mod telemetry;
 pub mod tenants;
+pub mod user;
 
 pub use auth::{Accept, Authenticator, Caller, ConnectAuthenticator, Credential};
 pub use config::{AppConfig, ConfigError, ForgeSettings};
@@ -40,3 +42,4 @@ pub use request::ApiRequest;
 pub use response::ApiResponse;
 pub use tenants::{StoreTenants, TenantAuth};
 pub use understudy_core::TenantHosts;
+pub use user::{UserSite, api_user};

@@ -19,11 +19,13 @@ pub enum Function {
     Webhooks,
     /// The edit API and its page panel.
     EditApi,
+    /// The site admins' page and its API.
+    Admin,
 }
 
 impl Function {
     /// Every HTTP function.
-    pub const ALL: [Self; 3] = [Self::Lifecycle, Self::Webhooks, Self::EditApi];
+    pub const ALL: [Self; 4] = [Self::Lifecycle, Self::Webhooks, Self::EditApi, Self::Admin];
 
     /// The binary that serves it on Lambda (template.yaml's `Metadata.BuildProperties.Binary`).
     pub fn binary(self) -> &'static str {
@@ -31,6 +33,7 @@ impl Function {
             Self::Lifecycle => "lifecycle",
             Self::Webhooks => "webhooks",
             Self::EditApi => "edit-api",
+            Self::Admin => "admin-api",
         }
     }
 }
@@ -39,7 +42,7 @@ impl Function {
 /// segment), and the function that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
-    /// `GET` or `POST`.
+    /// `GET`, `POST` or `PUT`.
     pub method: &'static str,
     /// The path pattern, relative to the app's base URL.
     pub path: &'static str,
@@ -81,6 +84,20 @@ pub const PAGE_EDITS: Route = route("POST", "/api/pages/{pageId}/edits", Functio
 pub const PAGE_AUDIT: Route = route("GET", "/api/pages/{pageId}/audit", Function::EditApi);
 /// `GET /ui/page`: the page-byline panel (an iframe).
 pub const PAGE_PANEL: Route = route("GET", "/ui/page", Function::EditApi);
+/// `GET /ui/admin`: the site admins' page (Connect `adminPages`, an iframe).
+pub const ADMIN_PAGE: Route = route("GET", "/ui/admin", Function::Admin);
+/// `GET /api/admin/settings`: the tenant's policy and rules, and the deployment's.
+pub const ADMIN_SETTINGS: Route = route("GET", "/api/admin/settings", Function::Admin);
+/// `PUT /api/admin/settings`: replaces the tenant's rules document (empty: the deployment's).
+pub const ADMIN_SETTINGS_SAVE: Route = route("PUT", "/api/admin/settings", Function::Admin);
+/// `GET /api/admin/blocked`: pages whose last attempt was blocked or failed.
+pub const ADMIN_BLOCKED: Route = route("GET", "/api/admin/blocked", Function::Admin);
+/// `POST /api/admin/retry`: queues a page's parked job again.
+pub const ADMIN_RETRY: Route = route("POST", "/api/admin/retry", Function::Admin);
+/// `GET /api/admin/audit`: the tenant's audit trail, filtered, paged, or as CSV.
+pub const ADMIN_AUDIT: Route = route("GET", "/api/admin/audit", Function::Admin);
+/// `GET /api/admin/queue`: jobs waiting and the tenant's dead letters.
+pub const ADMIN_QUEUE: Route = route("GET", "/api/admin/queue", Function::Admin);
 /// `POST /forge/lifecycle`: Forge's `avi:forge:installed:app` and `avi:forge:upgraded:app`.
 pub const FORGE_LIFECYCLE: Route = route("POST", "/forge/lifecycle", Function::Lifecycle);
 /// `POST /forge/scheduled`: the hourly scheduled trigger that hands over a fresh system token.
@@ -104,6 +121,13 @@ pub const ROUTES: &[Route] = &[
     FORGE_LIFECYCLE,
     FORGE_SCHEDULED,
     FORGE_EVENTS,
+    ADMIN_PAGE,
+    ADMIN_SETTINGS,
+    ADMIN_SETTINGS_SAVE,
+    ADMIN_BLOCKED,
+    ADMIN_RETRY,
+    ADMIN_AUDIT,
+    ADMIN_QUEUE,
 ];
 
 impl Route {

@@ -112,6 +112,31 @@ pub(crate) fn user_json(site_base_url: &str, user: &User) -> Value {
     })
 }
 
+/// `GET /rest/api/user?accountId=…[&expand=operations]`: any user, as Confluence shows users to
+/// apps; with `operations`, a site admin's include `administer` on `application`.
+fn get_user(state: &State, site: &str, request: Incoming<'_>) -> Response {
+    let Some(account_id) = query_param(request.raw_query, "accountId") else {
+        return v1_error(400, "accountId is required");
+    };
+    let Some(user) = state.content.users.get(&account_id) else {
+        return v1_error(404, "user not found");
+    };
+    let mut json = user_json(site, user);
+    let expand = query_param(request.raw_query, "expand").unwrap_or_default();
+    if expand.split(',').any(|e| e.trim() == "operations") {
+        let mut operations =
+            vec![serde_json::json!({"operation": "use", "targetType": "application"})];
+        if user.active && state.content.site_admins.contains(&account_id) {
+            operations
+                .push(serde_json::json!({"operation": "administer", "targetType": "application"}));
+        }
+        if let Some(object) = json.as_object_mut() {
+            object.insert("operations".to_owned(), Value::Array(operations));
+        }
+    }
+    json_response(200, &json)
+}
+
 /// The segment at `index` of the raw path.
 fn segment(path: &str, index: usize) -> Option<&str> {
     path.trim_start_matches('/').split('/').nth(index)
@@ -192,6 +217,7 @@ pub(crate) fn serve(
             Some(user) => json_response(200, &user_json(&site, user)),
             None => v1_error(404, "user not found"),
         },
+        Endpoint::GetUser => get_user(state, &site, request),
         Endpoint::GetPage => get_page(state, &site, caller, request),
         Endpoint::UpdatePage => update_page(
             state,

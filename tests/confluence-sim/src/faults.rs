@@ -28,6 +28,8 @@ pub enum Endpoint {
     PermissionCheck,
     /// `GET /wiki/rest/api/user/current`.
     CurrentUser,
+    /// `GET /wiki/rest/api/user?accountId=…` (with `expand=operations`: what the user may do).
+    GetUser,
     /// Any other path under `/wiki` (answered 404 like an unknown route).
     OtherConfluence,
     /// `POST /oauth2/token` on the OAuth server.
@@ -101,6 +103,7 @@ impl Endpoint {
                 Self::PermissionCheck
             }
             ("GET", ["wiki", "rest", "api", "user", "current"]) => Self::CurrentUser,
+            ("GET", ["wiki", "rest", "api", "user"]) => Self::GetUser,
             (_, ["ex", "confluence", _, ..]) => {
                 Self::ForgeRest(Box::new(Self::classify(method, gateway_inner_path(path))))
             }

@@ -21,6 +21,13 @@
 //! Everything binds and calls 127.0.0.1 (or another loopback address) only: the simulator refuses
 //! to install an app whose URLs are not on a loopback host.
 //!
+//! # The app's iframe pages in a browser
+//!
+//! [`Simulator::iframe_url`] is the `src` Confluence gives an app's iframe (a request-bound JWT
+//! for the user), and [`Simulator::all_js_url`] serves a stand-in for Connect's `all.js` (the app's
+//! `CONNECT_ALL_JS_URL` in tests) whose `AP.context.getToken()` answers a context JWT for that
+//! user. A page opened at the first, loading the second, runs in a real browser as in Confluence.
+//!
 //! # Forge mode
 //!
 //! The same site is also a Forge platform ([`forge`], shared/reference/forge-remote.md) for the
@@ -44,6 +51,7 @@ mod admin;
 mod auth;
 mod config;
 mod confluence;
+mod connect_js;
 mod error;
 mod faults;
 pub mod forge;
@@ -226,6 +234,37 @@ impl Simulator {
         format!("{}/oauth2/token", self.origin())
     }
 
+    /// The stand-in for Confluence's iframe host script, `http://127.0.0.1:PORT/_sim/connect/all.js`
+    /// (the app's `CONNECT_ALL_JS_URL` in tests). It defines `window.AP`:
+    /// `AP.context.getToken(callback?)` (a Promise of a context JWT for the page's user, signed with
+    /// the app's shared secret), `AP.user.getCurrentUser(callback?)`, `AP.resize()` and
+    /// `AP.sizeToParent()` (no-ops). The page must have been loaded at a URL from
+    /// [`Self::iframe_url`]: `getToken` shows the sim the page's own `jwt` parameter.
+    pub fn all_js_url(&self) -> String {
+        format!("{}{}", self.origin(), connect_js::ALL_JS_PATH)
+    }
+
+    /// Where the script gets context tokens: `GET <it>?jwt=<the page's token>` answers
+    /// `{"token": "<context JWT>"}`, or 401 when the page's token does not verify.
+    pub fn context_token_url(&self) -> String {
+        format!("{}{}", self.origin(), connect_js::CONTEXT_TOKEN_PATH)
+    }
+
+    /// The URL Confluence puts in the `src` of an iframe of the installed, enabled app `app_key`
+    /// for `user` (an active user of the site): `<app base URL><path>?<query>&xdm_e=<sim
+    /// origin>&cp=%2Fwiki&lic=none&cv=1.0&jwt=<token>`, `path_and_query` being relative to the app's
+    /// base URL (`/ui/admin?space=DEMO`). The token is HS256 with the app's shared secret:
+    /// `iss` = clientKey, `sub` = `user`, `qsh` of `GET` that URL (relative to the app's base URL,
+    /// `jwt` left out), three minutes on the sim's clock.
+    pub fn iframe_url(
+        &self,
+        app_key: &str,
+        path_and_query: &str,
+        user: &str,
+    ) -> Result<String, SimError> {
+        connect_js::iframe_url(&self.shared, app_key, path_and_query, user)
+    }
+
     /// The site's clientKey.
     pub fn client_key(&self) -> String {
         self.shared.lock().client_key.clone()
@@ -329,6 +368,17 @@ impl Simulator {
             .ok_or_else(|| SimError::UnknownUser(account_id.to_owned()))?;
         user.active = active;
         Ok(())
+    }
+
+    /// Makes a user a site admin (a Confluence administrator), or not: their REST user's
+    /// `operations` then include `administer` on `application`.
+    pub fn set_site_admin(&self, account_id: &str, admin: bool) {
+        let mut state = self.shared.lock();
+        if admin {
+            state.content.site_admins.insert(account_id.to_owned());
+        } else {
+            state.content.site_admins.remove(account_id);
+        }
     }
 
     /// Adds (or replaces) a group with its members.

@@ -278,6 +278,9 @@ pub(crate) struct Content {
     pub pages: BTreeMap<u64, Page>,
     pub next_space_id: u64,
     pub next_page_id: u64,
+    /// Site admins (Confluence administrators): `administer` on `application` in their REST
+    /// user's `operations`.
+    pub site_admins: BTreeSet<String>,
 }
 
 impl Content {

@@ -1,7 +1,8 @@
 //! The HTTP side: one handler that records every request, applies injected faults, and routes to
 //! Confluence (`/wiki`), the OAuth server (`/oauth2/token`), the install key server (`/keys`),
 //! Forge's API gateway (`/ex/confluence/{cloudId}/wiki`), GraphQL gateway (`/graphql`) and JWKS
-//! (`/.well-known/jwks.json`), or the admin API (`/_sim`). It never panics, whatever it is sent.
+//! (`/.well-known/jwks.json`), the stand-in for Connect's `all.js` (`/_sim/connect`), or the admin
+//! API (`/_sim`). It never panics, whatever it is sent.
 
 use std::sync::Arc;
 
@@ -79,6 +80,9 @@ pub(crate) async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or("").to_owned();
+    if path.starts_with(crate::connect_js::PREFIX) {
+        return crate::connect_js::handle(&shared, &method, &path, &query);
+    }
     let endpoint = Endpoint::classify(method.as_str(), &path);
     if endpoint == Endpoint::Admin {
         return crate::admin::handle(&shared, &method, &path, &body).await;

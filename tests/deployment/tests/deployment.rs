@@ -45,6 +45,10 @@ fn code_env() -> BTreeMap<&'static str, Variables> {
             "edit-api",
             deployed::variables::<understudy_edits::ApiConfig>(),
         ),
+        (
+            "admin-api",
+            deployed::variables::<understudy_admin::AdminConfig>(),
+        ),
     ])
 }
 
@@ -432,7 +436,7 @@ fn allowed_actions(template: &Template, f: &Function) -> BTreeSet<String> {
 fn each_role_allows_only_what_its_function_needs() {
     let template = template();
     let logs = ["logs:CreateLogStream", "logs:PutLogEvents"];
-    let expected: [(&str, &[&str]); 4] = [
+    let expected: [(&str, &[&str]); 5] = [
         (
             "lifecycle",
             &[
@@ -467,6 +471,8 @@ fn each_role_allows_only_what_its_function_needs() {
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:Query",
+                // A job that now succeeds takes its page off the parked list (ParkedJobs::unpark).
+                "dynamodb:DeleteItem",
                 "kms:GenerateDataKey",
                 "kms:Decrypt",
                 "sqs:ReceiveMessage",
@@ -484,6 +490,24 @@ fn each_role_allows_only_what_its_function_needs() {
                 "dynamodb:Query",
                 "kms:GenerateDataKey",
                 "kms:Decrypt",
+            ],
+        ),
+        (
+            "admin-api",
+            &[
+                // Tenants, settings, parked jobs and cached tokens; marks of retried jobs; settings,
+                // per-user call limits and Forge installations; audit and parked listings (on the
+                // index too) and installations; unpark a retried job and release a refused mark.
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+                "dynamodb:DeleteItem",
+                "kms:GenerateDataKey",
+                "kms:Decrypt",
+                // "Retry now", and the queue's depth.
+                "sqs:SendMessage",
+                "sqs:GetQueueAttributes",
             ],
         ),
     ];

@@ -1,7 +1,8 @@
 //! descriptor/manifest.yml (the Forge app) checked offline against what it must agree with: the
 //! route table (`understudy_web::routes`) and the function that serves each route, template.yaml's
 //! HttpApi events for that function, the Connect descriptor (same key, same backend, one Forge
-//! event per Connect webhook), the byline panel's calls (descriptor/forge/src/routes.json), the
+//! event per Connect webhook), the UI resources' calls (the byline panel's
+//! descriptor/forge/src/routes.json, the admin page's descriptor/forge/src/admin/routes.json), the
 //! settings the stack reads (`AppConfig`), and the scopes the backend's Confluence calls need.
 //! Atlassian's own @forge/manifest validates the file itself (tests/interop/tests/forge_manifest.rs).
 
@@ -46,7 +47,7 @@ const LIFECYCLE_EVENTS: [&str; 2] = ["avi:forge:installed:app", "avi:forge:upgra
 /// Every scope the app asks for, and whether it may be used with offline user impersonation.
 /// Least privilege: a new scope is added here on purpose, with the call that needs it. (No
 /// Connect scopes such as act-as-user: the Forge door impersonates through Forge.)
-const SCOPES: [(&str, bool); 8] = [
+const SCOPES: [(&str, bool); 9] = [
     // The tokens Forge hands to the remote.
     ("read:app-system-token", false),
     ("read:app-user-token", false),
@@ -61,6 +62,9 @@ const SCOPES: [(&str, bool); 8] = [
     ("write:content.restriction:confluence", true),
     // POST .../permission/check: may this user view the page.
     ("read:content.permission:confluence", false),
+    // GET /wiki/rest/api/user?accountId=…&expand=operations, as the app: is the admin API's caller
+    // a site admin.
+    ("read:user:confluence", false),
 ];
 
 fn manifest() -> Value {
@@ -272,32 +276,45 @@ fn scopes_are_exactly_the_needed_ones_with_impersonation_on_the_writes() {
     }
 }
 
-#[test]
-fn the_byline_panel_calls_the_edit_api_through_a_ui_endpoint_on_routes_it_serves() {
+/// A UI module of `kind` (exactly one): its resolver is a UI endpoint with both tokens, its resource
+/// is a UI Kit source next to the manifest that calls the backend with `invokeRemote` on the routes
+/// of the `routes.json` beside it, and those routes are exactly `expected`: in the route table,
+/// served by `function`, and routed to it by template.yaml. Gives the endpoint's key.
+fn check_ui_module(
+    kind: &str,
+    function: Function,
+    expected: &[routes::Route],
+    why_tokens: &str,
+) -> String {
     let manifest = manifest();
     let template = template();
     let endpoints = manifest_endpoints(&manifest);
-    let bylines = manifest_modules(&manifest, "confluence:contentBylineItem");
-    assert_eq!(bylines.len(), 1, "one page byline item");
-    let byline = bylines[0];
+    let modules = manifest_modules(&manifest, kind);
+    assert_eq!(modules.len(), 1, "one {kind} module");
+    let module = modules[0];
     let resolver = endpoint(
         &endpoints,
-        text(byline, &["resolver", "endpoint"]).expect("the byline item's resolver.endpoint"),
+        text(module, &["resolver", "endpoint"])
+            .unwrap_or_else(|| panic!("the {kind} module's resolver.endpoint")),
     );
     assert!(
         resolver.path.is_none(),
-        "`{}`: a UI endpoint has no route.path (the panel names each path in invokeRemote)",
+        "`{}`: a UI endpoint has no route.path (the UI names each path in invokeRemote)",
         resolver.key
     );
     assert!(
         resolver.app_user_token && resolver.app_system_token,
-        "`{}`: the edit API acts as the user (user token) and asks for offline user tokens \
-         (system token)",
+        "`{}`: {why_tokens}",
         resolver.key
     );
+    assert_eq!(
+        text(module, &["render"]),
+        Some("native"),
+        "{kind}: a UI Kit resource"
+    );
 
-    // The resource is the panel's source, next to the manifest.
-    let resource_key = text(byline, &["resource"]).unwrap();
+    // The resource is the UI's source, next to the manifest.
+    let resource_key = text(module, &["resource"]).unwrap();
     let resources = manifest
         .get("resources")
         .and_then(Value::as_sequence)
@@ -319,7 +336,7 @@ fn the_byline_panel_calls_the_edit_api_through_a_ui_endpoint_on_routes_it_serves
         source_path.display()
     );
 
-    // Every route the panel calls is an edit API route, routed to the edit API by the template.
+    // Every route the UI calls is a route of `function`, routed to it by the template.
     let routes_path = source_path.with_file_name("routes.json");
     let called: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&routes_path).unwrap()).unwrap();
@@ -329,24 +346,67 @@ fn the_byline_panel_calls_the_edit_api_through_a_ui_endpoint_on_routes_it_serves
         .values()
         .map(|r| Route::new(r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
         .collect();
-    let edit_api = template_routes(&template, Function::EditApi);
+    let served_by_template = template_routes(&template, function);
     for route in &called {
-        let served = table_route(route)
-            .unwrap_or_else(|| panic!("the panel calls {route}, which is not in the route table"));
-        assert_eq!(served.function, Function::EditApi, "{route}");
+        let served = table_route(route).unwrap_or_else(|| {
+            panic!(
+                "{} calls {route}, which is not in the route table",
+                routes_path.display()
+            )
+        });
+        assert_eq!(served.function, function, "{route}");
         assert!(
-            edit_api.contains(route),
-            "{route} is not an HttpApi event of the edit API in template.yaml"
+            served_by_template.contains(route),
+            "{route} is not an HttpApi event of the {} function in template.yaml",
+            function.binary()
         );
     }
-    let expected: BTreeSet<Route> = [routes::PAGE_EDITS, routes::PAGE_AUDIT]
+    let expected: BTreeSet<Route> = expected
         .iter()
         .map(|r| Route::new(r.method, r.path))
         .collect();
     assert_eq!(
-        called, expected,
-        "the panel lists the audit and makes edits"
+        called,
+        expected,
+        "the routes {} lists",
+        routes_path.display()
     );
+    resolver.key.clone()
+}
+
+#[test]
+fn the_byline_panel_calls_the_edit_api_through_a_ui_endpoint_on_routes_it_serves() {
+    // The panel lists the audit and makes edits.
+    check_ui_module(
+        "confluence:contentBylineItem",
+        Function::EditApi,
+        &[routes::PAGE_EDITS, routes::PAGE_AUDIT],
+        "the edit API acts as the user (user token) and asks for offline user tokens (system \
+         token)",
+    );
+}
+
+#[test]
+fn the_global_settings_page_calls_every_admin_api_route_through_a_ui_endpoint() {
+    // Every admin route but the Connect page itself: the Forge page is the UI Kit resource.
+    let api: Vec<routes::Route> = routes::ROUTES
+        .iter()
+        .filter(|r| r.function == Function::Admin && r.path.starts_with("/api/"))
+        .copied()
+        .collect();
+    assert!(
+        api.contains(&routes::ADMIN_SETTINGS_SAVE) && api.contains(&routes::ADMIN_RETRY),
+        "{api:?}"
+    );
+    assert!(!api.contains(&routes::ADMIN_PAGE));
+    let key = check_ui_module(
+        "confluence:globalSettings",
+        Function::Admin,
+        &api,
+        "the admin API knows its caller by the user's token and asks Confluence, as the app \
+         (system token), whether that caller is a site admin",
+    );
+    assert_eq!(key, "admin-api", "the admin page's own endpoint");
 }
 
 #[test]

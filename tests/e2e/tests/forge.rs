@@ -438,6 +438,21 @@ async fn a_ui_invocation_edits_as_the_invoking_user_only() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+    // A site admin sees every page's records through this door too.
+    w.sim.set_site_admin(&w.demo.bob, true);
+    let fit = w
+        .sim
+        .forge_fit(&FitSpec::ui(&w.demo.bob, Some(&hidden)))
+        .unwrap();
+    let answer = reqwest::Client::new()
+        .get(format!("{}/api/pages/{hidden}/audit", w.app.base_url()))
+        .bearer_auth(&fit)
+        .header("x-forge-oauth-system", &system)
+        .header("x-forge-oauth-user", &bobs_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }
 
 #[tokio::test]

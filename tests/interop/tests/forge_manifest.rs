@@ -142,8 +142,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A copy of the manifest with `old` replaced by `new`, next to a copy of the panel's source
-/// (unless `with_ui` is false), so that only the change is wrong.
+/// A copy of the manifest with `old` replaced by `new`, next to a copy of the UI resources' sources
+/// (all of descriptor/forge/src; unless `with_ui` is false), so that only the change is wrong.
 fn broken_copy(old: &str, new: &str, with_ui: bool) -> TempDir {
     let original = std::fs::read_to_string(descriptor_dir().join("manifest.yml")).unwrap();
     assert_eq!(
@@ -154,17 +154,26 @@ fn broken_copy(old: &str, new: &str, with_ui: bool) -> TempDir {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("manifest.yml"), original.replace(old, new)).unwrap();
     if with_ui {
-        let src = dir.0.join("forge/src");
-        std::fs::create_dir_all(&src).unwrap();
-        for file in ["index.jsx", "routes.json"] {
-            std::fs::copy(
-                descriptor_dir().join("forge/src").join(file),
-                src.join(file),
-            )
-            .unwrap();
-        }
+        copy_tree(
+            &descriptor_dir().join("forge/src"),
+            &dir.0.join("forge/src"),
+        );
     }
     dir
+}
+
+/// Copies a folder of sources, sub-folders included.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -248,6 +257,14 @@ const BROKEN: &[Broken] = &[
         with_ui: true,
         schema_says: None,
         validators_say: "trigger references undefined endpoint module with key 'forge-nowhere'",
+    },
+    Broken {
+        what: "the admin page's resolver naming an endpoint that does not exist",
+        old: "        endpoint: admin-api\n",
+        new: "        endpoint: admin-nowhere\n",
+        with_ui: true,
+        schema_says: None,
+        validators_say: "confluence:globalSettings references undefined endpoint module with key 'admin-nowhere'",
     },
     Broken {
         what: "ignoreSelf on Confluence events",

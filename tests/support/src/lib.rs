@@ -19,13 +19,17 @@
 //!   tests build them;
 //! - `queue` (feature `queue`): a queue that records its jobs, and edit jobs;
 //! - `sim` (feature `sim`): the Confluence simulator's installation as a tenant, and a client
-//!   configured for the simulator.
+//!   configured for the simulator;
+//! - `browser` (feature `browser`): a headless Chromium driven through chromedriver, with
+//!   screenshots of failing tests.
 
 pub mod aws;
 pub mod install;
 pub mod jwt;
 pub mod logs;
 
+#[cfg(feature = "browser")]
+pub mod browser;
 #[cfg(feature = "confluence")]
 pub mod confluence;
 #[cfg(feature = "lambda")]
