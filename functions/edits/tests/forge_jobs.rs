@@ -14,7 +14,7 @@ use connect_auth::{Clock, FixedClock, SecretString};
 use understudy_confluence::ClientConfig;
 use understudy_domain::{
     AuditLog, ClientKey, EditOutcome, ForgeInstallation, ForgeInstallations, InstallationId,
-    MemoryStore, PageId, SYSTEM_TOKEN_TRUSTED_SECONDS, SystemToken, TenantStore,
+    MemoryStore, PageId, ParkedJobs, SYSTEM_TOKEN_TRUSTED_SECONDS, SystemToken, TenantStore,
 };
 use understudy_edits::worker::{EditWorker, JobOutcome};
 
@@ -84,6 +84,23 @@ async fn a_job_whose_system_token_ran_out_waits_then_is_dead_lettered_with_that_
         .records;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].outcome, EditOutcome::Failed);
+    // Kept for the admin page's dead letters, with the reason and the job to retry.
+    let parked = store
+        .parked(&key, &PageId::parse(PAGE).unwrap(), stale)
+        .await
+        .unwrap()
+        .expect("the dead-lettered job is parked");
+    assert!(parked.dead_lettered);
+    assert!(
+        parked.reason.contains("system token has expired"),
+        "{}",
+        parked.reason
+    );
+    assert!(
+        parked.job.contains("\"job_id\":\"job-1\""),
+        "{}",
+        parked.job
+    );
 }
 
 /// Saves a Connect tenant `client_key` of the site `cloud_id`, as its install would.
