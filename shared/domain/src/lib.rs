@@ -7,6 +7,7 @@
 //! Time is always passed in as `now` (unix seconds) so TTL behaviour is deterministic in tests;
 //! handlers read it from `connect_auth::Clock`, the one clock of the workspace.
 
+mod accounts;
 mod audit;
 mod cursor;
 mod error;
@@ -20,6 +21,7 @@ mod settings;
 mod tenant;
 mod token;
 
+pub use accounts::{AccountsPage, ClosedAccountKey, DEFAULT_REPORT_CYCLE_SECONDS, StoredAccount};
 pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
 pub use cursor::{AuditCursor, AuditPage};
 pub use error::{ParseError, StoreError};
@@ -31,8 +33,8 @@ pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
 pub use parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 pub use ports::{
-    AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits, SettingsStore,
-    TenantStore, TokenCache,
+    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits,
+    SettingsStore, TenantStore, TokenCache,
 };
 pub use ratelimit::{RateCounters, RateDecision, RateWindow};
 pub use settings::TenantSettings;

@@ -1,20 +1,21 @@
 //! An in-memory implementation of every port, for other crates' unit tests and for the contract
 //! suite's reference run. Secrets stay in memory as [`secrecy::SecretString`]; nothing is persisted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::accounts::{AccountsPage, ClosedAccountKey, StoredAccount};
 use crate::audit::AuditRecord;
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::forge::{FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, InstallationId};
-use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 use crate::parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 use crate::ports::{
-    AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits, SettingsStore,
-    TenantStore, TokenCache,
+    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits,
+    SettingsStore, TenantStore, TokenCache,
 };
 use crate::ratelimit::{RateCounters, RateDecision};
 use crate::settings::TenantSettings;
@@ -50,6 +51,10 @@ struct Inner {
     forge_links: HashMap<InstallationId, ClientKey>,
     /// Each page's parked job.
     parked: HashMap<(ClientKey, PageId), ParkedJob>,
+    /// Each tenant's listed accounts, in accountId order.
+    accounts: HashMap<ClientKey, BTreeMap<AccountId, StoredAccount>>,
+    /// Accounts reported closed, by tenant: only their keys.
+    closed: HashSet<(ClientKey, ClosedAccountKey)>,
 }
 
 impl Inner {
@@ -470,5 +475,118 @@ impl ParkedJobs for MemoryStore {
             None
         };
         Ok(ParkedPage { jobs, next })
+    }
+}
+
+#[async_trait]
+impl AccountRegistry for MemoryStore {
+    async fn note_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        retrieved_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner
+            .closed
+            .contains(&(client_key.clone(), ClosedAccountKey::new(account)))
+        {
+            return Ok(false);
+        }
+        inner
+            .accounts
+            .entry(client_key.clone())
+            .or_default()
+            .entry(account.clone())
+            .and_modify(|a| a.retrieved_at = a.retrieved_at.min(retrieved_at))
+            .or_insert_with(|| StoredAccount {
+                account: account.clone(),
+                retrieved_at,
+                reported_at: None,
+            });
+        Ok(true)
+    }
+
+    async fn list_accounts(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<AccountsPage, StoreError> {
+        if limit == 0 {
+            return Ok(AccountsPage::default());
+        }
+        let inner = self.lock();
+        let Some(listed) = inner.accounts.get(client_key) else {
+            return Ok(AccountsPage::default());
+        };
+        let from = match after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut accounts: Vec<StoredAccount> = listed
+            .range::<AccountId, _>((from, std::ops::Bound::Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(_, a)| a.clone())
+            .collect();
+        let more = accounts.len() > limit;
+        accounts.truncate(limit);
+        let next = if more {
+            accounts.last().map(|a| a.account.clone())
+        } else {
+            None
+        };
+        Ok(AccountsPage { accounts, next })
+    }
+
+    async fn mark_reported(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        reported_at: i64,
+        refreshed: bool,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(a) = inner
+            .accounts
+            .get_mut(client_key)
+            .and_then(|listed| listed.get_mut(account))
+        {
+            a.reported_at = Some(reported_at);
+            if refreshed {
+                a.retrieved_at = reported_at;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        _now: i64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(listed) = inner.accounts.get_mut(client_key) {
+            listed.remove(account);
+            if listed.is_empty() {
+                inner.accounts.remove(client_key);
+            }
+        }
+        inner
+            .closed
+            .insert((client_key.clone(), ClosedAccountKey::new(account)));
+        Ok(())
+    }
+
+    async fn is_closed(
+        &self,
+        client_key: &ClientKey,
+        key: &ClosedAccountKey,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .closed
+            .contains(&(client_key.clone(), key.clone())))
     }
 }

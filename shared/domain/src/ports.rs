@@ -9,11 +9,12 @@
 
 use async_trait::async_trait;
 
+use crate::accounts::{AccountsPage, ClosedAccountKey};
 use crate::audit::AuditRecord;
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::forge::{ForgeInstallation, InstallationId};
-use crate::ids::{ClientKey, IdempotencyKey, PageId};
+use crate::ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 use crate::parked::{ParkedJob, ParkedPage};
 use crate::ratelimit::RateDecision;
 use crate::settings::TenantSettings;
@@ -241,4 +242,55 @@ pub trait ParkedJobs: Send + Sync {
         limit: usize,
         now: i64,
     ) -> Result<ParkedPage, StoreError>;
+}
+
+/// The accounts each tenant's data holds, for Atlassian's personal data reporting
+/// (docs/protocol.md §19). Listed per tenant (its own records, never a scan).
+#[async_trait]
+pub trait AccountRegistry: Send + Sync {
+    /// Notes that the tenant's data holds `account`, retrieved at `retrieved_at`: a new account is
+    /// listed; a listed one keeps the older of its two times. An account reported closed is never
+    /// listed again: `false`, and nothing is written.
+    async fn note_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        retrieved_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The tenant's listed accounts in accountId order, at most `limit`, after `after` (a page's
+    /// `next`). A `limit` of 0 gives an empty page without `next`.
+    async fn list_accounts(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<AccountsPage, StoreError>;
+
+    /// Records that `account` was reported at `reported_at`; with `refreshed` (Atlassian answered
+    /// `updated`), its retrieval time becomes `reported_at` too. An account not listed is left
+    /// alone.
+    async fn mark_reported(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        reported_at: i64,
+        refreshed: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets an account Atlassian reported closed: its listing goes, and only its
+    /// [`ClosedAccountKey`] stays, so it is never noted or reported again.
+    async fn close_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether the account was reported closed on this tenant.
+    async fn is_closed(
+        &self,
+        client_key: &ClientKey,
+        key: &ClosedAccountKey,
+    ) -> Result<bool, StoreError>;
 }

@@ -17,6 +17,15 @@
 //! `<ARI> NUL FORGE#INSTALLATION` (the installation, token sealed) and `<ARI> NUL FORGE#LINK` (the
 //! Connect tenant it is linked to, `{"client_key", "linked_at"}`), read together from one snapshot.
 //!
+//! Accounts (personal data reporting) are rows `<clientKey> NUL ACCOUNT#<accountId>`
+//! (`{"retrieved_at", "reported_at"}`), listed by a range scan in key order, which is accountId
+//! order; an account reported closed leaves a row `<clientKey> NUL CLOSED#<hex key>`
+//! (`{"closed_at"}`) only, written in the transaction that removes its listing. The check for that
+//! row and a note's write are one transaction too, so a closed account is never listed again.
+//! Erasure has a limit here that DynamoDB does not have: redb is copy-on-write and does not scrub
+//! the pages it frees, so the bytes of a removed listing may stay in the file, unreachable, until
+//! redb reuses the page. No row names a closed account; the raw file may, for a while.
+//!
 //! Rate limits are the exception: they are counted in the process ([`RateCounters`]), not in the
 //! file. A durable count would cost a commit, i.e. an fsync, per API call; the local app is one
 //! process, so its counters are exact while it runs, and a restart only starts fresh windows.
@@ -30,19 +39,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    AuditCursor, AuditLog, AuditPage, AuditRecord, CachedToken, ClientKey, ForgeInstallation,
-    ForgeInstallations, IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId,
-    ParkedJob, ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, SettingsStore,
-    StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
+    AccountId, AccountRegistry, AccountsPage, AuditCursor, AuditLog, AuditPage, AuditRecord,
+    CachedToken, ClientKey, ClosedAccountKey, ForgeInstallation, ForgeInstallations,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId, ParkedJob,
+    ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, SettingsStore, StoreError,
+    StoredAccount, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
     UNINSTALLED_RETENTION_SECONDS,
 };
 
 use crate::codec::{InstallationRow, ParkedRow, TenantRow, TokenRow, parked_page};
 use crate::crypto::{LocalKeyCipher, SecretCipher};
 use crate::keys::{
-    AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, PARKED_AT_PREFIX, SETTINGS_SK, TENANT_SK,
-    TOKEN_PREFIX, audit_expiry, audit_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk,
-    page_of_parked_at_sk, page_prefix, page_sk, parked_at_sk, parked_sk, token_sk,
+    ACCOUNT_PREFIX, AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, PARKED_AT_PREFIX,
+    SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, account_of_sk, account_sk, audit_expiry, audit_sk,
+    closed_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk, page_of_parked_at_sk, page_prefix,
+    page_sk, parked_at_sk, parked_sk, token_sk,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
@@ -122,6 +133,22 @@ fn parked_keys(
     };
     Ok((key, index))
 }
+
+/// An account the tenant's data holds (`ACCOUNT#<accountId>`; the accountId is in the key).
+#[derive(Serialize, Deserialize)]
+struct AccountRow {
+    retrieved_at: i64,
+    reported_at: Option<i64>,
+}
+
+/// An account reported closed (`CLOSED#<hex key>`): when, and nothing of the account.
+#[derive(Serialize, Deserialize)]
+struct ClosedRow {
+    closed_at: i64,
+}
+
+const ACCOUNT: &str = "account";
+const CLOSED: &str = "closed account";
 
 const INSTALLATION: &str = "forge installation";
 const LINK: &str = "forge link";
@@ -787,6 +814,141 @@ impl ParkedJobs for EmbeddedStore {
     }
 }
 
+#[async_trait]
+impl AccountRegistry for EmbeddedStore {
+    async fn note_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        retrieved_at: i64,
+    ) -> Result<bool, StoreError> {
+        let key = item_key(client_key, &account_sk(account));
+        let closed = item_key(client_key, &closed_sk(&ClosedAccountKey::new(account)));
+        // One write transaction: the closed check, the older time kept, and the write are atomic.
+        self.write(move |table| {
+            if table.get(closed.as_str()).map_err(db_error)?.is_some() {
+                return Ok(false);
+            }
+            let row = match get_row::<AccountRow>(table, &key, ACCOUNT)? {
+                Some(old) if old.retrieved_at <= retrieved_at => return Ok(true),
+                Some(old) => AccountRow {
+                    retrieved_at,
+                    reported_at: old.reported_at,
+                },
+                None => AccountRow {
+                    retrieved_at,
+                    reported_at: None,
+                },
+            };
+            put_row(table, &key, &row)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<AccountsPage, StoreError> {
+        use std::ops::Bound;
+        if limit == 0 {
+            return Ok(AccountsPage::default());
+        }
+        let prefix = item_key(client_key, ACCOUNT_PREFIX);
+        let end = prefix_end(&prefix);
+        // Exclusive: the account `after` names is not listed again.
+        let start = after.map(|a| item_key(client_key, &account_sk(a)));
+        self.read(move |table| {
+            let from = match &start {
+                Some(start) => Bound::Excluded(start.as_str()),
+                None => Bound::Included(prefix.as_str()),
+            };
+            // One more than the page, to know whether there is a next one.
+            let wanted = limit.saturating_add(1);
+            let mut accounts = Vec::new();
+            for entry in table
+                .range::<&str>((from, Bound::Excluded(end.as_str())))
+                .map_err(db_error)?
+            {
+                if accounts.len() >= wanted {
+                    break;
+                }
+                let (key, value) = entry.map_err(db_error)?;
+                let sk = key.value().split_once('\u{0}').map_or("", |(_, sk)| sk);
+                let row: AccountRow = serde_json::from_slice(value.value())
+                    .map_err(|_| StoreError::corrupt(ACCOUNT))?;
+                accounts.push(StoredAccount {
+                    account: account_of_sk(sk)?,
+                    retrieved_at: row.retrieved_at,
+                    reported_at: row.reported_at,
+                });
+            }
+            let more = accounts.len() > limit;
+            accounts.truncate(limit);
+            let next = more
+                .then(|| accounts.last().map(|a| a.account.clone()))
+                .flatten();
+            Ok(AccountsPage { accounts, next })
+        })
+        .await
+    }
+
+    async fn mark_reported(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        reported_at: i64,
+        refreshed: bool,
+    ) -> Result<(), StoreError> {
+        let key = item_key(client_key, &account_sk(account));
+        self.write(move |table| {
+            // Not listed (never noted, or closed meanwhile): nothing is written.
+            let Some(mut row) = get_row::<AccountRow>(table, &key, ACCOUNT)? else {
+                return Ok(());
+            };
+            row.reported_at = Some(reported_at);
+            if refreshed {
+                row.retrieved_at = reported_at;
+            }
+            put_row(table, &key, &row)
+        })
+        .await
+    }
+
+    async fn close_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let key = item_key(client_key, &account_sk(account));
+        let closed = item_key(client_key, &closed_sk(&ClosedAccountKey::new(account)));
+        // One transaction: the listing goes as the closed key comes (the first closing time kept).
+        self.write(move |table| {
+            table.remove(key.as_str()).map_err(db_error)?;
+            let closed_at = match get_row::<ClosedRow>(table, &closed, CLOSED) {
+                Ok(Some(old)) => old.closed_at,
+                Ok(None) | Err(StoreError::Corrupt { .. }) => now,
+                Err(e) => return Err(e),
+            };
+            put_row(table, &closed, &ClosedRow { closed_at })
+        })
+        .await
+    }
+
+    async fn is_closed(
+        &self,
+        client_key: &ClientKey,
+        key: &ClosedAccountKey,
+    ) -> Result<bool, StoreError> {
+        let closed = item_key(client_key, &closed_sk(key));
+        self.read(move |table| Ok(table.get(closed.as_str()).map_err(db_error)?.is_some()))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::ExposeSecret;
@@ -913,6 +1075,68 @@ mod tests {
             let left = store.read(move |t| keys_in(t, &prefix)).await.unwrap();
             assert!(left.is_empty(), "{left:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn no_row_names_a_closed_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let gone = AccountId::parse("557058:closed-account-4e1f").unwrap();
+        let kept = AccountId::parse("557058:kept-account-9a0c").unwrap();
+        for account in [&gone, &kept] {
+            assert!(
+                store
+                    .note_account(&client_key(), account, 10)
+                    .await
+                    .unwrap()
+            );
+        }
+        store
+            .mark_reported(&client_key(), &gone, 20, true)
+            .await
+            .unwrap();
+        store.close_account(&client_key(), &gone, 30).await.unwrap();
+        // Every live row, key and value, as an operator reading through redb would see it.
+        let rows = store
+            .read(|t| {
+                let mut rows = String::new();
+                for entry in t.iter().map_err(db_error)? {
+                    let (key, value) = entry.map_err(db_error)?;
+                    rows.push_str(key.value());
+                    rows.push_str(&String::from_utf8_lossy(value.value()));
+                    rows.push('\n');
+                }
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert!(!rows.contains("closed-account-4e1f"), "{rows}");
+        assert!(rows.contains(ClosedAccountKey::new(&gone).as_str()));
+        assert!(rows.contains(kept.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_account_row_is_a_corrupt_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        write_raw(&store, "ACCOUNT#557058:a", b"{not json").await;
+        let err = store
+            .list_accounts(&client_key(), None, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        write_raw(
+            &store,
+            "ACCOUNT#a b",
+            br#"{"retrieved_at":1,"reported_at":null}"#,
+        )
+        .await;
+        let after = AccountId::parse("557058:a").unwrap();
+        let err = store
+            .list_accounts(&client_key(), Some(&after), 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     }
 
     fn forge_id(n: u8) -> InstallationId {

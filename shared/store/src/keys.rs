@@ -11,8 +11,8 @@
 #[cfg(feature = "dynamo")]
 use understudy_domain::RateWindow;
 use understudy_domain::{
-    AuditCursor, AuditRecord, IdempotencyKey, PARKED_JOB_RETENTION_SECONDS, PageId, StoreError,
-    TokenCacheKey,
+    AccountId, AuditCursor, AuditRecord, ClosedAccountKey, IdempotencyKey,
+    PARKED_JOB_RETENTION_SECONDS, PageId, StoreError, TokenCacheKey,
 };
 
 pub(crate) const TENANT_SK: &str = "TENANT";
@@ -32,6 +32,11 @@ pub(crate) const PARKED_PREFIX: &str = "PARKED#";
 /// parked item, the embedded file's index key. (`PARKEDAT#` is no `PARKED#` key: the 7th byte
 /// differs.)
 pub(crate) const PARKED_AT_PREFIX: &str = "PARKEDAT#";
+/// An account the tenant's data holds, `ACCOUNT#<accountId>`: string order is accountId order (an
+/// accountId has no `#`).
+pub(crate) const ACCOUNT_PREFIX: &str = "ACCOUNT#";
+/// What is left of an account reported closed, `CLOSED#<hex key>`: a hash, not the accountId.
+pub(crate) const CLOSED_PREFIX: &str = "CLOSED#";
 /// Rate-limit counters live in the table on DynamoDB only (the local app counts in memory).
 #[cfg(feature = "dynamo")]
 pub(crate) const RATE_PREFIX: &str = "RATE#";
@@ -113,6 +118,23 @@ pub(crate) fn page_of_parked_at_sk(sk: &str) -> Result<PageId, StoreError> {
 /// rule: expired when `at_ms / 1000 + retention <= now`).
 pub(crate) fn parked_expiry(at_ms: i64) -> i64 {
     (at_ms / 1000).saturating_add(PARKED_JOB_RETENTION_SECONDS)
+}
+
+/// `ACCOUNT#<accountId>`: the account's listing.
+pub(crate) fn account_sk(account: &AccountId) -> String {
+    format!("{ACCOUNT_PREFIX}{}", account.as_str())
+}
+
+/// The account listed under this sort key (`ACCOUNT#<accountId>`).
+pub(crate) fn account_of_sk(sk: &str) -> Result<AccountId, StoreError> {
+    sk.strip_prefix(ACCOUNT_PREFIX)
+        .and_then(|id| AccountId::parse(id).ok())
+        .ok_or_else(|| StoreError::corrupt("account (sort key)"))
+}
+
+/// `CLOSED#<hex key>`: an account reported closed, by its [`ClosedAccountKey`] only.
+pub(crate) fn closed_sk(key: &ClosedAccountKey) -> String {
+    format!("{CLOSED_PREFIX}{}", key.as_str())
 }
 
 /// `RATE#<sha256 hex of the subject>#<window seconds>#<window start>`: no accountId in clear.
@@ -203,6 +225,25 @@ mod tests {
             }
         }
         assert_eq!(parked_expiry(1_500), 1 + PARKED_JOB_RETENTION_SECONDS);
+    }
+
+    #[test]
+    fn account_keys_order_as_account_ids_and_a_closed_key_holds_no_id() {
+        let id = |a: &str| AccountId::parse(a).unwrap();
+        let ids = ["557058:x", "5b10", "5b10:a", "5b10_a", "5b10a", "a-1", "a1"];
+        for pair in ids.windows(2) {
+            let (a, b) = (id(pair[0]), id(pair[1]));
+            assert!(a < b);
+            assert!(account_sk(&a) < account_sk(&b), "{a:?} {b:?}");
+        }
+        let account = id("557058:someone");
+        assert_eq!(account_of_sk(&account_sk(&account)).unwrap(), account);
+        for bad in ["ACCOUNT#", "ACCOUNT#a b", "CLOSED#00", "TENANT"] {
+            assert!(account_of_sk(bad).is_err(), "{bad}");
+        }
+        let closed = closed_sk(&ClosedAccountKey::new(&account));
+        assert!(closed.starts_with(CLOSED_PREFIX) && !closed.contains("someone"));
+        assert!(!closed.starts_with(ACCOUNT_PREFIX));
     }
 
     #[cfg(feature = "dynamo")]

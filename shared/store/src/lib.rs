@@ -27,6 +27,8 @@
 //! | `MARK#<idempotency key>` | de-duplication mark | as requested |
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
 //! | `PARKED#<pageId>` | the page's parked job (one per page: a park replaces it), `gsi1sk` = `PARKEDAT#<ms>#<pageId>`; `at_ms` (N), `outcome` (S), `reason` (S), `dead_lettered` (BOOL), `job` (S, the queue's JSON: no secret, in plain text like an audit record's accountId) | [`understudy_domain::PARKED_JOB_RETENTION_SECONDS`] after `at_ms` |
+//! | `ACCOUNT#<accountId>` | an account the tenant's data holds (personal data reporting), `retrieved_at` (N, the oldest retrieval kept), `reported_at` (N, once reported); in `sk` order, which is accountId order | none |
+//! | `CLOSED#<hex of SHA-256("closed\n" + accountId)>` | an account reported closed ([`understudy_domain::ClosedAccountKey`]), `closed_at` (N); nothing names the accountId | none |
 //! | `RATE#<sha256 hex of accountId>#<window seconds>#<window start>` | rate-limit counter, `count` (N) | one window after its window ends |
 //! | `FORGE#INSTALLATION` (`pk` = installation ARI) | Forge installation: `app_id`, `cloud_id`, `api_base_url` (S), `system_token` (B) ciphertext, `token_issued_at`, `token_expires_at`, `created_at`, `updated_at` (N) | 30 days after the last invocation recorded (renewed by each) |
 //! | `FORGE#LINK` (`pk` = installation ARI) | the Connect tenant the installation is linked to, `client_key` (S), `linked_at` (N) | none |
@@ -52,6 +54,14 @@
 //! never listed twice); the listing is eventually consistent, reading one job
 //! ([`understudy_domain::ParkedJobs::parked`]) is a strongly consistent GetItem.
 //!
+//! Accounts are listed with one strongly consistent Query, `pk = <clientKey> AND begins_with(sk,
+//! "ACCOUNT#")`, the next page from `ExclusiveStartKey` = the key of the `after` account. Noting
+//! an account is one TransactWriteItems: a ConditionCheck that its `CLOSED#` item is absent and an
+//! UpdateItem of its `ACCOUNT#` item conditioned on being new or holding a later `retrieved_at`
+//! (so the older time stays); closing one is one TransactWriteItems that puts the `CLOSED#` item
+//! and deletes the `ACCOUNT#` item, so a note racing a close never lists the account again. A
+//! report mark is an UpdateItem conditioned on `attribute_exists(pk)`.
+//!
 //! The embedded file ([`EmbeddedStore`]) keeps the same sort keys under `<clientKey> NUL <sk>`; in
 //! place of `gsi1` it writes its index keys as rows of their own, in the same transaction: a copy of
 //! each audit record under `PAGE#<pageId>#<ms>#<id>`, and an empty row `PARKEDAT#<ms>#<pageId>` per
@@ -59,10 +69,12 @@
 //!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
 //! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed, an
-//! unparked job), Query (audit and parked-job listings, token clean-up, Forge installation) and
-//! BatchWriteItem; never Scan. IAM for the
-//! functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem` on the table and its
-//! `/index/*`; `kms:GenerateDataKey, kms:Decrypt` on the key.
+//! unparked job), Query (audit, parked-job and account listings, token clean-up, Forge
+//! installation), TransactWriteItems (noting and closing an account) and BatchWriteItem; never
+//! Scan. IAM for the functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem,
+//! ConditionCheckItem, Query, BatchWriteItem` on the table and its `/index/*` (a TransactWriteItems
+//! is authorised per part: `ConditionCheckItem`, `UpdateItem`, `DeleteItem`);
+//! `kms:GenerateDataKey, kms:Decrypt` on the key.
 //!
 //! The SDK retries throttling and transient errors (standard retry mode, 4 attempts); what still
 //! fails is [`understudy_domain::StoreError::Unavailable`], which the functions answer with 503.

@@ -3,6 +3,7 @@
 //! This module holds what every port shares: the client and table, the item codec (attribute
 //! readers and writers) and conditional writes. Each port is in a file of its own.
 
+mod accounts;
 mod audit;
 mod forge;
 mod marks;

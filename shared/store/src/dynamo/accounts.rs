@@ -1,0 +1,302 @@
+//! [`AccountRegistry`] on DynamoDB, in the tenant's partition (`pk` = clientKey):
+//!
+//! - `sk` = `ACCOUNT#<accountId>`: an account the tenant's data holds, `retrieved_at` (N) and, once
+//!   reported, `reported_at` (N). A listing is one strongly consistent Query,
+//!   `begins_with(sk, "ACCOUNT#")`, in sort key order, which is accountId order; the next page
+//!   starts after `ExclusiveStartKey` = the `after` account's key (a position: it need not exist).
+//! - `sk` = `CLOSED#<hex key>`: an account reported closed, by its [`ClosedAccountKey`] only, and
+//!   `closed_at` (N). Nothing of it names the accountId.
+//!
+//! No TTL on either. Noting an account is one TransactWriteItems of two parts: a ConditionCheck
+//! that the account's `CLOSED#` item is absent, and an UpdateItem of its `ACCOUNT#` item that sets
+//! `retrieved_at` on the condition that the item is new or holds a later time. A check first and a
+//! write after (GetItem, then UpdateItem) would leave a window in which a close could come between
+//! the two and the account be listed again after it was erased; in one transaction the check and
+//! the write are atomic, and serialised with the close (itself one transaction: the `CLOSED#` item
+//! put, the `ACCOUNT#` item deleted). Which condition refused a cancelled note is read from the
+//! cancellation reasons: the check's (closed: `false`, nothing written) or the update's (listed
+//! already, with the older time: `true`, nothing to write). A transaction cancelled by a
+//! concurrent one is tried again, a few times.
+//!
+//! A report mark is one UpdateItem conditioned on `attribute_exists(pk)`: an account that is not
+//! listed (never noted, or closed meanwhile) is never written back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, TransactWriteItem, Update};
+use understudy_domain::{
+    AccountId, AccountRegistry, AccountsPage, ClientKey, ClosedAccountKey, StoreError,
+    StoredAccount,
+};
+
+use super::{DynamoStore, Item, attr, build_error, conditional, key, n, opt_n, req_n, req_s, s};
+use crate::aws::unavailable;
+use crate::keys::{ACCOUNT_PREFIX, account_of_sk, account_sk, closed_sk};
+
+const W: &str = "account";
+
+/// Attribute names (besides the keys).
+mod name {
+    pub(super) const RETRIEVED_AT: &str = "retrieved_at";
+    pub(super) const REPORTED_AT: &str = "reported_at";
+    /// On the closed item.
+    pub(super) const CLOSED_AT: &str = "closed_at";
+}
+
+/// How often a transaction cancelled by a concurrent one is sent again.
+const TRANSACTION_ATTEMPTS: u32 = 4;
+
+/// What a cancelled transaction's reasons say of its part `index`.
+fn refused(reasons: &[aws_sdk_dynamodb::types::CancellationReason], index: usize) -> bool {
+    reasons
+        .get(index)
+        .and_then(|r| r.code())
+        .is_some_and(|code| code == "ConditionalCheckFailed")
+}
+
+/// Whether a cancelled transaction met a concurrent one (worth sending again).
+fn conflicted(reasons: &[aws_sdk_dynamodb::types::CancellationReason]) -> bool {
+    reasons
+        .iter()
+        .any(|r| r.code().is_some_and(|code| code == "TransactionConflict"))
+}
+
+/// The reasons of a cancelled transaction; any other failure is [`StoreError::Unavailable`].
+fn cancellation<R: std::fmt::Debug>(
+    err: SdkError<TransactWriteItemsError, R>,
+    operation: &'static str,
+) -> Result<Vec<aws_sdk_dynamodb::types::CancellationReason>, StoreError> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+            Ok(e.cancellation_reasons().to_vec())
+        }
+        _ => Err(unavailable(operation, &err)),
+    }
+}
+
+/// A short pause before a transaction is sent again, longer each attempt.
+async fn back_off(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt + 1))).await;
+}
+
+fn listed(item: &Item) -> Result<StoredAccount, StoreError> {
+    Ok(StoredAccount {
+        account: account_of_sk(&req_s(item, attr::SK, W)?)?,
+        retrieved_at: req_n(item, name::RETRIEVED_AT, W)?,
+        reported_at: opt_n(item, name::REPORTED_AT, W)?,
+    })
+}
+
+#[async_trait]
+impl AccountRegistry for DynamoStore {
+    async fn note_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        retrieved_at: i64,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "DynamoDB TransactWriteItems (note account)";
+        let not_closed = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                client_key,
+                closed_sk(&ClosedAccountKey::new(account)),
+            )))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .build()
+            .map_err(build_error)?;
+        // New, or holding a later time (or none readable: a corrupt one is repaired).
+        let listing = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(client_key, account_sk(account))))
+            .update_expression("SET #ret = :at")
+            .condition_expression(
+                "attribute_not_exists(#pk) OR NOT attribute_type(#ret, :number) OR #ret > :at",
+            )
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#ret", name::RETRIEVED_AT)
+            .expression_attribute_values(":at", n(retrieved_at))
+            .expression_attribute_values(":number", s("N"))
+            .build()
+            .map_err(build_error)?;
+        let items = [
+            TransactWriteItem::builder()
+                .condition_check(not_closed)
+                .build(),
+            TransactWriteItem::builder().update(listing).build(),
+        ];
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.to_vec()))
+                .send()
+                .await;
+            let reasons = match sent {
+                Ok(_) => return Ok(true),
+                Err(e) => cancellation(e, OP)?,
+            };
+            if refused(&reasons, 0) {
+                return Ok(false);
+            }
+            if refused(&reasons, 1) {
+                // Listed already, with an older (or the same) time: that one stays.
+                return Ok(true);
+            }
+            if !conflicted(&reasons) {
+                break;
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::unavailable(format!("{OP}: cancelled")))
+    }
+
+    async fn list_accounts(
+        &self,
+        client_key: &ClientKey,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<AccountsPage, StoreError> {
+        if limit == 0 {
+            return Ok(AccountsPage::default());
+        }
+        // One more than the page, to know whether there is a next one.
+        let wanted = limit.saturating_add(1);
+        let page_size = i32::try_from(wanted.clamp(1, 1000)).unwrap_or(1000);
+        let mut start: Option<Item> = after.map(|a| key(client_key, account_sk(a)));
+        let mut accounts = Vec::new();
+        while accounts.len() < wanted {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#sk", attr::SK)
+                .expression_attribute_values(":pk", s(client_key.as_str()))
+                .expression_attribute_values(":prefix", s(ACCOUNT_PREFIX))
+                .consistent_read(true)
+                .limit(page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("DynamoDB Query (accounts)", &e))?;
+            for item in output.items() {
+                if accounts.len() >= wanted {
+                    break;
+                }
+                accounts.push(listed(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        let more = accounts.len() > limit;
+        accounts.truncate(limit);
+        let next = more
+            .then(|| accounts.last().map(|a| a.account.clone()))
+            .flatten();
+        Ok(AccountsPage { accounts, next })
+    }
+
+    async fn mark_reported(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        reported_at: i64,
+        refreshed: bool,
+    ) -> Result<(), StoreError> {
+        let update = if refreshed {
+            "SET #rep = :at, #ret = :at"
+        } else {
+            "SET #rep = :at"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(client_key, account_sk(account))))
+            .update_expression(update)
+            // Only a listed account: an update must never list one again.
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#rep", name::REPORTED_AT)
+            .expression_attribute_values(":at", n(reported_at));
+        if refreshed {
+            request = request.expression_attribute_names("#ret", name::RETRIEVED_AT);
+        }
+        conditional(
+            request.send().await,
+            UpdateItemError::is_conditional_check_failed_exception,
+            "DynamoDB UpdateItem (account reported)",
+        )?;
+        Ok(())
+    }
+
+    async fn close_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "DynamoDB TransactWriteItems (close account)";
+        // The first closing time stays.
+        let closed = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                client_key,
+                closed_sk(&ClosedAccountKey::new(account)),
+            )))
+            .update_expression("SET #closed = if_not_exists(#closed, :now)")
+            .expression_attribute_names("#closed", name::CLOSED_AT)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(build_error)?;
+        let unlisted = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(client_key, account_sk(account))))
+            .build()
+            .map_err(build_error)?;
+        let items = [
+            TransactWriteItem::builder().update(closed).build(),
+            TransactWriteItem::builder().delete(unlisted).build(),
+        ];
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.to_vec()))
+                .send()
+                .await;
+            let reasons = match sent {
+                Ok(_) => return Ok(()),
+                Err(e) => cancellation(e, OP)?,
+            };
+            if !conflicted(&reasons) {
+                break;
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::unavailable(format!("{OP}: cancelled")))
+    }
+
+    async fn is_closed(
+        &self,
+        client_key: &ClientKey,
+        key: &ClosedAccountKey,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .get_item(
+                super::key(client_key, closed_sk(key)),
+                "DynamoDB GetItem (closed account)",
+            )
+            .await?
+            .is_some())
+    }
+}
