@@ -50,6 +50,9 @@ pub enum Endpoint {
     ForgeGraphql,
     /// `GET /.well-known/jwks.json`, the Forge JWKS.
     ForgeJwks,
+    /// `/app/report-accounts/` (or without the trailing slash): Atlassian's personal data
+    /// reporting API ([`crate::Simulator::report_accounts_url`]).
+    ReportAccounts,
     /// Anything else.
     Unknown,
     /// A fault target: requests whose method (if given) matches and whose path contains `contains`.
@@ -109,6 +112,9 @@ impl Endpoint {
             }
             (_, ["graphql"]) => Self::ForgeGraphql,
             ("GET", [".well-known", "jwks.json"]) => Self::ForgeJwks,
+            (_, ["app", "report-accounts"] | ["app", "report-accounts", ""]) => {
+                Self::ReportAccounts
+            }
             (_, ["wiki", ..]) => Self::OtherConfluence,
             (_, ["oauth2", "token"]) => Self::OAuthToken,
             (_, ["keys", ..]) => Self::InstallKey,

@@ -57,6 +57,7 @@ mod faults;
 pub mod forge;
 mod lifecycle;
 mod model;
+pub mod privacy;
 mod server;
 mod state;
 pub mod stub_app;
@@ -82,6 +83,7 @@ pub use model::{
     AccountType, AppAccessRule, EditVia, OpRestriction, Page, PageRestrictions, Revision, Space,
     SpaceAccess, SpaceSpec, User,
 };
+pub use privacy::{ReportAuth, ReportRequest, ReportedAccount};
 pub use state::{
     Delivery, InstallState, Installation, LifecycleCall, RequestRecord, TokenExchange,
     WebhookModule,
@@ -1339,6 +1341,51 @@ impl Simulator {
                 return;
             }
         }
+    }
+
+    // ---- personal data reporting -------------------------------------------------------------
+
+    /// Atlassian's personal data reporting API on this simulator (standing in for
+    /// `https://api.atlassian.com/app/report-accounts/`): `http://127.0.0.1:PORT/app/report-accounts/`.
+    /// See [`privacy`] for what it checks and answers.
+    pub fn report_accounts_url(&self) -> String {
+        format!("{}{}", self.origin(), privacy::REPORT_ACCOUNTS_PATH)
+    }
+
+    /// The reporting API answers `closed` for this account from now on (it always does for
+    /// [`privacy::CLOSED_TEST_ACCOUNT_ID`]).
+    pub fn close_account(&self, account_id: &str) {
+        self.shared
+            .lock()
+            .privacy
+            .closed
+            .insert(account_id.to_owned());
+    }
+
+    /// The reporting API answers `updated` for this account (unless it is closed) until
+    /// [`Self::clear_account_updated`].
+    pub fn mark_account_updated(&self, account_id: &str) {
+        self.shared
+            .lock()
+            .privacy
+            .updated
+            .insert(account_id.to_owned());
+    }
+
+    /// Undoes [`Self::mark_account_updated`].
+    pub fn clear_account_updated(&self, account_id: &str) {
+        self.shared.lock().privacy.updated.remove(account_id);
+    }
+
+    /// Every answer of the reporting API carries `Cycle-Period: <seconds>` (`None`, the default:
+    /// no header, the app uses the default cycle of 7 days).
+    pub fn set_report_cycle_period(&self, seconds: Option<u64>) {
+        self.shared.lock().privacy.cycle_period = seconds;
+    }
+
+    /// Every request to the reporting API so far (refused and faulted ones too), oldest first.
+    pub fn report_requests(&self) -> Vec<ReportRequest> {
+        self.shared.lock().privacy.requests.clone()
     }
 
     // ---- faults ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! The HTTP side: one handler that records every request, applies injected faults, and routes to
 //! Confluence (`/wiki`), the OAuth server (`/oauth2/token`), the install key server (`/keys`),
 //! Forge's API gateway (`/ex/confluence/{cloudId}/wiki`), GraphQL gateway (`/graphql`) and JWKS
-//! (`/.well-known/jwks.json`), the stand-in for Connect's `all.js` (`/_sim/connect`), or the admin
+//! (`/.well-known/jwks.json`), Atlassian's personal data reporting API (`/app/report-accounts/`),
+//! the stand-in for Connect's `all.js` (`/_sim/connect`), or the admin
 //! API (`/_sim`). It never panics, whatever it is sent.
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ fn fault_response(fault: &Fault, endpoint: &Endpoint, now: i64) -> Option<Respon
     let body = |status: u16, message: &str| {
         if oauth {
             json!({"error": "temporarily_unavailable", "error_description": message})
+        } else if *endpoint == Endpoint::ReportAccounts {
+            crate::privacy::fault_body(status, message)
         } else {
             json!({"statusCode": status, "message": message})
         }
@@ -97,6 +100,21 @@ pub(crate) async fn handle(
         .as_ref()
         .and_then(|f| fault_response(f, &endpoint, now))
     {
+        Some(response) if endpoint == Endpoint::ReportAccounts => {
+            let response = crate::privacy::faulted(
+                &shared,
+                &mut shared.lock(),
+                Incoming {
+                    method: method.as_str(),
+                    raw_path: &path,
+                    raw_query: &query,
+                    headers: &headers,
+                },
+                &body,
+                response,
+            );
+            (response, None, Vec::new())
+        }
         Some(response) => (response, None, Vec::new()),
         None => {
             let mut state = shared.lock();
@@ -142,6 +160,21 @@ pub(crate) async fn handle(
                     None,
                     Vec::new(),
                 ),
+                Endpoint::ReportAccounts => {
+                    let (response, caller) = crate::privacy::handle(
+                        &shared,
+                        &mut state,
+                        Incoming {
+                            method: method.as_str(),
+                            raw_path: &path,
+                            raw_query: &query,
+                            headers: &headers,
+                        },
+                        &body,
+                        fault.as_ref(),
+                    );
+                    (response, caller, Vec::new())
+                }
                 Endpoint::ForgeGraphql => {
                     let (response, caller) = crate::forge::graphql::handle(
                         &shared,

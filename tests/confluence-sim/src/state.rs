@@ -218,6 +218,7 @@ pub(crate) struct State {
     pub next_delivery: u64,
     pub webhooks_require_app_view: bool,
     pub forge: ForgeState,
+    pub privacy: crate::privacy::PrivacyState,
 }
 
 impl State {
@@ -240,6 +241,7 @@ impl State {
             next_delivery: 1,
             webhooks_require_app_view: config.webhooks_require_app_view,
             forge: ForgeState::new(&config.forge),
+            privacy: crate::privacy::PrivacyState::default(),
         }
     }
 
