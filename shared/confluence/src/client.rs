@@ -168,6 +168,14 @@ impl ConfluenceClient {
         self.inner.clock.now_unix()
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn pause(&self) -> &dyn Pause {
+        &*self.inner.pause
+    }
+
     /// The app user's own accountId on this tenant (`GET /rest/api/user/current` as the app),
     /// asked once per tenant and door, warm instance and [`APP_ACCOUNT_TTL`]; concurrent callers
     /// share one request. The Forge app's account is not the Connect app user's: the base URLs of

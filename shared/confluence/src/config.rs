@@ -21,6 +21,11 @@ pub const ENV_ALLOW_HTTP_LOOPBACK: &str = "CONFLUENCE_ALLOW_HTTP_LOOPBACK";
 /// `https://api.atlassian.com/graphql` in production (docs/protocol.md §17).
 pub const ENV_FORGE_GRAPHQL_URL: &str = "FORGE_GRAPHQL_URL";
 
+/// Environment variable: Atlassian's personal data reporting API (docs/protocol.md §19).
+pub const ENV_REPORT_ACCOUNTS_URL: &str = "ATLASSIAN_REPORT_ACCOUNTS_URL";
+/// Where accounts are reported when [`ENV_REPORT_ACCOUNTS_URL`] is unset.
+pub const REPORT_ACCOUNTS_URL: &str = "https://api.atlassian.com/app/report-accounts/";
+
 /// The production authorization server, also the default for hosts of no known family.
 pub const OAUTH_SERVER_PRODUCTION: &str =
     "https://oauth-2-authorization-server.services.atlassian.com";
@@ -93,6 +98,9 @@ pub struct ClientConfig {
     /// A fixed Forge GraphQL endpoint ([`ENV_FORGE_GRAPHQL_URL`]) instead of the installation's
     /// API origin.
     pub forge_graphql_url: Option<Url>,
+    /// Atlassian's personal data reporting API ([`ENV_REPORT_ACCOUNTS_URL`]); `None` for
+    /// [`REPORT_ACCOUNTS_URL`].
+    pub report_accounts_url: Option<Url>,
 }
 
 impl Default for ClientConfig {
@@ -109,6 +117,7 @@ impl Default for ClientConfig {
             allow_http_loopback: false,
             connect_timeout: Duration::from_secs(5),
             forge_graphql_url: None,
+            report_accounts_url: None,
         }
     }
 }
@@ -160,6 +169,19 @@ impl ClientConfig {
                 });
             }
             config.forge_graphql_url = Some(url);
+        }
+        if let Some(value) = lookup(ENV_REPORT_ACCOUNTS_URL).filter(|v| !v.trim().is_empty()) {
+            let url = Url::parse(value.trim()).map_err(|_| ConfigError::Invalid {
+                name: ENV_REPORT_ACCOUNTS_URL,
+                reason: "not an absolute URL",
+            })?;
+            if !scheme_allowed(&url, config.allow_http_loopback) || !url.username().is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: ENV_REPORT_ACCOUNTS_URL,
+                    reason: "must be https without credentials (http only on a loopback host, with CONFLUENCE_ALLOW_HTTP_LOOPBACK)",
+                });
+            }
+            config.report_accounts_url = Some(url);
         }
         if let Some(value) = lookup(ENV_RETRY_DEADLINE_SECONDS) {
             let seconds: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {

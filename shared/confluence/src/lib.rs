@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod offline;
 mod port;
+mod report;
 mod retry;
 mod single_flight;
 mod tokens;
@@ -30,10 +31,12 @@ mod tokens;
 pub use client::{ConfluenceClient, CurrentUser, Session};
 pub use config::{
     ClientConfig, ConfigError, ENV_ALLOW_HTTP_LOOPBACK, ENV_FORGE_GRAPHQL_URL, ENV_OAUTH_URL,
-    ENV_RETRY_DEADLINE_SECONDS, OAUTH_SERVER_FEDRAMP, OAUTH_SERVER_FEDRAMP_STAGING,
-    OAUTH_SERVER_PRODUCTION, OAUTH_SERVER_STAGING, Scopes, authorization_server_for,
+    ENV_REPORT_ACCOUNTS_URL, ENV_RETRY_DEADLINE_SECONDS, OAUTH_SERVER_FEDRAMP,
+    OAUTH_SERVER_FEDRAMP_STAGING, OAUTH_SERVER_PRODUCTION, OAUTH_SERVER_STAGING,
+    REPORT_ACCOUNTS_URL, Scopes, authorization_server_for,
 };
 pub use error::{ConfluenceError, TokenError};
 pub use offline::OfflineTokens;
+pub use report::connect_report_token;
 pub use retry::{Pause, RetryPolicy, TokioPause, VirtualPause, told_wait};
 pub use tokens::ImpersonationTokens;

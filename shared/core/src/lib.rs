@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod forge;
 mod hosts;
+mod privacy;
 mod rules;
 
 pub use access::user_may_view_page;
@@ -40,4 +41,8 @@ pub use forge::{
     DEFAULT_FORGE_API_HOSTS, checked_tenant_key, confluence_site_ari, forge_api_hosts,
 };
 pub use hosts::TenantHosts;
+pub use privacy::{
+    AccountReport, AccountReporting, AccountStatus, MAX_ACCOUNTS_PER_REPORT, ReportAnswer,
+    ReportError, ReportRun, RunError, report_tenant,
+};
 pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};
