@@ -15,7 +15,7 @@ use std::sync::Arc;
 use connect_auth::SystemClock;
 use understudy_confluence::{ClientConfig, ConfigError, ConfluenceClient};
 use understudy_core::{EditEngine, EngineSettings};
-use understudy_domain::{AuditLog, TokenCache};
+use understudy_domain::{AccountRegistry, AuditLog, TokenCache};
 use understudy_web::deployed::DeployedConfig;
 use understudy_web::env::{Env, FromEnv};
 
@@ -76,7 +76,7 @@ pub fn engine<S>(
     app_key: &str,
 ) -> Result<EditEngine, ConfigError>
 where
-    S: TokenCache + AuditLog + 'static,
+    S: TokenCache + AuditLog + AccountRegistry + 'static,
 {
     let client = ConfluenceClient::new(config, store.clone())?;
     let settings = EngineSettings {
@@ -85,8 +85,9 @@ where
     };
     Ok(EditEngine::new(
         Arc::new(client),
-        store,
+        store.clone(),
         Arc::new(SystemClock),
         settings,
-    ))
+    )
+    .noting_accounts(store))
 }

@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use connect_auth::Clock;
 use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult, checked_tenant_key};
 use understudy_domain::{
-    ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
+    AccountRegistry, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
     ForgeInstallations, InstallationId, ParkedJob, ParkedJobs, Tenant, TenantState, TenantStore,
 };
 use understudy_queue::EditJobMessage;
@@ -67,7 +67,7 @@ impl Site {
 
 impl<S, C> EditWorker<S, C>
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + AccountRegistry + ?Sized,
     C: Clock,
 {
     /// A worker that dead-letters a job on its `max_receives`-th failed delivery.
@@ -195,6 +195,15 @@ where
                 return;
             }
         };
+        // A parked job names the user who triggered it: listed for personal data reporting.
+        if let Some(user) = &job.user
+            && let Err(err) = self
+                .store
+                .note_account(&job.client_key, user, self.clock.now_unix())
+                .await
+        {
+            tracing::warn!(job_id = %job.job_id, error = %err, "the job's account could not be listed");
+        }
         let parked = ParkedJob {
             client_key: job.client_key.clone(),
             page_id: job.page_id.clone(),
@@ -263,7 +272,7 @@ where
 /// that the redrive policy parks it in the dead-letter queue.
 pub async fn handle_sqs_batch<S, C>(worker: &EditWorker<S, C>, event: SqsEvent) -> SqsBatchResponse
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + ?Sized,
+    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + AccountRegistry + ?Sized,
     C: Clock,
 {
     let mut failed_groups = HashSet::new();

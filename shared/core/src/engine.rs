@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use understudy_domain::{
-    AccountId, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId,
+    AccountId, AccountRegistry, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, PageId,
 };
 
 use connect_auth::Clock;
@@ -284,6 +284,8 @@ pub struct EditEngine {
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     settings: EngineSettings,
+    /// Where the accounts named in audit records are listed, for personal data reporting.
+    accounts: Option<Arc<dyn AccountRegistry>>,
 }
 
 impl fmt::Debug for EditEngine {
@@ -317,7 +319,15 @@ impl EditEngine {
             audit,
             clock,
             settings,
+            accounts: None,
         }
+    }
+
+    /// Lists every account an audit record names in `accounts` (before the record is written),
+    /// so that personal data reporting knows it (docs/protocol.md §19).
+    pub fn noting_accounts(mut self, accounts: Arc<dyn AccountRegistry>) -> Self {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Confluence, as the engine talks to it (for callers that also need plain reads).
@@ -577,6 +587,14 @@ impl EditEngine {
 
     async fn write_audit(&self, job: &EditJob<'_>, report: &EditReport) -> bool {
         let record = report.audit_record(job, self.clock.now_unix().saturating_mul(1000));
+        if let (Some(accounts), ActedAs::User(user)) = (&self.accounts, &record.acted_as)
+            && let Err(error) = accounts
+                .note_account(&record.client_key, user, self.clock.now_unix())
+                .await
+        {
+            // The record still matters more than its listing; the next one lists the account.
+            tracing::warn!(error = %error, "the account an audit record names could not be listed");
+        }
         match self
             .audit
             .append(&record, self.settings.audit_retention_seconds)

@@ -473,6 +473,8 @@ fn each_role_allows_only_what_its_function_needs() {
                 "dynamodb:Query",
                 // A job that now succeeds takes its page off the parked list (ParkedJobs::unpark).
                 "dynamodb:DeleteItem",
+                // Listing an audited account is a transaction that checks it was not closed.
+                "dynamodb:ConditionCheckItem",
                 "kms:GenerateDataKey",
                 "kms:Decrypt",
                 "sqs:ReceiveMessage",
@@ -488,6 +490,8 @@ fn each_role_allows_only_what_its_function_needs() {
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:Query",
+                // Listing an audited account is a transaction that checks it was not closed.
+                "dynamodb:ConditionCheckItem",
                 "kms:GenerateDataKey",
                 "kms:Decrypt",
             ],

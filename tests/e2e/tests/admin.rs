@@ -166,6 +166,19 @@ async fn a_blocked_page_is_listed_with_what_to_do_and_retried() {
         reason.contains("policy is skip") && reason.contains("an admin can"),
         "{reason}"
     );
+    // The parked job names Alice, who triggered it: she is listed for personal data reporting.
+    let listed = understudy_domain::AccountRegistry::list_accounts(
+        &**w.app.store(),
+        &w.client_key(),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(
+        listed.accounts.iter().any(|a| a.account.as_str() == alice),
+        "{listed:?}"
+    );
 
     // The admin changes the policy, then retries the page: the parked job runs again.
     let mut document: Value = serde_json::from_str(&rules("impersonate")).unwrap();

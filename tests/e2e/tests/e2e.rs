@@ -101,6 +101,22 @@ async fn a_view_restricted_page_is_edited_as_the_user_by_impersonation() {
         edited.acted_as,
         ActedAs::User(understudy_domain::AccountId::parse(&w.demo.alice).unwrap())
     );
+    // The audit record names Alice: she is listed for personal data reporting.
+    let listed = understudy_domain::AccountRegistry::list_accounts(
+        &**w.app.store(),
+        &w.client_key(),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(
+        listed
+            .accounts
+            .iter()
+            .any(|a| a.account.as_str() == w.demo.alice),
+        "{listed:?}"
+    );
 }
 
 #[tokio::test]
