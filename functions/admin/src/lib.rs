@@ -577,7 +577,8 @@ impl AuditQuery {
             .map(|o| {
                 serde_json::from_value::<EditOutcome>(Value::String(o)).map_err(|_| {
                     ApiError::BadRequest(
-                        "`outcome` is one of edited, unchanged, blocked, failed, refused".into(),
+                        "`outcome` is one of edited, unchanged, blocked, failed, refused, skipped"
+                            .into(),
                     )
                 })
             })

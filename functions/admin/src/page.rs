@@ -86,7 +86,7 @@ pre{background:#F4F5F7;padding:8px;border-radius:3px;overflow:auto;font-size:12p
 <h2 id="audit-title">Audit trail</h2>
 <form id="audit-form" class="filters">
 <div><label for="filter-page">Page id</label><input id="filter-page" inputmode="numeric" size="14"></div>
-<div><label for="filter-outcome">Outcome</label><select id="filter-outcome"><option value="">Any</option><option value="edited">edited</option><option value="unchanged">unchanged</option><option value="blocked">blocked</option><option value="failed">failed</option><option value="refused">refused</option></select></div>
+<div><label for="filter-outcome">Outcome</label><select id="filter-outcome"><option value="">Any</option><option value="edited">edited</option><option value="unchanged">unchanged</option><option value="blocked">blocked</option><option value="failed">failed</option><option value="refused">refused</option><option value="skipped">skipped</option></select></div>
 <div><label for="filter-actor">Acted as (app or an accountId)</label><input id="filter-actor" size="24"></div>
 <div><button type="submit" id="apply-filters">Filter</button><button type="button" id="download-csv">Download CSV</button></div>
 </form>

@@ -7,8 +7,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use connect_auth::Clock;
 use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult, checked_tenant_key};
 use understudy_domain::{
-    AccountRegistry, ActedAs, AuditLog, AuditRecord, EditOutcome, EditStrategy, ForgeInstallation,
-    ForgeInstallations, InstallationId, ParkedJob, ParkedJobs, Tenant, TenantState, TenantStore,
+    AccountId, AccountRegistry, ActedAs, AuditLog, AuditRecord, ClosedAccountKey, EditOutcome,
+    EditStrategy, ForgeInstallation, ForgeInstallations, InstallationId, ParkedJob, ParkedJobs,
+    Tenant, TenantState, TenantStore,
 };
 use understudy_queue::EditJobMessage;
 
@@ -95,6 +96,11 @@ where
             Ok(None) => return JobOutcome::Done,
             Err(reason) => return self.retry_or_dead_letter(job, receives, reason).await,
         };
+        match self.for_closed_account(job).await {
+            Ok(false) => {}
+            Ok(true) => return JobOutcome::Done,
+            Err(reason) => return self.retry_or_dead_letter(job, receives, reason).await,
+        }
         let mode = EditMode::AppFirst {
             policy: job.policy,
             user: job.user.clone(),
@@ -123,10 +129,52 @@ where
                     .await;
             }
             EditOutcome::Edited | EditOutcome::Unchanged => self.unpark(job).await,
-            // A bound the page would exceed: running it again gives the same answer.
-            EditOutcome::Refused => {}
+            // A bound the page would exceed: running it again gives the same answer. (The engine
+            // never skips: a closed account's job is skipped before it.)
+            EditOutcome::Refused | EditOutcome::Skipped => {}
         }
         JobOutcome::Done
+    }
+
+    /// Whether the job is for a user whose account Atlassian reported closed: then nothing is done
+    /// in that person's name (not even as the app on their behalf), and the job is audited as
+    /// skipped without naming them. `Err` when the store cannot tell.
+    async fn for_closed_account(&self, job: &EditJobMessage) -> Result<bool, String> {
+        let Some(user) = &job.user else {
+            return Ok(false);
+        };
+        let closed = self
+            .store
+            .is_closed(&job.client_key, &ClosedAccountKey::new(user))
+            .await
+            .map_err(|err| format!("store unavailable: {err}"))?;
+        if !closed {
+            return Ok(false);
+        }
+        let record = AuditRecord {
+            client_key: job.client_key.clone(),
+            page_id: job.page_id.clone(),
+            at_ms: self.clock.now_unix().saturating_mul(1000),
+            version_before: None,
+            version_after: None,
+            acted_as: ActedAs::User(AccountId::erased()),
+            strategy: EditStrategy::Skip,
+            outcome: EditOutcome::Skipped,
+            reason: "skipped: the user's Atlassian account is closed, so nothing is done in their \
+                     name and their data was erased"
+                .into(),
+            job_id: job.job_id.clone(),
+        };
+        if let Err(err) = self
+            .store
+            .append(&record, self.audit_retention_seconds)
+            .await
+        {
+            // Not retried: running it again would only try the same write.
+            tracing::error!(error = %err, job_id = %job.job_id, "skipped job's audit record not written");
+        }
+        tracing::info!(job_id = %job.job_id, "job of a closed account skipped");
+        Ok(true)
     }
 
     /// The Connect tenant of a job; `None` when the job is dropped (tenant gone, uninstalled or

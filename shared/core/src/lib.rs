@@ -42,7 +42,8 @@ pub use forge::{
 };
 pub use hosts::TenantHosts;
 pub use privacy::{
-    AccountReport, AccountReporting, AccountStatus, MAX_ACCOUNTS_PER_REPORT, ReportAnswer,
-    ReportError, ReportRun, RunError, report_tenant,
+    AccountReport, AccountReporting, AccountStatus, Erased, MAX_ACCOUNTS_PER_REPORT,
+    PersonalDataStore, ReportAnswer, ReportError, ReportRun, ReportSettings, RunError,
+    erase_account, report_tenant,
 };
 pub use rules::{Decision, Rules, RulesError, Subject, WebhookEvent};

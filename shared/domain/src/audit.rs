@@ -43,6 +43,9 @@ pub enum EditOutcome {
     /// The edit was refused before any change was sent: it would exceed a bound (too many
     /// operations, a page larger than Confluence accepts).
     Refused,
+    /// The job was dropped without a try: the user it would act for has a closed account
+    /// (personal data erasure), so nothing is done in that person's name.
+    Skipped,
 }
 
 /// One audited edit attempt. Contains no secret; `acted_as` may hold an accountId, which is why

@@ -19,10 +19,17 @@ impl ClientKey {
     /// Longest accepted clientKey, in characters.
     pub const MAX_CHARS: usize = 256;
 
+    /// Where the app's own partitions begin (the personal data report schedule): no clientKey
+    /// starts with it, so no tenant's partition can be one of them.
+    pub const RESERVED_PREFIX: char = '#';
+
     /// Parses a clientKey.
     pub fn parse(value: impl Into<String>) -> Result<Self, ParseError> {
         let value = value.into();
         check_text("clientKey", &value, Self::MAX_CHARS)?;
+        if value.starts_with(Self::RESERVED_PREFIX) {
+            return Err(ParseError::new("clientKey", "starts with `#`"));
+        }
         Ok(Self(value))
     }
 
@@ -72,6 +79,16 @@ impl AccountId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What an audit record names in place of an account Atlassian reported closed. Not an
+    /// accountId Atlassian issues (those are 24 hex digits, or `<digits>:<uuid>`), so it never
+    /// stands for a real person.
+    pub fn erased() -> Self {
+        Self(Self::ERASED.to_owned())
+    }
+
+    /// The text of [`Self::erased`].
+    pub const ERASED: &'static str = "erased-account";
 }
 
 /// A Confluence page id: 1 to 20 ASCII digits (a u64 in decimal, kept as text as Confluence sends it).
@@ -178,6 +195,9 @@ mod tests {
         assert!(ClientKey::parse("a\nb").is_err());
         assert!(ClientKey::parse("x".repeat(256)).is_ok());
         assert!(ClientKey::parse("x".repeat(257)).is_err());
+        // The app's own partitions start with `#`.
+        assert!(ClientKey::parse("#REPORT#01").is_err());
+        assert!(ClientKey::parse("a#b").is_ok());
     }
 
     #[test]

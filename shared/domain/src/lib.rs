@@ -21,7 +21,10 @@ mod settings;
 mod tenant;
 mod token;
 
-pub use accounts::{AccountsPage, ClosedAccountKey, DEFAULT_REPORT_CYCLE_SECONDS, StoredAccount};
+pub use accounts::{
+    AccountsPage, ClosedAccountKey, DEFAULT_REPORT_CYCLE_SECONDS, REPORT_SLOTS, ScheduledPage,
+    StoredAccount, report_slot, report_slot_at,
+};
 pub use audit::{ActedAs, AuditRecord, EditOutcome, EditStrategy};
 pub use cursor::{AuditCursor, AuditPage};
 pub use error::{ParseError, StoreError};

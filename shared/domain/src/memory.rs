@@ -1,13 +1,13 @@
 //! An in-memory implementation of every port, for other crates' unit tests and for the contract
 //! suite's reference run. Secrets stay in memory as [`secrecy::SecretString`]; nothing is persisted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::accounts::{AccountsPage, ClosedAccountKey, StoredAccount};
-use crate::audit::AuditRecord;
+use crate::accounts::{AccountsPage, ClosedAccountKey, ScheduledPage, StoredAccount, report_slot};
+use crate::audit::{ActedAs, AuditRecord};
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
 use crate::forge::{FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, InstallationId};
@@ -55,9 +55,16 @@ struct Inner {
     accounts: HashMap<ClientKey, BTreeMap<AccountId, StoredAccount>>,
     /// Accounts reported closed, by tenant: only their keys.
     closed: HashSet<(ClientKey, ClosedAccountKey)>,
+    /// The report schedule: (slot, tenant key).
+    scheduled: BTreeSet<(u32, ClientKey)>,
 }
 
 impl Inner {
+    /// Enters a tenant in its report slot.
+    fn schedule(&mut self, tenant: &ClientKey) {
+        self.scheduled.insert((report_slot(tenant), tenant.clone()));
+    }
+
     fn resolved(&self, mut installation: ForgeInstallation) -> ForgeInstallation {
         installation.tenant_key = self
             .forge_links
@@ -131,6 +138,7 @@ impl TenantStore for MemoryStore {
         inner
             .tenants
             .insert(tenant.client_key.clone(), (record, None));
+        inner.schedule(&tenant.client_key);
         if outcome == InstallOutcome::Updated
             && let Some((_, exp)) = inner.settings.get_mut(&tenant.client_key)
         {
@@ -212,6 +220,17 @@ impl TokenCache for MemoryStore {
         self.lock().tokens.retain(|(ck, _), _| ck != client_key);
         Ok(())
     }
+
+    async fn drop_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .tokens
+            .remove(&(client_key.clone(), key.clone()));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -283,6 +302,22 @@ impl AuditLog for MemoryStore {
         now: i64,
     ) -> Result<AuditPage, StoreError> {
         Ok(self.list(client_key, Some(page_id), before, limit, now))
+    }
+
+    async fn erase_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+    ) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut erased = 0usize;
+        for (record, _, _) in inner.audit.get_mut(client_key).into_iter().flatten() {
+            if record.acted_as == ActedAs::User(account.clone()) {
+                record.acted_as = ActedAs::User(AccountId::erased());
+                erased = erased.saturating_add(1);
+            }
+        }
+        Ok(erased)
     }
 }
 
@@ -400,6 +435,7 @@ impl ForgeInstallations for MemoryStore {
         inner
             .forge
             .insert(seen.id.clone(), (record.clone(), expires_at));
+        inner.schedule(&seen.id.own_tenant_key());
         Ok(inner.resolved(record))
     }
 
@@ -502,7 +538,8 @@ impl AccountRegistry for MemoryStore {
             .or_insert_with(|| StoredAccount {
                 account: account.clone(),
                 retrieved_at,
-                reported_at: None,
+                next_report_at: None,
+                closed: false,
             });
         Ok(true)
     }
@@ -543,8 +580,8 @@ impl AccountRegistry for MemoryStore {
         &self,
         client_key: &ClientKey,
         account: &AccountId,
-        reported_at: i64,
-        refreshed: bool,
+        next_report_at: i64,
+        refreshed_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if let Some(a) = inner
@@ -552,9 +589,9 @@ impl AccountRegistry for MemoryStore {
             .get_mut(client_key)
             .and_then(|listed| listed.get_mut(account))
         {
-            a.reported_at = Some(reported_at);
-            if refreshed {
-                a.retrieved_at = reported_at;
+            a.next_report_at = Some(next_report_at);
+            if let Some(at) = refreshed_at {
+                a.retrieved_at = at;
             }
         }
         Ok(())
@@ -564,7 +601,31 @@ impl AccountRegistry for MemoryStore {
         &self,
         client_key: &ClientKey,
         account: &AccountId,
-        _now: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner
+            .accounts
+            .entry(client_key.clone())
+            .or_default()
+            .entry(account.clone())
+            .or_insert_with(|| StoredAccount {
+                account: account.clone(),
+                retrieved_at: now,
+                next_report_at: None,
+                closed: true,
+            })
+            .closed = true;
+        inner
+            .closed
+            .insert((client_key.clone(), ClosedAccountKey::new(account)));
+        Ok(())
+    }
+
+    async fn forget_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if let Some(listed) = inner.accounts.get_mut(client_key) {
@@ -573,9 +634,6 @@ impl AccountRegistry for MemoryStore {
                 inner.accounts.remove(client_key);
             }
         }
-        inner
-            .closed
-            .insert((client_key.clone(), ClosedAccountKey::new(account)));
         Ok(())
     }
 
@@ -588,5 +646,54 @@ impl AccountRegistry for MemoryStore {
             .lock()
             .closed
             .contains(&(client_key.clone(), key.clone())))
+    }
+
+    async fn scheduled_tenants(
+        &self,
+        slot: u32,
+        after: Option<&ClientKey>,
+        limit: usize,
+    ) -> Result<ScheduledPage, StoreError> {
+        if limit == 0 {
+            return Ok(ScheduledPage::default());
+        }
+        let inner = self.lock();
+        let mut tenants: Vec<ClientKey> = inner
+            .scheduled
+            .iter()
+            .filter(|(s, key)| *s == slot && after.is_none_or(|a| key.as_str() > a.as_str()))
+            .map(|(_, key)| key.clone())
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = tenants.len() > limit;
+        tenants.truncate(limit);
+        let next = if more { tenants.last().cloned() } else { None };
+        Ok(ScheduledPage { tenants, next })
+    }
+
+    async fn purge_tenant(
+        &self,
+        client_key: &ClientKey,
+        _max_items: usize,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        inner.tokens.retain(|(ck, _), _| ck != client_key);
+        inner.marks.retain(|(ck, _), _| ck != client_key);
+        inner.audit.remove(client_key);
+        inner.settings.remove(client_key);
+        inner.parked.retain(|(ck, _), _| ck != client_key);
+        inner.accounts.remove(client_key);
+        inner.closed.retain(|(ck, _)| ck != client_key);
+        inner
+            .forge
+            .retain(|id, _| &id.own_tenant_key() != client_key);
+        inner
+            .forge_links
+            .retain(|id, _| &id.own_tenant_key() != client_key);
+        inner.tenants.remove(client_key);
+        inner
+            .scheduled
+            .remove(&(report_slot(client_key), client_key.clone()));
+        Ok(true)
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::EditOutcome;
-use crate::ids::{ClientKey, PageId};
+use crate::ids::{AccountId, ClientKey, PageId};
 
 /// How long a parked job is kept: as long as the audit trail it comes from (90 days).
 pub const PARKED_JOB_RETENTION_SECONDS: i64 = 90 * 24 * 60 * 60;
@@ -29,6 +29,16 @@ pub struct ParkedJob {
     /// tenant and page but carries no secret; its `user` is an accountId, which is why parked
     /// jobs expire.
     pub job: String,
+}
+
+impl ParkedJob {
+    /// Whether the queued job names `account` anywhere (as its user, or in the edit it carries):
+    /// such a job goes when the account is closed. Read as text, not as the queue's format, so
+    /// that no field is missed; an accountId that happens to be part of a longer word costs at
+    /// most an admin's "retry now" button, never personal data kept.
+    pub fn names(&self, account: &AccountId) -> bool {
+        self.job.contains(account.as_str())
+    }
 }
 
 /// A page of parked jobs, newest first.

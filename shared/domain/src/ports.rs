@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use crate::accounts::{AccountsPage, ClosedAccountKey};
+use crate::accounts::{AccountsPage, ClosedAccountKey, ScheduledPage};
 use crate::audit::AuditRecord;
 use crate::cursor::{AuditCursor, AuditPage};
 use crate::error::StoreError;
@@ -81,6 +81,14 @@ pub trait TokenCache: Send + Sync {
 
     /// Drops every token cached for the tenant (secret rotation, uninstall).
     async fn drop_tokens_for_tenant(&self, client_key: &ClientKey) -> Result<(), StoreError>;
+
+    /// Drops one cached token (its user's account was closed). Dropping an absent one is not an
+    /// error.
+    async fn drop_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+    ) -> Result<(), StoreError>;
 }
 
 /// De-duplication marks for webhook events and edit jobs.
@@ -135,6 +143,15 @@ pub trait AuditLog: Send + Sync {
         limit: usize,
         now: i64,
     ) -> Result<AuditPage, StoreError>;
+
+    /// Erases `account` from the tenant's records (its account was closed): each record that
+    /// names it as the user acted as keeps the fact of the edit, with [`AccountId::erased`] in
+    /// its place. Reads the tenant's own records (never a scan); returns how many were rewritten.
+    async fn erase_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+    ) -> Result<usize, StoreError>;
 }
 
 /// Per-user request limits: a fixed-window counter per tenant, subject and window.
@@ -267,19 +284,21 @@ pub trait AccountRegistry: Send + Sync {
         limit: usize,
     ) -> Result<AccountsPage, StoreError>;
 
-    /// Records that `account` was reported at `reported_at`; with `refreshed` (Atlassian answered
-    /// `updated`), its retrieval time becomes `reported_at` too. An account not listed is left
-    /// alone.
+    /// Records that `account` was reported: it is next due at `next_report_at` (the report's
+    /// time plus the cycle its answer asked for); with `refreshed_at` (Atlassian answered
+    /// `updated`), its retrieval time becomes that. An account not listed is left alone.
     async fn mark_reported(
         &self,
         client_key: &ClientKey,
         account: &AccountId,
-        reported_at: i64,
-        refreshed: bool,
+        next_report_at: i64,
+        refreshed_at: Option<i64>,
     ) -> Result<(), StoreError>;
 
-    /// Forgets an account Atlassian reported closed: its listing goes, and only its
-    /// [`ClosedAccountKey`] stays, so it is never noted or reported again.
+    /// Records that Atlassian reported `account` closed, in one atomic write: its
+    /// [`ClosedAccountKey`] is kept for good (so it is never noted or reported again), and its
+    /// listing stays, flagged [`crate::StoredAccount::closed`], until [`Self::forget_account`]:
+    /// a run interrupted before the erasure is done finds it again and finishes the erasure.
     async fn close_account(
         &self,
         client_key: &ClientKey,
@@ -287,10 +306,40 @@ pub trait AccountRegistry: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
 
+    /// Takes away a closed account's listing, once its data is erased: then only its
+    /// [`ClosedAccountKey`] remains. Taking away an absent one is not an error.
+    async fn forget_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+    ) -> Result<(), StoreError>;
+
     /// Whether the account was reported closed on this tenant.
     async fn is_closed(
         &self,
         client_key: &ClientKey,
         key: &ClosedAccountKey,
+    ) -> Result<bool, StoreError>;
+
+    /// The tenants (Connect clientKeys and Forge installations' own tenant keys) scheduled in
+    /// report `slot` ([`crate::report_slot`]), in key order, at most `limit`, after `after`. The
+    /// schedule is kept by the store itself: [`TenantStore::save_install`] and
+    /// [`ForgeInstallations::record_installation`] enter the tenant, [`Self::purge_tenant`]
+    /// takes it out. One slot is a partition of its own (never a scan).
+    async fn scheduled_tenants(
+        &self,
+        slot: u32,
+        after: Option<&ClientKey>,
+        limit: usize,
+    ) -> Result<ScheduledPage, StoreError>;
+
+    /// Deletes everything kept under the tenant's key (its retention after uninstall is over):
+    /// at most `max_items` records this call, the tenant's own record and its schedule entry
+    /// last. `true` when nothing is left; `false` when the next call must go on. The caller
+    /// decides that the retention is over (the tenant and installation reads find nothing).
+    async fn purge_tenant(
+        &self,
+        client_key: &ClientKey,
+        max_items: usize,
     ) -> Result<bool, StoreError>;
 }

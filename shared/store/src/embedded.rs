@@ -18,13 +18,27 @@
 //! Connect tenant it is linked to, `{"client_key", "linked_at"}`), read together from one snapshot.
 //!
 //! Accounts (personal data reporting) are rows `<clientKey> NUL ACCOUNT#<accountId>`
-//! (`{"retrieved_at", "reported_at"}`), listed by a range scan in key order, which is accountId
-//! order; an account reported closed leaves a row `<clientKey> NUL CLOSED#<hex key>`
-//! (`{"closed_at"}`) only, written in the transaction that removes its listing. The check for that
-//! row and a note's write are one transaction too, so a closed account is never listed again.
+//! (`{"retrieved_at", "next_report_at", "closed_at"}`, the last only once closed), listed by a range
+//! scan in key order, which is accountId order. An account reported closed gets a row
+//! `<clientKey> NUL CLOSED#<hex key>` (`{"closed_at"}`, nothing of the account), written in the
+//! transaction that flags its listing closed (`closed_at`; a listing is written flagged if there
+//! was none); the listing goes when the caller has erased the account's data
+//! ([`AccountRegistry::forget_account`]), and only the `CLOSED#` row stays. The check for that row
+//! and a note's write are one transaction too, so a closed account is never listed as open again.
+//! Erasing an account from the audit trail ([`AuditLog::erase_account`]) rewrites, in one
+//! transaction, each of the tenant's audit rows (`AUDIT#...` and its `PAGE#...` copy) whose
+//! `acted_as` names it, keys and expiry unchanged.
 //! Erasure has a limit here that DynamoDB does not have: redb is copy-on-write and does not scrub
-//! the pages it frees, so the bytes of a removed listing may stay in the file, unreachable, until
-//! redb reuses the page. No row names a closed account; the raw file may, for a while.
+//! the pages it frees, so the bytes of a removed listing or a rewritten audit row may stay in the
+//! file, unreachable, until redb reuses the page. No row names an erased account once it is
+//! forgotten; the raw file may, for a while.
+//!
+//! The report schedule is rows `#REPORT#<slot> NUL <tenant key>` (`{}`; see [`crate::keys`]),
+//! written in the transaction of the install ([`TenantStore::save_install`]) or the Forge record
+//! ([`ForgeInstallations::record_installation`]) and listed by a range scan of the slot. A purge
+//! ([`AccountRegistry::purge_tenant`]) is one transaction per call: at most `max_items` rows of the
+//! range `<tenant key> NUL ...` (every row of the tenant, index rows included), the `TENANT` row
+//! after all others, the schedule row last.
 //!
 //! Rate limits are the exception: they are counted in the process ([`RateCounters`]), not in the
 //! file. A durable count would cost a commit, i.e. an fsync, per API call; the local app is one
@@ -39,21 +53,22 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use understudy_domain::{
-    AccountId, AccountRegistry, AccountsPage, AuditCursor, AuditLog, AuditPage, AuditRecord,
-    CachedToken, ClientKey, ClosedAccountKey, ForgeInstallation, ForgeInstallations,
+    AccountId, AccountRegistry, AccountsPage, ActedAs, AuditCursor, AuditLog, AuditPage,
+    AuditRecord, CachedToken, ClientKey, ClosedAccountKey, ForgeInstallation, ForgeInstallations,
     IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId, ParkedJob,
-    ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, SettingsStore, StoreError,
-    StoredAccount, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
-    UNINSTALLED_RETENTION_SECONDS,
+    ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, ScheduledPage, SettingsStore,
+    StoreError, StoredAccount, Tenant, TenantSettings, TenantState, TenantStore, TokenCache,
+    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
 };
 
 use crate::codec::{InstallationRow, ParkedRow, TenantRow, TokenRow, parked_page};
 use crate::crypto::{LocalKeyCipher, SecretCipher};
 use crate::keys::{
-    ACCOUNT_PREFIX, AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, PARKED_AT_PREFIX,
-    SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, account_of_sk, account_sk, audit_expiry, audit_sk,
-    closed_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk, page_of_parked_at_sk, page_prefix,
-    page_sk, parked_at_sk, parked_sk, token_sk,
+    ACCOUNT_PREFIX, AUDIT_PREFIX, FORGE_INSTALLATION_SK, FORGE_LINK_SK, PAGE_PREFIX,
+    PARKED_AT_PREFIX, SETTINGS_SK, TENANT_SK, TOKEN_PREFIX, account_of_sk, account_sk,
+    audit_expiry, audit_sk, closed_sk, cursor_of_sk, cursor_sk_suffix, live, mark_sk,
+    page_of_parked_at_sk, page_prefix, page_sk, parked_at_sk, parked_sk, schedule_pk,
+    schedule_pk_of, tenant_of_schedule_sk, token_sk,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("items");
@@ -138,7 +153,11 @@ fn parked_keys(
 #[derive(Serialize, Deserialize)]
 struct AccountRow {
     retrieved_at: i64,
-    reported_at: Option<i64>,
+    #[serde(default)]
+    next_report_at: Option<i64>,
+    /// When it was reported closed (its erasure under way), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closed_at: Option<i64>,
 }
 
 /// An account reported closed (`CLOSED#<hex key>`): when, and nothing of the account.
@@ -149,6 +168,23 @@ struct ClosedRow {
 
 const ACCOUNT: &str = "account";
 const CLOSED: &str = "closed account";
+
+/// A tenant's entry in the report schedule: the key says it all.
+#[derive(Serialize, Deserialize)]
+struct ScheduleRow {}
+
+/// `#REPORT#<slot> NUL <tenant key>`: the tenant's entry in its report slot.
+fn schedule_key(tenant: &ClientKey) -> String {
+    raw_key(&schedule_pk_of(tenant), tenant.as_str())
+}
+
+/// Enters the tenant in its report slot (idempotent).
+fn schedule(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    tenant: &ClientKey,
+) -> Result<(), StoreError> {
+    put_row(table, &schedule_key(tenant), &ScheduleRow {})
+}
 
 const INSTALLATION: &str = "forge installation";
 const LINK: &str = "forge link";
@@ -165,7 +201,17 @@ fn forge_keys(id: &InstallationId) -> (String, String) {
 /// `<clientKey> NUL <sort key>`: a clientKey has no control characters, so the NUL cannot be part of
 /// it and a prefix scan of one tenant never reaches another.
 fn item_key(client_key: &ClientKey, sk: &str) -> String {
-    format!("{}\u{0}{sk}", client_key.as_str())
+    raw_key(client_key.as_str(), sk)
+}
+
+/// `<pk> NUL <sk>` for any partition: a tenant's, or one of the app's own (the schedule's).
+fn raw_key(pk: &str, sk: &str) -> String {
+    format!("{pk}\u{0}{sk}")
+}
+
+/// Exclusive end of the whole partition `<pk> NUL ...`: SOH is the byte after NUL.
+fn partition_end(pk: &str) -> String {
+    format!("{pk}\u{1}")
 }
 
 /// Exclusive end of a prefix scan: the prefixes end in `#` and `$` is the next byte.
@@ -371,6 +417,7 @@ impl TenantStore for EmbeddedStore {
         let mut row = TenantRow::seal(tenant, &*self.cipher).await?;
         let key = item_key(&tenant.client_key, TENANT_SK);
         let settings_key = item_key(&tenant.client_key, SETTINGS_SK);
+        let client_key = tenant.client_key.clone();
         self.write(move |table| {
             // A corrupt old row must not block the re-install that repairs it: the new row carries
             // everything but the original creation time.
@@ -401,6 +448,7 @@ impl TenantStore for EmbeddedStore {
                 None => InstallOutcome::New,
             };
             put_row(table, &key, &row)?;
+            schedule(table, &client_key)?;
             Ok(outcome)
         })
         .await
@@ -498,6 +546,19 @@ impl TokenCache for EmbeddedStore {
         })
         .await
     }
+
+    async fn drop_token(
+        &self,
+        client_key: &ClientKey,
+        key: &TokenCacheKey,
+    ) -> Result<(), StoreError> {
+        let item = item_key(client_key, &token_sk(key));
+        self.write(move |table| {
+            table.remove(item.as_str()).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -585,6 +646,48 @@ impl AuditLog for EmbeddedStore {
             limit,
             now,
         )
+        .await
+    }
+
+    async fn erase_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+    ) -> Result<usize, StoreError> {
+        let named = ActedAs::User(account.clone());
+        let prefixes = [
+            item_key(client_key, AUDIT_PREFIX),
+            item_key(client_key, PAGE_PREFIX),
+        ];
+        // One transaction: each record and its page copy are rewritten together, expired ones
+        // too (their bytes are still in the file until it is compacted).
+        self.write(move |table| {
+            let mut erased = 0usize;
+            for (i, prefix) in prefixes.iter().enumerate() {
+                let end = prefix_end(prefix);
+                let mut rewrites = Vec::new();
+                for entry in table
+                    .range::<&str>(prefix.as_str()..end.as_str())
+                    .map_err(db_error)?
+                {
+                    let (key, value) = entry.map_err(db_error)?;
+                    let mut row: AuditRow = serde_json::from_slice(value.value())
+                        .map_err(|_| StoreError::corrupt("audit"))?;
+                    if row.record.acted_as == named {
+                        row.record.acted_as = ActedAs::User(AccountId::erased());
+                        rewrites.push((key.value().to_owned(), row));
+                    }
+                }
+                // The `AUDIT#` rows are the records; the `PAGE#` rows their copies.
+                if i == 0 {
+                    erased = rewrites.len();
+                }
+                for (key, row) in rewrites {
+                    put_row(table, &key, &row)?;
+                }
+            }
+            Ok(erased)
+        })
         .await
     }
 }
@@ -681,6 +784,7 @@ impl ForgeInstallations for EmbeddedStore {
     ) -> Result<ForgeInstallation, StoreError> {
         let row = InstallationRow::seal(seen, now, &*self.cipher).await?;
         let (key, link_key) = forge_keys(&seen.id);
+        let own = seen.id.own_tenant_key();
         // One write transaction: the token comparison and the write are atomic.
         let (stored, link) = self
             .write(move |table| {
@@ -696,6 +800,7 @@ impl ForgeInstallations for EmbeddedStore {
                 };
                 let stored = row.over(old.filter(|o| o.is_live(now)));
                 put_row(table, &key, &stored)?;
+                schedule(table, &own)?;
                 // A corrupt link fails the answer, not the write.
                 let link = get_row::<LinkRow>(table, &link_key, LINK);
                 Ok((stored, link))
@@ -833,11 +938,12 @@ impl AccountRegistry for EmbeddedStore {
                 Some(old) if old.retrieved_at <= retrieved_at => return Ok(true),
                 Some(old) => AccountRow {
                     retrieved_at,
-                    reported_at: old.reported_at,
+                    ..old
                 },
                 None => AccountRow {
                     retrieved_at,
-                    reported_at: None,
+                    next_report_at: None,
+                    closed_at: None,
                 },
             };
             put_row(table, &key, &row)?;
@@ -882,7 +988,8 @@ impl AccountRegistry for EmbeddedStore {
                 accounts.push(StoredAccount {
                     account: account_of_sk(sk)?,
                     retrieved_at: row.retrieved_at,
-                    reported_at: row.reported_at,
+                    next_report_at: row.next_report_at,
+                    closed: row.closed_at.is_some(),
                 });
             }
             let more = accounts.len() > limit;
@@ -899,18 +1006,18 @@ impl AccountRegistry for EmbeddedStore {
         &self,
         client_key: &ClientKey,
         account: &AccountId,
-        reported_at: i64,
-        refreshed: bool,
+        next_report_at: i64,
+        refreshed_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let key = item_key(client_key, &account_sk(account));
         self.write(move |table| {
-            // Not listed (never noted, or closed meanwhile): nothing is written.
+            // Not listed (never noted, or forgotten meanwhile): nothing is written.
             let Some(mut row) = get_row::<AccountRow>(table, &key, ACCOUNT)? else {
                 return Ok(());
             };
-            row.reported_at = Some(reported_at);
-            if refreshed {
-                row.retrieved_at = reported_at;
+            row.next_report_at = Some(next_report_at);
+            if let Some(at) = refreshed_at {
+                row.retrieved_at = at;
             }
             put_row(table, &key, &row)
         })
@@ -925,15 +1032,42 @@ impl AccountRegistry for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let key = item_key(client_key, &account_sk(account));
         let closed = item_key(client_key, &closed_sk(&ClosedAccountKey::new(account)));
-        // One transaction: the listing goes as the closed key comes (the first closing time kept).
+        // One transaction: the listing is flagged closed as the closed key comes (the first
+        // closing time kept on both). No listing (or a corrupt one): a flagged one is written, for
+        // the erasure to find until it is forgotten.
         self.write(move |table| {
-            table.remove(key.as_str()).map_err(db_error)?;
+            let listing = match get_row::<AccountRow>(table, &key, ACCOUNT) {
+                Ok(Some(mut row)) => {
+                    row.closed_at.get_or_insert(now);
+                    row
+                }
+                Ok(None) | Err(StoreError::Corrupt { .. }) => AccountRow {
+                    retrieved_at: now,
+                    next_report_at: None,
+                    closed_at: Some(now),
+                },
+                Err(e) => return Err(e),
+            };
+            put_row(table, &key, &listing)?;
             let closed_at = match get_row::<ClosedRow>(table, &closed, CLOSED) {
                 Ok(Some(old)) => old.closed_at,
                 Ok(None) | Err(StoreError::Corrupt { .. }) => now,
                 Err(e) => return Err(e),
             };
             put_row(table, &closed, &ClosedRow { closed_at })
+        })
+        .await
+    }
+
+    async fn forget_account(
+        &self,
+        client_key: &ClientKey,
+        account: &AccountId,
+    ) -> Result<(), StoreError> {
+        let key = item_key(client_key, &account_sk(account));
+        self.write(move |table| {
+            table.remove(key.as_str()).map_err(db_error)?;
+            Ok(())
         })
         .await
     }
@@ -946,6 +1080,99 @@ impl AccountRegistry for EmbeddedStore {
         let closed = item_key(client_key, &closed_sk(key));
         self.read(move |table| Ok(table.get(closed.as_str()).map_err(db_error)?.is_some()))
             .await
+    }
+
+    async fn scheduled_tenants(
+        &self,
+        slot: u32,
+        after: Option<&ClientKey>,
+        limit: usize,
+    ) -> Result<ScheduledPage, StoreError> {
+        use std::ops::Bound;
+        if limit == 0 {
+            return Ok(ScheduledPage::default());
+        }
+        let pk = schedule_pk(slot);
+        let first = raw_key(&pk, "");
+        let end = partition_end(&pk);
+        // Exclusive: the tenant `after` names is not listed again.
+        let start = after.map(|a| raw_key(&pk, a.as_str()));
+        self.read(move |table| {
+            let from = match &start {
+                Some(start) => Bound::Excluded(start.as_str()),
+                None => Bound::Included(first.as_str()),
+            };
+            // One more than the page, to know whether there is a next one.
+            let wanted = limit.saturating_add(1);
+            let mut tenants = Vec::new();
+            for entry in table
+                .range::<&str>((from, Bound::Excluded(end.as_str())))
+                .map_err(db_error)?
+            {
+                if tenants.len() >= wanted {
+                    break;
+                }
+                let (key, _) = entry.map_err(db_error)?;
+                let sk = key.value().split_once('\u{0}').map_or("", |(_, sk)| sk);
+                tenants.push(tenant_of_schedule_sk(sk)?);
+            }
+            let more = tenants.len() > limit;
+            tenants.truncate(limit);
+            let next = more.then(|| tenants.last().cloned()).flatten();
+            Ok(ScheduledPage { tenants, next })
+        })
+        .await
+    }
+
+    async fn purge_tenant(
+        &self,
+        client_key: &ClientKey,
+        max_items: usize,
+    ) -> Result<bool, StoreError> {
+        // Every row of the tenant's partition: `<key> NUL` up to (not including) `<key> SOH`.
+        let first = item_key(client_key, "");
+        let end = partition_end(client_key.as_str());
+        let own = item_key(client_key, TENANT_SK);
+        let scheduled = schedule_key(client_key);
+        self.write(move |table| {
+            let mut budget = max_items;
+            // At most the budget, and whether any row (besides the tenant's own) is left after.
+            let mut doomed = Vec::new();
+            let mut more = false;
+            for entry in table
+                .range::<&str>(first.as_str()..end.as_str())
+                .map_err(db_error)?
+            {
+                let (key, _) = entry.map_err(db_error)?;
+                if key.value() == own {
+                    continue;
+                }
+                if doomed.len() >= budget {
+                    more = true;
+                    break;
+                }
+                doomed.push(key.value().to_owned());
+            }
+            for key in &doomed {
+                table.remove(key.as_str()).map_err(db_error)?;
+            }
+            if more {
+                return Ok(false);
+            }
+            budget = budget.saturating_sub(doomed.len());
+            // The tenant's own row after everything else, the schedule entry last.
+            for last in [own, scheduled] {
+                if table.get(last.as_str()).map_err(db_error)?.is_some() {
+                    if budget == 0 {
+                        return Ok(false);
+                    }
+                    table.remove(last.as_str()).map_err(db_error)?;
+                    budget = budget.saturating_sub(1);
+                }
+            }
+            Ok(true)
+        })
+        .await
     }
 }
 
@@ -1092,12 +1319,39 @@ mod tests {
             );
         }
         store
-            .mark_reported(&client_key(), &gone, 20, true)
+            .mark_reported(&client_key(), &gone, 20, Some(20))
             .await
             .unwrap();
+        for (account, page) in [(&gone, "1"), (&kept, "2"), (&gone, "3")] {
+            let record = AuditRecord {
+                client_key: client_key(),
+                page_id: PageId::parse(page).unwrap(),
+                at_ms: 25_000,
+                version_before: Some(1),
+                version_after: Some(2),
+                acted_as: ActedAs::User(account.clone()),
+                strategy: understudy_domain::EditStrategy::Impersonate,
+                outcome: understudy_domain::EditOutcome::Edited,
+                reason: "edited".into(),
+                job_id: format!("job-{page}"),
+            };
+            store.append(&record, 1_000).await.unwrap();
+        }
+        // Closed: the listing stays, flagged, until the erasure is done.
         store.close_account(&client_key(), &gone, 30).await.unwrap();
-        // Every live row, key and value, as an operator reading through redb would see it.
-        let rows = store
+        assert!(all_rows(&store).await.contains("closed-account-4e1f"));
+        assert_eq!(store.erase_account(&client_key(), &gone).await.unwrap(), 2);
+        store.forget_account(&client_key(), &gone).await.unwrap();
+        let rows = all_rows(&store).await;
+        assert!(!rows.contains("closed-account-4e1f"), "{rows}");
+        assert!(rows.contains(ClosedAccountKey::new(&gone).as_str()));
+        assert!(rows.contains(kept.as_str()));
+        assert!(rows.contains(AccountId::ERASED));
+    }
+
+    /// Every live row, key and value, as an operator reading through redb would see it.
+    async fn all_rows(store: &EmbeddedStore) -> String {
+        store
             .read(|t| {
                 let mut rows = String::new();
                 for entry in t.iter().map_err(db_error)? {
@@ -1109,10 +1363,59 @@ mod tests {
                 Ok(rows)
             })
             .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_purge_takes_every_row_of_the_tenant_and_its_schedule_entry_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_local_key(dir.path()).unwrap();
+        let other = ClientKey::parse("ck-other").unwrap();
+        for tenant in [client_key(), other.clone()] {
+            let payload = serde_json::json!({
+                "key": "app", "clientKey": tenant.as_str(), "sharedSecret": "s",
+                "baseUrl": "https://a.example/wiki"
+            });
+            let t = Tenant::from_install_payload(payload, 1).unwrap();
+            store.save_install(&t, 1).await.unwrap();
+            store.park(&parked_job("7", 1_000)).await.unwrap();
+            // Rows whose kinds no port reads back, too.
+            let key = item_key(&tenant, "SOMETHING#ELSE");
+            store
+                .write(move |t| put_row(t, &key, &ScheduleRow {}))
+                .await
+                .unwrap();
+        }
+        let before = all_rows(&store).await;
+        assert!(before.contains("#REPORT#"));
+        let mut calls = 0;
+        while !store.purge_tenant(&client_key(), 1).await.unwrap() {
+            calls += 1;
+            assert!(calls < 100);
+        }
+        // PARKED#, PARKEDAT#, SOMETHING#ELSE (the parked job is `ck`'s), TENANT and the schedule
+        // entry, one a call: four calls that leave some, the fifth that takes the last.
+        assert_eq!(calls, 4);
+        let after = store
+            .read(|t| {
+                let mut keys = Vec::new();
+                for entry in t.iter().map_err(db_error)? {
+                    keys.push(entry.map_err(db_error)?.0.value().to_owned());
+                }
+                Ok(keys)
+            })
+            .await
             .unwrap();
-        assert!(!rows.contains("closed-account-4e1f"), "{rows}");
-        assert!(rows.contains(ClosedAccountKey::new(&gone).as_str()));
-        assert!(rows.contains(kept.as_str()));
+        assert!(
+            after
+                .iter()
+                .all(|k| !k.starts_with("ck\u{0}") && !k.ends_with("\u{0}ck")),
+            "{after:?}"
+        );
+        assert!(after.contains(&item_key(&other, TENANT_SK)));
+        assert!(after.contains(&item_key(&other, "SOMETHING#ELSE")));
+        assert!(after.contains(&schedule_key(&other)));
+        assert!(store.purge_tenant(&client_key(), 0).await.unwrap());
     }
 
     #[tokio::test]
@@ -1128,7 +1431,7 @@ mod tests {
         write_raw(
             &store,
             "ACCOUNT#a b",
-            br#"{"retrieved_at":1,"reported_at":null}"#,
+            br#"{"retrieved_at":1,"next_report_at":null}"#,
         )
         .await;
         let after = AccountId::parse("557058:a").unwrap();

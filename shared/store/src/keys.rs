@@ -7,18 +7,28 @@
 //! installation itself at [`FORGE_INSTALLATION_SK`], the Connect tenant it is linked to at
 //! [`FORGE_LINK_SK`]. Both start with [`FORGE_PREFIX`], so one prefix read returns the two and
 //! nothing else an unlinked installation keeps under the same key (its settings and audit).
+//!
+//! Every key above is under a tenant's partition (`pk` = the tenant key). The personal data report
+//! schedule is the one exception: partitions of the app's own, `pk` = `#REPORT#<slot>`
+//! ([`schedule_pk`], the slot two digits, `00` to `23`), `sk` = the tenant key, one entry per
+//! tenant (Connect clientKey or Forge installation ARI) in the slot
+//! [`understudy_domain::report_slot`] gives it. No clientKey starts with `#`
+//! ([`understudy_domain::ClientKey::RESERVED_PREFIX`]), so no tenant's partition is one of them.
 
 #[cfg(feature = "dynamo")]
 use understudy_domain::RateWindow;
 use understudy_domain::{
-    AccountId, AuditCursor, AuditRecord, ClosedAccountKey, IdempotencyKey,
-    PARKED_JOB_RETENTION_SECONDS, PageId, StoreError, TokenCacheKey,
+    AccountId, AuditCursor, AuditRecord, ClientKey, ClosedAccountKey, IdempotencyKey,
+    PARKED_JOB_RETENTION_SECONDS, PageId, StoreError, TokenCacheKey, report_slot,
 };
 
 pub(crate) const TENANT_SK: &str = "TENANT";
 pub(crate) const SETTINGS_SK: &str = "SETTINGS";
 pub(crate) const TOKEN_PREFIX: &str = "TOKEN#";
 pub(crate) const AUDIT_PREFIX: &str = "AUDIT#";
+/// The embedded file's page-scoped copies of audit records, `PAGE#<pageId>#<ms>#<id>` (DynamoDB's
+/// `gsi1sk` of the audit item).
+pub(crate) const PAGE_PREFIX: &str = "PAGE#";
 /// What a Forge installation keeps under its ARI: [`FORGE_INSTALLATION_SK`] and [`FORGE_LINK_SK`].
 #[cfg(feature = "dynamo")]
 pub(crate) const FORGE_PREFIX: &str = "FORGE#";
@@ -40,6 +50,8 @@ pub(crate) const CLOSED_PREFIX: &str = "CLOSED#";
 /// Rate-limit counters live in the table on DynamoDB only (the local app counts in memory).
 #[cfg(feature = "dynamo")]
 pub(crate) const RATE_PREFIX: &str = "RATE#";
+/// The partitions of the report schedule, `#REPORT#<slot>`: not a tenant's (see the module docs).
+pub(crate) const SCHEDULE_PREFIX: &str = "#REPORT#";
 
 pub(crate) fn token_sk(key: &TokenCacheKey) -> String {
     format!("{TOKEN_PREFIX}{}", key.as_str())
@@ -60,7 +72,7 @@ pub(crate) fn audit_sk(at_ms: i64, id: &str) -> String {
 
 /// `PAGE#<pageId>#`: page ids are digits only, so page 1 never matches page 12.
 pub(crate) fn page_prefix(page_id: &PageId) -> String {
-    format!("PAGE#{}#", page_id.as_str())
+    format!("{PAGE_PREFIX}{}#", page_id.as_str())
 }
 
 pub(crate) fn page_sk(page_id: &PageId, at_ms: i64, id: &str) -> String {
@@ -146,6 +158,21 @@ pub(crate) fn rate_sk(window: &RateWindow) -> String {
         window.seconds(),
         window.start()
     )
+}
+
+/// `#REPORT#<slot as two digits>`: the partition of one report slot.
+pub(crate) fn schedule_pk(slot: u32) -> String {
+    format!("{SCHEDULE_PREFIX}{slot:02}")
+}
+
+/// The partition whose schedule entry (`sk` = the tenant key) enters this tenant in its slot.
+pub(crate) fn schedule_pk_of(tenant: &ClientKey) -> String {
+    schedule_pk(report_slot(tenant))
+}
+
+/// The tenant a schedule entry's sort key names.
+pub(crate) fn tenant_of_schedule_sk(sk: &str) -> Result<ClientKey, StoreError> {
+    ClientKey::parse(sk).map_err(|_| StoreError::corrupt("report schedule (sort key)"))
 }
 
 /// An audit record expires `retention_seconds` after it happened.
@@ -244,6 +271,19 @@ mod tests {
         let closed = closed_sk(&ClosedAccountKey::new(&account));
         assert!(closed.starts_with(CLOSED_PREFIX) && !closed.contains("someone"));
         assert!(!closed.starts_with(ACCOUNT_PREFIX));
+    }
+
+    #[test]
+    fn a_schedule_partition_is_no_tenants_and_names_its_slot() {
+        assert_eq!(schedule_pk(7), "#REPORT#07");
+        assert_eq!(schedule_pk(23), "#REPORT#23");
+        let tenant = ClientKey::parse("ck-1").unwrap();
+        assert_eq!(schedule_pk_of(&tenant), schedule_pk(report_slot(&tenant)));
+        // No clientKey can be a schedule partition.
+        assert!(ClientKey::parse(schedule_pk(7)).is_err());
+        assert_eq!(tenant_of_schedule_sk("ck-1").unwrap(), tenant);
+        assert!(tenant_of_schedule_sk("").is_err());
+        assert!(tenant_of_schedule_sk("#REPORT#01").is_err());
     }
 
     #[cfg(feature = "dynamo")]

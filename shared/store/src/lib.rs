@@ -12,7 +12,7 @@
 //! | | |
 //! |---|---|
 //! | billing | `PAY_PER_REQUEST` |
-//! | partition key | `pk` (S) = the tenant's clientKey; for a Forge installation's own items, its ARI (`ari:cloud:ecosystem::installation/<id>`, which is also the tenant key of an installation no Connect tenant is linked to) |
+//! | partition key | `pk` (S) = the tenant's clientKey; for a Forge installation's own items, its ARI (`ari:cloud:ecosystem::installation/<id>`, which is also the tenant key of an installation no Connect tenant is linked to); for the report schedule, `#REPORT#<slot>` (no clientKey starts with `#`) |
 //! | sort key | `sk` (S) = record kind, below |
 //! | TTL attribute | `expires_at` (N, unix seconds); enabled |
 //! | GSI `gsi1` | partition `gsi1pk` (S) = clientKey, sort `gsi1sk` (S) = `PAGE#<pageId>#<ms>#<id>` (audit items) or `PARKEDAT#<ms>#<pageId>` (parked jobs); projection `ALL`; only those two kinds carry it (sparse) |
@@ -27,11 +27,12 @@
 //! | `MARK#<idempotency key>` | de-duplication mark | as requested |
 //! | `AUDIT#<ms>#<id>` | audit record, `record` (S, JSON) | as requested |
 //! | `PARKED#<pageId>` | the page's parked job (one per page: a park replaces it), `gsi1sk` = `PARKEDAT#<ms>#<pageId>`; `at_ms` (N), `outcome` (S), `reason` (S), `dead_lettered` (BOOL), `job` (S, the queue's JSON: no secret, in plain text like an audit record's accountId) | [`understudy_domain::PARKED_JOB_RETENTION_SECONDS`] after `at_ms` |
-//! | `ACCOUNT#<accountId>` | an account the tenant's data holds (personal data reporting), `retrieved_at` (N, the oldest retrieval kept), `reported_at` (N, once reported); in `sk` order, which is accountId order | none |
-//! | `CLOSED#<hex of SHA-256("closed\n" + accountId)>` | an account reported closed ([`understudy_domain::ClosedAccountKey`]), `closed_at` (N); nothing names the accountId | none |
+//! | `ACCOUNT#<accountId>` | an account the tenant's data holds (personal data reporting), `retrieved_at` (N, the oldest retrieval kept), `next_report_at` (N, once reported: when it is due again), `closed_at` (N, once reported closed: flagged while its data is erased, then deleted); in `sk` order, which is accountId order | none |
+//! | `CLOSED#<hex of SHA-256("closed\n" + accountId)>` | an account reported closed ([`understudy_domain::ClosedAccountKey`]), `closed_at` (N); nothing names the accountId; kept for good | none |
 //! | `RATE#<sha256 hex of accountId>#<window seconds>#<window start>` | rate-limit counter, `count` (N) | one window after its window ends |
 //! | `FORGE#INSTALLATION` (`pk` = installation ARI) | Forge installation: `app_id`, `cloud_id`, `api_base_url` (S), `system_token` (B) ciphertext, `token_issued_at`, `token_expires_at`, `created_at`, `updated_at` (N) | 30 days after the last invocation recorded (renewed by each) |
 //! | `FORGE#LINK` (`pk` = installation ARI) | the Connect tenant the installation is linked to, `client_key` (S), `linked_at` (N) | none |
+//! | `<tenant key>` (`pk` = `#REPORT#<slot>`, two digits, `00`..`23`) | the tenant (clientKey or installation ARI) in the personal data report schedule, slot [`understudy_domain::report_slot`]; keys only; put by every install and Forge record, deleted last by a purge | none |
 //!
 //! A Forge installation is read with one strongly consistent Query (`pk = <ARI> AND
 //! begins_with(sk, "FORGE#")`) that returns the installation and its link, and nothing of what an
@@ -58,9 +59,19 @@
 //! "ACCOUNT#")`, the next page from `ExclusiveStartKey` = the key of the `after` account. Noting
 //! an account is one TransactWriteItems: a ConditionCheck that its `CLOSED#` item is absent and an
 //! UpdateItem of its `ACCOUNT#` item conditioned on being new or holding a later `retrieved_at`
-//! (so the older time stays); closing one is one TransactWriteItems that puts the `CLOSED#` item
-//! and deletes the `ACCOUNT#` item, so a note racing a close never lists the account again. A
-//! report mark is an UpdateItem conditioned on `attribute_exists(pk)`.
+//! (so the older time stays); closing one is one TransactWriteItems of two UpdateItems that set
+//! the `CLOSED#` item's `closed_at` and flag the `ACCOUNT#` item (`closed_at`, creating it if
+//! absent), so a note racing a close never lists the account as open again; forgetting it once its
+//! data is erased is a DeleteItem of the listing. A report mark is an UpdateItem conditioned on
+//! `attribute_exists(pk)`. Erasing an account from the audit trail is a Query of the tenant's
+//! `AUDIT#` items and an UpdateItem (conditioned on `attribute_exists(pk)`) of the `record` of each
+//! that names it.
+//!
+//! The report schedule is listed per slot with one strongly consistent Query on `pk =
+//! #REPORT#<slot>`, the next page from `ExclusiveStartKey` = the `after` tenant's entry. Purging a
+//! tenant whose retention is over is a Query of its partition (keys only), BatchWriteItem deletes
+//! (chunks of 25, a bounded budget per call), then DeleteItem of the `TENANT` item and of the
+//! schedule entry, last.
 //!
 //! The embedded file ([`EmbeddedStore`]) keeps the same sort keys under `<clientKey> NUL <sk>`; in
 //! place of `gsi1` it writes its index keys as rows of their own, in the same transaction: a copy of
@@ -69,11 +80,12 @@
 //!
 //! Request paths use GetItem (strongly consistent), PutItem/UpdateItem (conditional where races
 //! matter; rate limits are one unconditional `ADD`), DeleteItem (a mark whose hand-off failed, an
-//! unparked job), Query (audit, parked-job and account listings, token clean-up, Forge
-//! installation), TransactWriteItems (noting and closing an account) and BatchWriteItem; never
-//! Scan. IAM for the functions: `dynamodb:GetItem, PutItem, UpdateItem, DeleteItem,
-//! ConditionCheckItem, Query, BatchWriteItem` on the table and its `/index/*` (a TransactWriteItems
-//! is authorised per part: `ConditionCheckItem`, `UpdateItem`, `DeleteItem`);
+//! unparked job, a dropped token, a forgotten account, a purge's last two items), Query (audit,
+//! parked-job, account and schedule listings, token clean-up, audit erasure, purge, Forge
+//! installation), TransactWriteItems (noting and closing an account) and BatchWriteItem (token
+//! clean-up, purge); never Scan. IAM for the functions: `dynamodb:GetItem, PutItem, UpdateItem,
+//! DeleteItem, ConditionCheckItem, Query, BatchWriteItem` on the table and its `/index/*` (a
+//! TransactWriteItems is authorised per part: `ConditionCheckItem`, `UpdateItem`);
 //! `kms:GenerateDataKey, kms:Decrypt` on the key.
 //!
 //! The SDK retries throttling and transient errors (standard retry mode, 4 attempts); what still

@@ -25,9 +25,10 @@ use understudy_domain::{
     CachedToken, ClientKey, ClosedAccountKey, EditOutcome, EditStrategy,
     FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, ForgeInstallations, IdempotencyKey,
     IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore, PARKED_JOB_RETENTION_SECONDS,
-    PageId, ParkedJob, ParkedJobs, ParkedPage, RateDecision, RateLimits, RateWindow, SettingsStore,
-    StoreError, StoredAccount, SystemToken, TenantSettings, TenantState, TenantStore, TokenCache,
-    TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    PageId, ParkedJob, ParkedJobs, ParkedPage, REPORT_SLOTS, RateDecision, RateLimits, RateWindow,
+    ScheduledPage, SettingsStore, StoreError, StoredAccount, SystemToken, TenantSettings,
+    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
+    report_slot,
 };
 use understudy_store::{
     DynamoConfig, DynamoStore, EmbeddedStore, KmsCipher, KmsConfig, LocalKeyCipher,
@@ -264,11 +265,20 @@ fn account(id: &str) -> AccountId {
     AccountId::parse(id).unwrap()
 }
 
-fn stored(id: &str, retrieved_at: i64, reported_at: Option<i64>) -> StoredAccount {
+fn stored(id: &str, retrieved_at: i64, next_report_at: Option<i64>) -> StoredAccount {
     StoredAccount {
         account: account(id),
         retrieved_at,
-        reported_at,
+        next_report_at,
+        closed: false,
+    }
+}
+
+/// A listing flagged closed (its erasure under way).
+fn closed(id: &str, retrieved_at: i64, next_report_at: Option<i64>) -> StoredAccount {
+    StoredAccount {
+        closed: true,
+        ..stored(id, retrieved_at, next_report_at)
     }
 }
 
@@ -2015,7 +2025,7 @@ mod cases {
         );
         // A report mark survives later notes.
         b.store
-            .mark_reported(&tenant, &one, T0 + 600, false)
+            .mark_reported(&tenant, &one, T0 + 600, None)
             .await
             .unwrap();
         assert!(b.store.note_account(&tenant, &one, T0 + 700).await.unwrap());
@@ -2176,13 +2186,14 @@ mod cases {
                 .unwrap(),
             AccountsPage::default()
         );
-        // A position stays valid when its account is closed meanwhile.
+        // A position stays valid when its account is closed and forgotten meanwhile.
         let page = b.store.list_accounts(&ck("ck-al"), None, 4).await.unwrap();
         let cursor = page.next.clone().unwrap();
         b.store
             .close_account(&ck("ck-al"), &cursor, T0)
             .await
             .unwrap();
+        b.store.forget_account(&ck("ck-al"), &cursor).await.unwrap();
         let rest = b
             .store
             .list_accounts(&ck("ck-al"), Some(&cursor), 100)
@@ -2191,14 +2202,14 @@ mod cases {
         assert_eq!(rest.accounts, expected[4..]);
     }
 
-    pub async fn a_report_mark_sets_reported_at_and_only_on_a_listed_account(b: Backend) {
+    pub async fn a_report_mark_sets_next_report_at_and_only_on_a_listed_account(b: Backend) {
         let tenant = ck("ck-ar");
         let (one, two) = (account("557058:ar-1"), account("557058:ar-2"));
         b.store.note_account(&tenant, &one, T0).await.unwrap();
         b.store.note_account(&tenant, &two, T0 + 1).await.unwrap();
         // Reported, not refreshed: the retrieval time stays.
         b.store
-            .mark_reported(&tenant, &one, T0 + 50, false)
+            .mark_reported(&tenant, &one, T0 + 50, None)
             .await
             .unwrap();
         assert_eq!(
@@ -2214,11 +2225,11 @@ mod cases {
         );
         // Refreshed (Atlassian answered `updated`): the retrieval time is the report's.
         b.store
-            .mark_reported(&tenant, &two, T0 + 60, true)
+            .mark_reported(&tenant, &two, T0 + 60, Some(T0 + 60))
             .await
             .unwrap();
         b.store
-            .mark_reported(&tenant, &one, T0 + 70, false)
+            .mark_reported(&tenant, &one, T0 + 70, None)
             .await
             .unwrap();
         assert_eq!(
@@ -2232,20 +2243,21 @@ mod cases {
                 stored("557058:ar-2", T0 + 60, Some(T0 + 60))
             ]
         );
-        // An account not listed here (never noted, another tenant's, or closed) is left alone:
-        // nothing is written, so nothing is listed.
+        // An account not listed here (never noted, another tenant's, or closed and forgotten) is
+        // left alone: nothing is written, so nothing is listed.
         let stranger = account("557058:ar-never");
         b.store
-            .mark_reported(&tenant, &stranger, T0 + 80, true)
+            .mark_reported(&tenant, &stranger, T0 + 80, Some(T0 + 80))
             .await
             .unwrap();
         b.store
-            .mark_reported(&ck("ck-ar-2"), &one, T0 + 80, false)
+            .mark_reported(&ck("ck-ar-2"), &one, T0 + 80, None)
             .await
             .unwrap();
         b.store.close_account(&tenant, &two, T0 + 90).await.unwrap();
+        b.store.forget_account(&tenant, &two).await.unwrap();
         b.store
-            .mark_reported(&tenant, &two, T0 + 95, true)
+            .mark_reported(&tenant, &two, T0 + 95, Some(T0 + 95))
             .await
             .unwrap();
         assert_eq!(
@@ -2283,11 +2295,17 @@ mod cases {
         );
     }
 
-    pub async fn a_closed_account_is_unlisted_and_never_noted_again(b: Backend) {
+    pub async fn a_closed_account_stays_listed_flagged_until_forgotten_and_is_never_noted_again(
+        b: Backend,
+    ) {
         let tenant = ck("ck-ac");
         let (gone, kept) = (account("557058:ac-gone"), account("557058:ac-kept"));
         b.store.note_account(&tenant, &gone, T0).await.unwrap();
         b.store.note_account(&tenant, &kept, T0).await.unwrap();
+        b.store
+            .mark_reported(&tenant, &gone, T0 + 5, None)
+            .await
+            .unwrap();
         b.store
             .note_account(&ck("ck-ac-2"), &gone, T0)
             .await
@@ -2295,36 +2313,44 @@ mod cases {
         let key = ClosedAccountKey::new(&gone);
         assert!(!b.store.is_closed(&tenant, &key).await.unwrap());
 
+        // Closed: the listing stays, flagged, with what it held; it is never due again.
         b.store
             .close_account(&tenant, &gone, T0 + 10)
             .await
             .unwrap();
         assert!(b.store.is_closed(&tenant, &key).await.unwrap());
+        let listed = b.store.list_accounts(&tenant, None, 10).await.unwrap();
         assert_eq!(
-            b.store
-                .list_accounts(&tenant, None, 10)
-                .await
-                .unwrap()
-                .accounts,
-            [stored("557058:ac-kept", T0, None)]
+            listed.accounts,
+            [
+                closed("557058:ac-gone", T0, Some(T0 + 5)),
+                stored("557058:ac-kept", T0, None)
+            ]
         );
-        // Noting it again is refused, and lists nothing.
+        assert!(!listed.accounts[0].due(i64::MAX));
+        assert!(listed.accounts[1].due(T0));
+        // Noting it again is refused and changes nothing, not even an earlier retrieval time.
         assert!(!b.store.note_account(&tenant, &gone, T0 + 20).await.unwrap());
         assert!(!b.store.note_account(&tenant, &gone, T0 - 20).await.unwrap());
-        assert_eq!(
-            b.store
-                .list_accounts(&tenant, None, 10)
-                .await
-                .unwrap()
-                .accounts,
-            [stored("557058:ac-kept", T0, None)]
-        );
-        // Closed again (Atlassian reports it again), or closed never having been listed: no error.
+        // Closed again (Atlassian reports it again): no error, still flagged, nothing else changed.
         b.store
             .close_account(&tenant, &gone, T0 + 30)
             .await
             .unwrap();
         assert!(b.store.is_closed(&tenant, &key).await.unwrap());
+        assert_eq!(
+            b.store
+                .list_accounts(&tenant, None, 10)
+                .await
+                .unwrap()
+                .accounts,
+            [
+                closed("557058:ac-gone", T0, Some(T0 + 5)),
+                stored("557058:ac-kept", T0, None)
+            ]
+        );
+        // Closed never having been listed: a flagged listing, retrieved at the close, for the
+        // erasure to find.
         let unseen = account("557058:ac-unseen");
         b.store
             .close_account(&tenant, &unseen, T0 + 30)
@@ -2342,6 +2368,49 @@ mod cases {
                 .await
                 .unwrap()
         );
+        assert_eq!(
+            b.store
+                .list_accounts(&tenant, None, 10)
+                .await
+                .unwrap()
+                .accounts,
+            [
+                closed("557058:ac-gone", T0, Some(T0 + 5)),
+                stored("557058:ac-kept", T0, None),
+                closed("557058:ac-unseen", T0 + 30, None)
+            ]
+        );
+        // Forgotten once erased: the listing goes, the closed key stays; twice is no error.
+        b.store.forget_account(&tenant, &gone).await.unwrap();
+        b.store.forget_account(&tenant, &gone).await.unwrap();
+        b.store.forget_account(&tenant, &unseen).await.unwrap();
+        assert!(b.store.is_closed(&tenant, &key).await.unwrap());
+        assert_eq!(
+            b.store
+                .list_accounts(&tenant, None, 10)
+                .await
+                .unwrap()
+                .accounts,
+            [stored("557058:ac-kept", T0, None)]
+        );
+        assert!(!b.store.note_account(&tenant, &gone, T0 + 50).await.unwrap());
+        b.store
+            .mark_reported(&tenant, &gone, T0 + 55, Some(T0 + 55))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store
+                .list_accounts(&tenant, None, 10)
+                .await
+                .unwrap()
+                .accounts,
+            [stored("557058:ac-kept", T0, None)]
+        );
+        // Forgetting an account never listed, or another tenant's, is no error and lists nothing.
+        b.store
+            .forget_account(&tenant, &account("557058:ac-never"))
+            .await
+            .unwrap();
         // Per tenant: the other tenant still lists it and may still note it.
         assert!(!b.store.is_closed(&ck("ck-ac-2"), &key).await.unwrap());
         assert!(
@@ -2367,7 +2436,7 @@ mod cases {
         );
     }
 
-    pub async fn of_concurrent_notes_and_a_close_the_closed_account_stays_unlisted(b: Backend) {
+    pub async fn of_concurrent_notes_and_a_close_the_closed_account_stays_flagged(b: Backend) {
         let tenant = ck("ck-acr");
         let racing = account("557058:acr-1");
         let store = Arc::clone(&b.store);
@@ -2387,10 +2456,696 @@ mod cases {
                 .await
                 .unwrap()
         );
-        // Whatever the order, a note before the close was erased by it, and one after it refused.
+        // Whatever the order, a note before the close was flagged by it, and one after it refused:
+        // one listing, flagged closed, with the earliest time a note or the close wrote.
+        let listed = b.store.list_accounts(&tenant, None, 10).await.unwrap();
+        assert_eq!(listed.accounts.len(), 1, "{listed:?}");
+        assert_eq!(listed.next, None);
+        let flagged = &listed.accounts[0];
+        assert_eq!(
+            (&flagged.account, flagged.closed, flagged.next_report_at),
+            (&racing, true, None)
+        );
+        assert!((T0..T0 + 8).contains(&flagged.retrieved_at));
+        b.store.forget_account(&tenant, &racing).await.unwrap();
         assert_eq!(
             b.store.list_accounts(&tenant, None, 10).await.unwrap(),
             AccountsPage::default()
+        );
+    }
+
+    pub async fn a_dropped_token_is_that_one_only(b: Backend) {
+        let (one, two) = (token_key("557058:tok-1"), token_key("557058:tok-2"));
+        for tenant in ["ck-dt", "ck-dt-2"] {
+            for key in [&one, &two] {
+                b.store
+                    .put_token(&ck(tenant), key, &token("at", T0 + 3600))
+                    .await
+                    .unwrap();
+            }
+        }
+        b.store.drop_token(&ck("ck-dt"), &one).await.unwrap();
+        assert!(
+            b.store
+                .get_token(&ck("ck-dt"), &one, T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let kept = b
+            .store
+            .get_token(&ck("ck-dt"), &two, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.access_token.expose_secret(), "at");
+        for key in [&one, &two] {
+            assert!(
+                b.store
+                    .get_token(&ck("ck-dt-2"), key, T0)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        // Dropping an absent token, again or never cached, is no error.
+        b.store.drop_token(&ck("ck-dt"), &one).await.unwrap();
+        b.store
+            .drop_token(&ck("ck-dt-3"), &token_key("557058:tok-9"))
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .get_token(&ck("ck-dt"), &two, T0)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    /// Every record of the tenant (or of one page), newest first, with the cursor of each page of
+    /// `limit`: what a listing shows, positions included.
+    async fn audit_listing(
+        b: &Backend,
+        client_key: &str,
+        page: Option<&PageId>,
+        limit: usize,
+        now: i64,
+    ) -> Vec<(Vec<AuditRecord>, Option<String>)> {
+        let mut out = Vec::new();
+        let mut before: Option<AuditCursor> = None;
+        for _ in 0..1000 {
+            let listed = match page {
+                Some(p) => b
+                    .store
+                    .list_for_page(&ck(client_key), p, before.as_ref(), limit, now)
+                    .await
+                    .unwrap(),
+                None => b
+                    .store
+                    .list_for_tenant(&ck(client_key), before.as_ref(), limit, now)
+                    .await
+                    .unwrap(),
+            };
+            out.push((
+                listed.records.clone(),
+                listed.next.as_ref().map(|c| c.as_str().to_owned()),
+            ));
+            match listed.next {
+                Some(next) => before = Some(next),
+                None => return out,
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    pub async fn erasing_an_account_rewrites_only_its_records_of_only_that_tenant(b: Backend) {
+        let ms = T0 * 1000;
+        let gone = account("557058:erase-gone");
+        let kept = account("557058:erase-kept");
+        let as_user = |mut r: AuditRecord, a: &AccountId| {
+            r.acted_as = ActedAs::User(a.clone());
+            r
+        };
+        let as_app = |mut r: AuditRecord| {
+            r.acted_as = ActedAs::App;
+            r
+        };
+        let records = [
+            as_user(audit("ck-er", "1", ms + 1, "j1"), &gone),
+            as_user(audit("ck-er", "2", ms + 2, "j2"), &kept),
+            as_app(audit("ck-er", "1", ms + 3, "j3")),
+            as_user(audit("ck-er", "12", ms + 4, "j4"), &gone),
+            as_user(audit("ck-er", "1", ms + 5, "j5"), &gone),
+            // The same instant as j5: the id in the key keeps them apart.
+            as_user(audit("ck-er", "2", ms + 5, "j6"), &kept),
+        ];
+        for record in &records {
+            b.store.append(record, 3600).await.unwrap();
+        }
+        let foreign = as_user(audit("ck-er-2", "1", ms + 3, "x1"), &gone);
+        b.store.append(&foreign, 3600).await.unwrap();
+        let pages = [None, Some(page("1")), Some(page("2")), Some(page("12"))];
+        let mut before = Vec::new();
+        for p in &pages {
+            before.push(audit_listing(&b, "ck-er", p.as_ref(), 2, T0).await);
+        }
+
+        assert_eq!(b.store.erase_account(&ck("ck-er"), &gone).await.unwrap(), 3);
+
+        // The same listings, page for page and cursor for cursor, with the account erased from
+        // its records and nothing else changed.
+        let erase = |r: &AuditRecord| {
+            if r.acted_as == ActedAs::User(gone.clone()) {
+                as_user(r.clone(), &AccountId::erased())
+            } else {
+                r.clone()
+            }
+        };
+        for (p, listed) in pages.iter().zip(&before) {
+            let expected: Vec<_> = listed
+                .iter()
+                .map(|(records, next)| {
+                    (records.iter().map(erase).collect::<Vec<_>>(), next.clone())
+                })
+                .collect();
+            assert_eq!(
+                audit_listing(&b, "ck-er", p.as_ref(), 2, T0).await,
+                expected,
+                "page {p:?}"
+            );
+        }
+        let all = audit_listing(&b, "ck-er", None, 100, T0).await;
+        let all: Vec<AuditRecord> = all.into_iter().flat_map(|(r, _)| r).collect();
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            all.iter()
+                .filter(|r| r.acted_as == ActedAs::User(AccountId::erased()))
+                .count(),
+            3
+        );
+        assert!(
+            all.iter()
+                .all(|r| r.acted_as != ActedAs::User(gone.clone()))
+        );
+        for original in &records {
+            assert!(all.contains(&erase(original)), "{original:?}");
+        }
+        // The expiry stays: still listed just before it, gone at it.
+        assert_eq!(
+            audit_listing(&b, "ck-er", None, 100, T0 + 3599).await[0]
+                .0
+                .len(),
+            6
+        );
+        assert!(
+            audit_listing(&b, "ck-er", None, 100, T0 + 3600).await[0]
+                .0
+                .is_empty()
+        );
+        // The other tenant's record of the same account is untouched.
+        assert_eq!(
+            b.store
+                .list_for_tenant(&ck("ck-er-2"), None, 10, T0)
+                .await
+                .unwrap()
+                .records,
+            std::slice::from_ref(&foreign)
+        );
+        // Again: nothing left to erase. An account no record names, or a tenant with no audit:
+        // nothing either.
+        assert_eq!(b.store.erase_account(&ck("ck-er"), &gone).await.unwrap(), 0);
+        assert_eq!(
+            b.store
+                .erase_account(&ck("ck-er"), &account("557058:erase-none"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            b.store
+                .erase_account(&ck("ck-er-none"), &gone)
+                .await
+                .unwrap(),
+            0
+        );
+        // An account whose id is the start of another's: only its own records.
+        assert_eq!(
+            b.store
+                .erase_account(&ck("ck-er"), &account("557058:erase-kep"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(b.store.erase_account(&ck("ck-er"), &kept).await.unwrap(), 2);
+        let all = audit_listing(&b, "ck-er", None, 100, T0).await;
+        assert!(all[0].0.iter().all(|r| matches!(&r.acted_as, ActedAs::App)
+            || r.acted_as == ActedAs::User(AccountId::erased())));
+        assert_eq!(
+            b.store
+                .list_for_tenant(&ck("ck-er-2"), None, 10, T0)
+                .await
+                .unwrap()
+                .records,
+            [foreign]
+        );
+    }
+
+    /// Every tenant of the slot, one page of `limit` at a time, checking each page.
+    async fn follow_slot(b: &Backend, slot: u32, limit: usize) -> Vec<ClientKey> {
+        let mut out: Vec<ClientKey> = Vec::new();
+        let mut after: Option<ClientKey> = None;
+        for _ in 0..1000 {
+            let listed = b
+                .store
+                .scheduled_tenants(slot, after.as_ref(), limit)
+                .await
+                .unwrap();
+            assert!(listed.tenants.len() <= limit);
+            out.extend(listed.tenants.iter().cloned());
+            match listed.next {
+                Some(next) => {
+                    assert_eq!(listed.tenants.len(), limit, "only the last page is short");
+                    assert_eq!(Some(&next), listed.tenants.last(), "next is the last one");
+                    after = Some(next);
+                }
+                None => return out,
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    pub async fn installs_and_forge_installations_are_scheduled_in_their_slot(b: Backend) {
+        let connect = ck("ck-sched-connect");
+        let forge_raw = "88888888-0000-0000-0000-000000000001";
+        let forge = installation_id(forge_raw).own_tenant_key();
+        for slot in 0..REPORT_SLOTS {
+            assert_eq!(
+                b.store.scheduled_tenants(slot, None, 10).await.unwrap(),
+                ScheduledPage::default()
+            );
+        }
+        b.store
+            .save_install(
+                &tenant(connect.as_str(), "s", "https://s.example/wiki", T0),
+                T0,
+            )
+            .await
+            .unwrap();
+        b.store
+            .record_installation(&installation(forge_raw, "tok", T0, T0), T0)
+            .await
+            .unwrap();
+        // Again (a re-install, the next invocation): still one entry each.
+        b.store
+            .save_install(
+                &tenant(connect.as_str(), "s2", "https://s.example/wiki", T0 + 1),
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        b.store
+            .record_installation(&installation(forge_raw, "tok", T0, T0 + 1), T0 + 1)
+            .await
+            .unwrap();
+        // A Forge installation linked to a Connect tenant is still scheduled under its own key
+        // (its items stay there).
+        b.store
+            .link_installation(&installation_id(forge_raw), &connect, T0 + 2)
+            .await
+            .unwrap();
+        for slot in 0..REPORT_SLOTS {
+            let mut expected: Vec<ClientKey> = [&connect, &forge]
+                .into_iter()
+                .filter(|t| report_slot(t) == slot)
+                .cloned()
+                .collect();
+            expected.sort();
+            let listed = b.store.scheduled_tenants(slot, None, 10).await.unwrap();
+            assert_eq!(listed.tenants, expected, "slot {slot}");
+            assert_eq!(listed.next, None);
+        }
+        // A slot that does not exist has nobody.
+        assert_eq!(
+            b.store
+                .scheduled_tenants(REPORT_SLOTS, None, 10)
+                .await
+                .unwrap(),
+            ScheduledPage::default()
+        );
+        // Settings, tokens, audit, accounts: none enters a tenant in the schedule.
+        let quiet = ck("ck-sched-quiet");
+        b.store
+            .put_settings(
+                &quiet,
+                &TenantSettings {
+                    document: json!({}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        b.store
+            .note_account(&quiet, &account("557058:sched"), T0)
+            .await
+            .unwrap();
+        b.store
+            .append(&audit(quiet.as_str(), "1", T0 * 1000, "q"), 3600)
+            .await
+            .unwrap();
+        let listed = b
+            .store
+            .scheduled_tenants(report_slot(&quiet), None, 10)
+            .await
+            .unwrap();
+        assert!(!listed.tenants.contains(&quiet));
+    }
+
+    pub async fn a_slot_pages_through_each_tenant_exactly_once(b: Backend) {
+        // Twelve tenants that share a slot, and a few in others.
+        let slot = report_slot(&ck("ck-slot-0"));
+        let (mut same, mut others) = (Vec::new(), Vec::new());
+        for i in 0.. {
+            let key = ck(&format!("ck-slot-{i}"));
+            if report_slot(&key) == slot {
+                same.push(key);
+            } else if others.len() < 4 {
+                others.push(key);
+            }
+            if same.len() == 12 && others.len() == 4 {
+                break;
+            }
+        }
+        for (i, key) in same.iter().chain(&others).enumerate() {
+            b.store
+                .save_install(
+                    &tenant(key.as_str(), "s", "https://s.example/wiki", T0 + i as i64),
+                    T0 + i as i64,
+                )
+                .await
+                .unwrap();
+        }
+        let mut expected = same.clone();
+        expected.sort();
+        for limit in [1, 2, 5, 11, 12, 13, 1000] {
+            assert_eq!(
+                follow_slot(&b, slot, limit).await,
+                expected,
+                "limit {limit}: each once, in key order"
+            );
+        }
+        let first = b.store.scheduled_tenants(slot, None, 3).await.unwrap();
+        assert_eq!(first.tenants, expected[..3]);
+        assert_eq!(first.next, Some(expected[2].clone()));
+        // Exactly `limit` remain after `after`: no next.
+        let exact = b
+            .store
+            .scheduled_tenants(slot, Some(&expected[9]), 2)
+            .await
+            .unwrap();
+        assert_eq!(exact.tenants, expected[10..]);
+        assert_eq!(exact.next, None);
+        // After the last, or a position no tenant has: what follows it.
+        assert_eq!(
+            b.store
+                .scheduled_tenants(slot, Some(&expected[11]), 5)
+                .await
+                .unwrap(),
+            ScheduledPage::default()
+        );
+        let between = ck(&format!("{}-", expected[4].as_str()));
+        let listed = b
+            .store
+            .scheduled_tenants(slot, Some(&between), 100)
+            .await
+            .unwrap();
+        let from = expected
+            .iter()
+            .position(|t| t.as_str() > between.as_str())
+            .unwrap();
+        assert_eq!(listed.tenants, expected[from..]);
+        // Limit 0: an empty page without next.
+        assert_eq!(
+            b.store
+                .scheduled_tenants(slot, Some(&expected[0]), 0)
+                .await
+                .unwrap(),
+            ScheduledPage::default()
+        );
+        // The others are in theirs.
+        for other in &others {
+            let theirs = follow_slot(&b, report_slot(other), 2).await;
+            assert!(theirs.contains(other));
+            assert!(!follow_slot(&b, slot, 100).await.contains(other));
+        }
+    }
+
+    /// Fills a tenant's partition with one of everything a tenant keeps.
+    async fn populate(b: &Backend, client_key: &str, forge_raw: &str) {
+        let tenant_key = ck(client_key);
+        b.store
+            .save_install(&tenant(client_key, "s", "https://p.example/wiki", T0), T0)
+            .await
+            .unwrap();
+        b.store
+            .put_settings(
+                &tenant_key,
+                &TenantSettings {
+                    document: json!({"n": 1}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        for user in ["557058:p-1", "557058:p-2"] {
+            b.store
+                .put_token(&tenant_key, &token_key(user), &token("at", T0 + 3600))
+                .await
+                .unwrap();
+            b.store
+                .note_account(&tenant_key, &account(user), T0)
+                .await
+                .unwrap();
+        }
+        b.store
+            .close_account(&tenant_key, &account("557058:p-2"), T0)
+            .await
+            .unwrap();
+        assert!(
+            b.store
+                .mark_once(&tenant_key, &mark("event-1"), 3600, T0)
+                .await
+                .unwrap()
+        );
+        for i in 0..3 {
+            b.store
+                .append(
+                    &audit(client_key, "7", T0 * 1000 + i, &format!("j{i}")),
+                    3600,
+                )
+                .await
+                .unwrap();
+        }
+        b.store
+            .park(&parked_job(client_key, "7", T0 * 1000, "blocked"))
+            .await
+            .unwrap();
+        b.store
+            .take(&tenant_key, "557058:p-1", 5, 60, T0)
+            .await
+            .unwrap();
+        // A Forge installation of the tenant's site, linked to it, with a tenant of its own too.
+        let id = installation_id(forge_raw);
+        b.store
+            .record_installation(&installation(forge_raw, "tok", T0, T0), T0)
+            .await
+            .unwrap();
+        b.store
+            .put_settings(
+                &id.own_tenant_key(),
+                &TenantSettings {
+                    document: json!({"forge": true}),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        b.store
+            .append(
+                &audit(id.own_tenant_key().as_str(), "8", T0 * 1000, "f"),
+                3600,
+            )
+            .await
+            .unwrap();
+        b.store
+            .link_installation(&id, &tenant_key, T0)
+            .await
+            .unwrap();
+        b.store.mark_uninstalled(&tenant_key, T0).await.unwrap();
+    }
+
+    /// Whether anything of the tenant is readable through a port.
+    async fn anything_of(b: &Backend, client_key: &str) -> Vec<&'static str> {
+        let tenant_key = ck(client_key);
+        let mut found = Vec::new();
+        if b.store.get_tenant(&tenant_key, T0).await.unwrap().is_some() {
+            found.push("tenant");
+        }
+        if b.store
+            .get_settings(&tenant_key, T0)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            found.push("settings");
+        }
+        for user in ["557058:p-1", "557058:p-2"] {
+            if b.store
+                .get_token(&tenant_key, &token_key(user), T0)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                found.push("token");
+            }
+        }
+        if !b
+            .store
+            .list_for_tenant(&tenant_key, None, 10, T0)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+        {
+            found.push("audit");
+        }
+        if !b
+            .store
+            .list_for_page(&tenant_key, &page("7"), None, 10, T0)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+        {
+            found.push("audit of a page");
+        }
+        if b.store.list_accounts(&tenant_key, None, 10).await.unwrap() != AccountsPage::default() {
+            found.push("accounts");
+        }
+        if b.store
+            .is_closed(&tenant_key, &ClosedAccountKey::new(&account("557058:p-2")))
+            .await
+            .unwrap()
+        {
+            found.push("closed account");
+        }
+        if b.store
+            .parked(&tenant_key, &page("7"), T0)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            found.push("parked job");
+        }
+        if b.store
+            .list_parked(&tenant_key, None, 10, T0)
+            .await
+            .unwrap()
+            != ParkedPage::default()
+        {
+            found.push("parked listing");
+        }
+        if follow_slot(b, report_slot(&tenant_key), 100)
+            .await
+            .contains(&tenant_key)
+        {
+            found.push("schedule");
+        }
+        found
+    }
+
+    pub async fn a_purge_takes_everything_of_the_tenant_and_nothing_else_in_bounded_steps(
+        b: Backend,
+    ) {
+        let forge_a = "99999999-0000-0000-0000-00000000000a";
+        let forge_b = "99999999-0000-0000-0000-00000000000b";
+        populate(&b, "ck-purge-a", forge_a).await;
+        populate(&b, "ck-purge-b", forge_b).await;
+        let everything = [
+            "tenant",
+            "settings",
+            "token",
+            "token",
+            "audit",
+            "audit of a page",
+            "accounts",
+            "closed account",
+            "parked job",
+            "parked listing",
+            "schedule",
+        ];
+        // Uninstalled: tokens dropped already.
+        let kept: Vec<_> = everything
+            .iter()
+            .filter(|w| **w != "token")
+            .copied()
+            .collect();
+        assert_eq!(anything_of(&b, "ck-purge-a").await, kept);
+        let b_before = anything_of(&b, "ck-purge-b").await;
+        assert_eq!(b_before, kept);
+        // Tokens cached after the uninstall (a late job) go too.
+        b.store
+            .put_token(
+                &ck("ck-purge-a"),
+                &token_key("557058:p-1"),
+                &token("late", T0 + 3600),
+            )
+            .await
+            .unwrap();
+
+        // Two items a call: several calls that leave some, then one that finishes.
+        let mut unfinished = 0;
+        while !b.store.purge_tenant(&ck("ck-purge-a"), 2).await.unwrap() {
+            unfinished += 1;
+            assert!(unfinished < 100, "the purge never ended");
+        }
+        if !matches!(b.raw, Raw::Nothing) {
+            // 1 tenant, 1 settings, 1 token, 1 mark, 3 audit, 1 parked job, 2 accounts, 1 closed
+            // key, (DynamoDB: 1 rate counter), and the schedule entry: more than two calls' worth.
+            assert!(unfinished >= 5, "{unfinished}");
+        }
+        assert_eq!(anything_of(&b, "ck-purge-a").await, Vec::<&str>::new());
+        // A purge of a purged tenant has nothing to do.
+        assert!(b.store.purge_tenant(&ck("ck-purge-a"), 2).await.unwrap());
+        assert!(b.store.purge_tenant(&ck("ck-purge-a"), 0).await.unwrap());
+        // Its mark is gone: the event counts as new.
+        assert!(
+            b.store
+                .mark_once(&ck("ck-purge-a"), &mark("event-1"), 3600, T0)
+                .await
+                .unwrap()
+        );
+        // The other tenant keeps everything, and so do both Forge installations' own partitions
+        // (a purge is per tenant key).
+        assert_eq!(anything_of(&b, "ck-purge-b").await, b_before);
+        assert!(
+            !b.store
+                .mark_once(&ck("ck-purge-b"), &mark("event-1"), 3600, T0)
+                .await
+                .unwrap()
+        );
+        for forge in [forge_a, forge_b] {
+            let id = installation_id(forge);
+            assert!(b.store.get_installation(&id, T0).await.unwrap().is_some());
+        }
+
+        // The Forge installation's own tenant key: installation, link, settings, audit, schedule.
+        let id = installation_id(forge_a);
+        let own = id.own_tenant_key();
+        assert!(follow_slot(&b, report_slot(&own), 100).await.contains(&own));
+        let mut calls = 0;
+        while !b.store.purge_tenant(&own, 1).await.unwrap() {
+            calls += 1;
+            assert!(calls < 100, "the purge never ended");
+        }
+        assert!(b.store.get_installation(&id, T0).await.unwrap().is_none());
+        assert!(b.store.get_settings(&own, T0).await.unwrap().is_none());
+        assert!(
+            b.store
+                .list_for_tenant(&own, None, 10, T0)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+        assert!(!follow_slot(&b, report_slot(&own), 100).await.contains(&own));
+        let other = installation_id(forge_b);
+        let got = b.store.get_installation(&other, T0).await.unwrap().unwrap();
+        assert_eq!(got.tenant_key, ck("ck-purge-b"));
+        assert!(
+            follow_slot(&b, report_slot(&other.own_tenant_key()), 100)
+                .await
+                .contains(&other.own_tenant_key())
         );
     }
 
@@ -2534,18 +3289,27 @@ mod cases {
         b.store.note_account(&tenant, &gone, T0).await.unwrap();
         b.store.note_account(&tenant, &kept, T0).await.unwrap();
         b.store
-            .mark_reported(&tenant, &gone, T0 + 5, true)
+            .mark_reported(&tenant, &gone, T0 + 5, Some(T0 + 5))
             .await
             .unwrap();
+        for (who, page_id) in [(&gone, "1"), (&kept, "2"), (&gone, "3")] {
+            let mut record = audit(tenant.as_str(), page_id, T0 * 1000, "job");
+            record.acted_as = ActedAs::User(who.clone());
+            b.store.append(&record, 3600).await.unwrap();
+        }
         let raw = raw_bytes(&b.raw).await;
-        // The dump is real: both listings are in it, by accountId.
+        // The dump is real: both listings and the audit records are in it, by accountId.
         assert!(contains(&raw, gone.as_str()));
         assert!(contains(&raw, kept.as_str()));
 
+        // Closed: the flagged listing and the records still name it until they are erased.
         b.store
             .close_account(&tenant, &gone, T0 + 10)
             .await
             .unwrap();
+        assert!(contains(&raw_bytes(&b.raw).await, gone.as_str()));
+        assert_eq!(b.store.erase_account(&tenant, &gone).await.unwrap(), 2);
+        b.store.forget_account(&tenant, &gone).await.unwrap();
         let raw = raw_bytes(&b.raw).await;
         assert!(
             !contains(&raw, gone.as_str()),
@@ -2554,12 +3318,38 @@ mod cases {
         assert!(!contains(&raw, "closed-account-4e1f"));
         assert!(contains(&raw, ClosedAccountKey::new(&gone).as_str()));
         assert!(contains(&raw, kept.as_str()));
+        assert!(contains(&raw, AccountId::ERASED));
         assert!(
             b.store
                 .is_closed(&tenant, &ClosedAccountKey::new(&gone))
                 .await
                 .unwrap()
         );
+    }
+
+    pub async fn the_raw_data_keeps_nothing_of_a_purged_tenant(b: Backend) {
+        populate(&b, "ck-raw-purged", "99999999-0000-0000-0000-0000000000c1").await;
+        populate(&b, "ck-raw-kept", "99999999-0000-0000-0000-0000000000c2").await;
+        let raw = raw_bytes(&b.raw).await;
+        // The dump is real: the tenant is in it, as partition, index partition and schedule entry.
+        assert!(contains(&raw, "ck-raw-purged"));
+        while !b.store.purge_tenant(&ck("ck-raw-purged"), 3).await.unwrap() {}
+        let raw = raw_bytes(&b.raw).await;
+        // Only the Forge installation's link names it: that is the installation's, under its ARI.
+        let id = installation_id("99999999-0000-0000-0000-0000000000c1");
+        let mut left = raw.clone();
+        // (`raw_bytes` writes each attribute as its name, then its value, then a newline.)
+        let link = "client_keyck-raw-purged\n";
+        while let Some(at) = left.windows(link.len()).position(|w| w == link.as_bytes()) {
+            left.drain(at..at + link.len());
+        }
+        assert!(
+            !contains(&left, "ck-raw-purged"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        assert!(b.store.get_installation(&id, T0).await.unwrap().is_some());
+        assert!(contains(&raw, "ck-raw-kept"));
     }
 }
 
@@ -2611,9 +3401,14 @@ macro_rules! full_contract {
             parked_jobs_expire_after_the_retention,
             a_noted_account_is_listed_and_keeps_the_older_retrieval_time,
             accounts_list_in_account_id_order_and_page_through_each_once,
-            a_report_mark_sets_reported_at_and_only_on_a_listed_account,
-            a_closed_account_is_unlisted_and_never_noted_again,
-            of_concurrent_notes_and_a_close_the_closed_account_stays_unlisted,
+            a_report_mark_sets_next_report_at_and_only_on_a_listed_account,
+            a_closed_account_stays_listed_flagged_until_forgotten_and_is_never_noted_again,
+            of_concurrent_notes_and_a_close_the_closed_account_stays_flagged,
+            a_dropped_token_is_that_one_only,
+            erasing_an_account_rewrites_only_its_records_of_only_that_tenant,
+            installs_and_forge_installations_are_scheduled_in_their_slot,
+            a_slot_pages_through_each_tenant_exactly_once,
+            a_purge_takes_everything_of_the_tenant_and_nothing_else_in_bounded_steps,
         );
     )*};
 }
@@ -2626,7 +3421,7 @@ mod raw {
     // a deleted listing stay in the file until the page is reused (see the embedded store's docs;
     // its own tests check that no live row names a closed account).
     contract!(embedded: the_raw_data_shows_no_secret_in_plain_text, the_raw_data_shows_no_system_token_in_plain_text);
-    contract!(dynamo: the_raw_data_shows_no_secret_in_plain_text, the_raw_data_shows_no_system_token_in_plain_text, the_raw_data_keeps_only_the_hash_of_a_closed_account);
+    contract!(dynamo: the_raw_data_shows_no_secret_in_plain_text, the_raw_data_shows_no_system_token_in_plain_text, the_raw_data_keeps_only_the_hash_of_a_closed_account, the_raw_data_keeps_nothing_of_a_purged_tenant);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3216,4 +4011,87 @@ async fn an_unreachable_dynamodb_or_kms_is_unavailable_not_a_panic() {
         "{err:?}"
     );
     assert!(!err.to_string().contains("\"s\""));
+}
+
+async fn partition_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dynamo_schedule_entries_flagged_listings_and_erased_audit_items_are_as_documented() {
+    let (b, _, table) = dynamo_with_key(None, None).await;
+    let Raw::Table { client, .. } = &b.raw else {
+        unreachable!()
+    };
+    let s = |v: &str| AttributeValue::S(v.into());
+    // A schedule entry: `#REPORT#<two digits>`, the tenant key, and nothing else (no TTL).
+    let tenant_key = ck("ck-layout");
+    b.store
+        .save_install(&tenant("ck-layout", "s", "https://l.example/wiki", T0), T0)
+        .await
+        .unwrap();
+    let slot_pk = format!("#REPORT#{:02}", report_slot(&tenant_key));
+    assert_eq!(slot_pk.len(), "#REPORT#00".len());
+    let entries = partition_items(client, &table, &slot_pk).await;
+    assert_eq!(
+        entries,
+        [std::collections::HashMap::from([
+            ("pk".to_owned(), s(&slot_pk)),
+            ("sk".to_owned(), s("ck-layout")),
+        ])]
+    );
+
+    // A close of an account never listed: a flagged listing, retrieved at the close.
+    let gone = account("557058:layout-gone");
+    b.store
+        .close_account(&tenant_key, &gone, T0 + 5)
+        .await
+        .unwrap();
+    let items = partition_items(client, &table, "ck-layout").await;
+    let listing = items
+        .iter()
+        .find(|i| i["sk"] == s("ACCOUNT#557058:layout-gone"))
+        .unwrap();
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    assert_eq!(listing.get("closed_at"), Some(&n(T0 + 5)));
+    assert_eq!(listing.get("retrieved_at"), Some(&n(T0 + 5)));
+    assert_eq!(listing.len(), 4, "{listing:?}");
+
+    // An erased audit item: the same item but for its record.
+    let mut record = audit("ck-layout", "4", T0 * 1000, "job-layout");
+    record.acted_as = ActedAs::User(gone.clone());
+    b.store.append(&record, 3600).await.unwrap();
+    let audit_item = |items: Vec<std::collections::HashMap<String, AttributeValue>>| {
+        items
+            .into_iter()
+            .find(|i| matches!(&i["sk"], AttributeValue::S(sk) if sk.starts_with("AUDIT#")))
+            .unwrap()
+    };
+    let before = audit_item(partition_items(client, &table, "ck-layout").await);
+    assert_eq!(b.store.erase_account(&tenant_key, &gone).await.unwrap(), 1);
+    let after = audit_item(partition_items(client, &table, "ck-layout").await);
+    let mut unchanged = after.clone();
+    unchanged.insert("record".into(), before["record"].clone());
+    assert_eq!(unchanged, before, "only the record changes");
+    let AttributeValue::S(text) = &after["record"] else {
+        panic!("{after:?}")
+    };
+    assert!(!text.contains(gone.as_str()) && text.contains(AccountId::ERASED));
+    b.store.forget_account(&tenant_key, &gone).await.unwrap();
+    let items = partition_items(client, &table, "ck-layout").await;
+    assert!(!format!("{items:?}").contains(gone.as_str()), "{items:?}");
 }

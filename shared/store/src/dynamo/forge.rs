@@ -6,6 +6,9 @@
 //! A record never reads and then writes in the process: which token stays is decided by the
 //! database, in the condition of one UpdateItem (`token_issued_at < :iat`), so of concurrent or
 //! out-of-order records the one with the latest token wins whatever their order.
+//!
+//! Once a record is written, a PutItem enters the installation's own tenant key (its ARI) in the
+//! report schedule (`pk` = `#REPORT#<slot>`, `sk` = the ARI; see [`crate::keys`]).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -310,6 +313,9 @@ impl ForgeInstallations for DynamoStore {
                 "forge installation kept changing during a record",
             ));
         };
+        // The installation's own tenant key in the report schedule (every record: one recorded
+        // before the schedule existed is entered by its next invocation).
+        self.schedule(&id.own_tenant_key()).await?;
         let link = self.installation_link(id).await?;
         stored.open(id, link, &*self.cipher).await
     }

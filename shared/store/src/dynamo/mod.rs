@@ -22,8 +22,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, WriteRequest,
 };
 use understudy_domain::{ClientKey, StoreError};
 
@@ -80,10 +81,12 @@ fn n(value: i64) -> AttributeValue {
 }
 
 fn key(client_key: &ClientKey, sk: impl Into<String>) -> Item {
-    HashMap::from([
-        (attr::PK.to_owned(), s(client_key.as_str())),
-        (attr::SK.to_owned(), s(sk)),
-    ])
+    raw_key(client_key.as_str(), sk)
+}
+
+/// The key of an item in any partition: a tenant's, or one of the app's own (the schedule's).
+fn raw_key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
 }
 
 fn corrupt(what: &str, name: &str) -> StoreError {
@@ -327,6 +330,63 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk) OR #exp <= :now")
             .expression_attribute_names("#exp", attr::TTL)
             .expression_attribute_values(":now", n(now))
+    }
+
+    /// Deletes the items of these keys (absent ones are no error): BatchWriteItem in chunks of 25,
+    /// what DynamoDB leaves unprocessed (throttling) sent again with backoff, a bounded number of
+    /// times.
+    async fn batch_delete(
+        &self,
+        keys: Vec<Item>,
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
+        for chunk in keys.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|k| {
+                    DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(build_error)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for attempt in 0..5u32 {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(operation, &e))?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::unavailable(format!(
+                    "{operation}: items left unprocessed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes one item (an absent one is no error).
+    async fn delete(&self, item_key: Item, operation: &'static str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key))
+            .send()
+            .await
+            .map_err(|e| unavailable(operation, &e))?;
+        Ok(())
     }
 
     async fn get_item(

@@ -1,4 +1,7 @@
-//! [`TenantStore`] on DynamoDB: the tenant item (`sk` = `TENANT`) and its one codec.
+//! [`TenantStore`] on DynamoDB: the tenant item (`sk` = `TENANT`) and its one codec. Once an
+//! install is written, a PutItem enters the tenant in the report schedule (`pk` =
+//! `#REPORT#<slot>`, `sk` = the clientKey; see [`crate::keys`]): every install does, so a tenant
+//! installed before the schedule existed is entered by its next install.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -109,7 +112,10 @@ impl TenantStore for DynamoStore {
                 .send()
                 .await;
             let old = match created {
-                Ok(_) => return Ok(InstallOutcome::New),
+                Ok(_) => {
+                    self.schedule(&tenant.client_key).await?;
+                    return Ok(InstallOutcome::New);
+                }
                 Err(e) => match e.as_service_error() {
                     Some(PutItemError::ConditionalCheckFailedException(c)) => {
                         c.item.clone().unwrap_or_default()
@@ -161,6 +167,7 @@ impl TenantStore for DynamoStore {
                 if was_uninstalled {
                     self.settings_retention(&tenant.client_key, None).await?;
                 }
+                self.schedule(&tenant.client_key).await?;
                 return Ok(InstallOutcome::Updated);
             }
         }

@@ -1,14 +1,13 @@
 //! [`TokenCache`] on DynamoDB: cached access tokens (`sk` = `TOKEN#<hash>`), sealed, expiring
-//! with the token.
-
-use std::time::Duration;
+//! with the token. One is dropped with a DeleteItem; all of a tenant's with a Query of its
+//! `TOKEN#` keys and BatchWriteItem deletes.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use understudy_domain::{CachedToken, ClientKey, StoreError, TokenCache, TokenCacheKey};
 
-use super::{DynamoStore, Item, attr, build_error, key, n, req_b, req_n, s};
+use super::{DynamoStore, Item, attr, key, n, req_b, req_n, s};
 use crate::aws::unavailable;
 use crate::codec::TokenRow;
 use crate::keys::{TOKEN_PREFIX, token_sk};
@@ -81,39 +80,19 @@ impl TokenCache for DynamoStore {
                 _ => break,
             }
         }
-        for chunk in keys.chunks(25) {
-            let mut requests = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(build_error)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            // BatchWriteItem may leave items unprocessed under throttling; retry those with backoff.
-            for attempt in 0..5u32 {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("DynamoDB BatchWriteItem (tokens)", &e))?;
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-            if !requests.is_empty() {
-                return Err(StoreError::unavailable("DynamoDB kept tokens unprocessed"));
-            }
-        }
-        Ok(())
+        self.batch_delete(keys, "DynamoDB BatchWriteItem (tokens)")
+            .await
+    }
+
+    async fn drop_token(
+        &self,
+        client_key: &ClientKey,
+        key_hash: &TokenCacheKey,
+    ) -> Result<(), StoreError> {
+        self.delete(
+            key(client_key, token_sk(key_hash)),
+            "DynamoDB DeleteItem (token)",
+        )
+        .await
     }
 }
