@@ -25,6 +25,9 @@ use understudy_confluence::{ClientConfig, ENV_ALLOW_HTTP_LOOPBACK};
 use understudy_edits::api::EditApi;
 use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
 use understudy_lifecycle::Lifecycle;
+use understudy_privacy::{
+    DEFAULT_MAX_ACCOUNTS_PER_TENANT, PrivacyRun, PrivacyRunner, deadline_in, report_settings,
+};
 use understudy_queue::LocalQueue;
 use understudy_store::EmbeddedStore;
 use understudy_web::routes::{self, Function};
@@ -61,6 +64,10 @@ pub struct LocalSettings {
     /// edits nothing: the jobs wait in the queue for a later run with the worker on. For looking
     /// at what the rules queue before any page is touched, and for timing the webhook path alone.
     pub worker: bool,
+    /// `LOCAL_PRIVACY` (`on`, the default, or `off`): the hourly personal data run
+    /// ([`understudy_privacy`]), first a minute after start. Off, nothing is reported to
+    /// Atlassian; `understudy privacy-report --once` runs it by hand.
+    pub privacy: bool,
     /// `LOCAL_HEADER_TIMEOUT_MS`, `LOCAL_BODY_TIMEOUT_MS`, `LOCAL_MAX_CONNECTIONS`: the limits that
     /// keep slow or silent clients from holding the server open ([`server`]).
     pub server: server::ServerLimits,
@@ -83,6 +90,13 @@ impl LocalSettings {
                 })
             })
         };
+        let switch = |name: &str| match get(name).as_deref() {
+            None | Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(_) => Err(StartError(format!(
+                "environment variable {name} must be on or off"
+            ))),
+        };
         Ok(Self {
             port: u16::try_from(number("PORT", 3000)?).map_err(|_| {
                 StartError("environment variable PORT must be at most 65535".into())
@@ -94,15 +108,8 @@ impl LocalSettings {
                 u64::from(DEFAULT_MAX_RECEIVES),
             )?)
             .unwrap_or(DEFAULT_MAX_RECEIVES),
-            worker: match get("LOCAL_WORKER").as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(_) => {
-                    return Err(StartError(
-                        "environment variable LOCAL_WORKER must be on or off".into(),
-                    ));
-                }
-            },
+            worker: switch("LOCAL_WORKER")?,
+            privacy: switch("LOCAL_PRIVACY")?,
             server: server::ServerLimits::from_lookup(lookup)?,
         })
     }
@@ -134,7 +141,17 @@ pub struct LocalApp {
     server: JoinHandle<()>,
     /// `None` when `LOCAL_WORKER=off`.
     worker: Option<JoinHandle<()>>,
+    /// The personal data run, by hand ([`Self::privacy_report`]) and on the hourly timer.
+    privacy: Arc<LocalPrivacy>,
+    /// `None` when `LOCAL_PRIVACY=off`.
+    privacy_timer: Option<JoinHandle<()>>,
 }
+
+/// The personal data run on the embedded store.
+pub type LocalPrivacy = PrivacyRunner<EmbeddedStore>;
+
+/// How long a local personal data run may take (the Lambda function's timeout on AWS).
+const PRIVACY_RUN_BUDGET: Duration = Duration::from_secs(10 * 60);
 
 impl std::fmt::Debug for LocalApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,29 +180,10 @@ impl LocalApp {
         let addr = listener
             .local_addr()
             .map_err(|e| start_error("listener")(&e))?;
-        let default_base = format!("http://localhost:{}", addr.port());
-        let app_config = AppConfig::from_lookup(|name| match name {
-            "APP_BASE_URL" => lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .or_else(|| Some(default_base.clone())),
-            _ => lookup(name),
-        })
-        .map_err(|e| StartError(e.to_string()))?;
+        let app_config = app_config(lookup, addr.port())?;
         let rules = Rules::from_env_value(lookup("EDIT_RULES").as_deref())
             .map_err(|e| StartError(e.to_string()))?;
-        // Plain http to a tenant (and to a configured OAuth server) only when the allow-list names a
-        // loopback host exactly: local testing against the simulator.
-        let loopback = (app_config.tenant_hosts.names_loopback_host()
-            || app_config
-                .forge
-                .as_ref()
-                .is_some_and(|forge| forge.api_hosts.names_loopback_host()))
-        .to_string();
-        let client_config = ClientConfig::from_lookup(|name| match name {
-            ENV_ALLOW_HTTP_LOOPBACK => Some(loopback.clone()),
-            _ => lookup(name),
-        })
-        .map_err(|e| StartError(e.to_string()))?;
+        let client_config = client_config(lookup, &app_config)?;
 
         let store = Arc::new(
             EmbeddedStore::open_with_local_key(&settings.data_dir)
@@ -233,6 +231,7 @@ impl LocalApp {
             SystemClock,
         )
         .with_forge(forge()?);
+        let privacy = Arc::new(privacy_runner(client_config.clone(), store.clone())?);
         let worker_engine =
             understudy_edits::engine(client_config, store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;
@@ -271,6 +270,9 @@ impl LocalApp {
         if worker.is_none() {
             tracing::warn!("LOCAL_WORKER=off: events are queued, no page is edited");
         }
+        let privacy_timer = settings
+            .privacy
+            .then(|| tokio::spawn(run_privacy_hourly(privacy.clone(), stop.subscribe())));
         Ok(Self {
             addr,
             base_url: app_config
@@ -283,7 +285,17 @@ impl LocalApp {
             stop,
             server,
             worker,
+            privacy,
+            privacy_timer,
         })
+    }
+
+    /// Runs the personal data run now, over every slot (what `understudy privacy-report --once`
+    /// does with a stopped app).
+    pub async fn privacy_report(&self) -> PrivacyRun {
+        self.privacy
+            .run_every_slot(deadline_in(PRIVACY_RUN_BUDGET))
+            .await
     }
 
     /// Where the app listens.
@@ -330,6 +342,9 @@ impl LocalApp {
         if let Some(worker) = self.worker {
             let _ = worker.await;
         }
+        if let Some(timer) = self.privacy_timer {
+            let _ = timer.await;
+        }
     }
 }
 
@@ -372,6 +387,88 @@ fn now_ms() -> i64 {
 }
 
 /// The local queue's consumer: one job at a time, in queue order per page.
+/// The app's settings, with `APP_BASE_URL` defaulting to `http://localhost:<port>`.
+fn app_config(lookup: &dyn Fn(&str) -> Option<String>, port: u16) -> Result<AppConfig, StartError> {
+    let default_base = format!("http://localhost:{port}");
+    AppConfig::from_lookup(|name| match name {
+        "APP_BASE_URL" => lookup(name)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| Some(default_base.clone())),
+        _ => lookup(name),
+    })
+    .map_err(|e| StartError(e.to_string()))
+}
+
+/// The Confluence client's settings. Plain http to a tenant (and to a configured OAuth server or
+/// reporting API) only when the allow-list names a loopback host exactly: local testing against
+/// the simulator.
+fn client_config(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    app_config: &AppConfig,
+) -> Result<ClientConfig, StartError> {
+    let loopback = (app_config.tenant_hosts.names_loopback_host()
+        || app_config
+            .forge
+            .as_ref()
+            .is_some_and(|forge| forge.api_hosts.names_loopback_host()))
+    .to_string();
+    ClientConfig::from_lookup(|name| match name {
+        ENV_ALLOW_HTTP_LOOPBACK => Some(loopback.clone()),
+        _ => lookup(name),
+    })
+    .map_err(|e| StartError(e.to_string()))
+}
+
+/// The personal data run of the embedded store, reporting through a client built from `config`.
+pub fn privacy_runner(
+    config: ClientConfig,
+    store: Arc<EmbeddedStore>,
+) -> Result<LocalPrivacy, StartError> {
+    let settings = report_settings(&config, DEFAULT_MAX_ACCOUNTS_PER_TENANT);
+    let reporting = ConfluenceClient::new(config, store.clone())
+        .map_err(|e| start_error("reporting client")(&e))?;
+    Ok(PrivacyRunner::new(
+        store,
+        Arc::new(reporting),
+        settings,
+        Arc::new(SystemClock),
+    ))
+}
+
+/// Opens the data directory's store by itself and runs the personal data run once, over every
+/// slot (`understudy privacy-report --once`). The store is one process's at a time: with the app
+/// running, it refuses, and the app's own hourly run does the work.
+pub async fn privacy_report_once(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PrivacyRun, StartError> {
+    let settings = LocalSettings::from_lookup(lookup)?;
+    let client_config = client_config(lookup, &app_config(lookup, settings.port)?)?;
+    let store = Arc::new(
+        EmbeddedStore::open_with_local_key(&settings.data_dir).map_err(|e| {
+            start_error(
+                "cannot open the store in DATA_DIR (is the app running? its hourly run does this)",
+            )(&e)
+        })?,
+    );
+    let runner = privacy_runner(client_config, store)?;
+    Ok(runner.run_every_slot(deadline_in(PRIVACY_RUN_BUDGET)).await)
+}
+
+/// The hourly timer: the first run a minute after start, then every hour, each over the slot of
+/// its hour, until the app stops.
+async fn run_privacy_hourly(runner: Arc<LocalPrivacy>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(60);
+    while !*stop.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => continue,
+        }
+        let run = runner.run_this_hour(deadline_in(PRIVACY_RUN_BUDGET)).await;
+        tracing::info!(?run, "personal data run done");
+        wait = Duration::from_secs(60 * 60);
+    }
+}
+
 async fn run_worker(
     worker: EditWorker<EmbeddedStore, SystemClock>,
     queue: LocalQueue,

@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release --bin understudy` serves every route. The demo, which plays the whole story
 //! against the Confluence simulator, is its own binary (`cargo run --release --bin understudy-demo`),
-//! so that this one never links the simulator.
+//! so that this one never links the simulator. `understudy privacy-report --once` runs the
+//! personal data run by hand, with the app stopped (README, "Personal data").
 
 use std::process::ExitCode;
 
@@ -59,11 +60,42 @@ async fn shutdown_signal() {
     }
 }
 
+/// `understudy privacy-report --once`: one personal data run over every tenant, by hand.
+async fn privacy_report(args: &[String]) -> Result<(), String> {
+    if args != ["--once"] {
+        return Err("usage: understudy privacy-report --once".to_owned());
+    }
+    understudy_web::telemetry::init_text_logs();
+    let run = understudy::privacy_report_once(&|name| std::env::var(name).ok())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "personal data run: {} tenants visited, {} accounts reported, {} closed accounts erased, \
+         {} tenants deleted after their retention, {} skipped, {} left for the next run{}",
+        run.visited,
+        run.accounts_reported,
+        run.accounts_erased,
+        run.purged_tenants,
+        run.skipped,
+        run.unfinished,
+        if run.out_of_time {
+            " (out of time)"
+        } else {
+            ""
+        }
+    );
+    if run.unfinished > 0 {
+        return Err("some tenants could not be finished; see the log".to_owned());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None => serve().await,
+        Some("privacy-report") => privacy_report(args.get(1..).unwrap_or_default()).await,
         Some("demo") => {
             Err("the demo is its own binary: cargo run --release --bin understudy-demo".to_owned())
         }

@@ -46,6 +46,10 @@ pub fn simulator_env(
         ("FORGE_APP_ID", sim.forge_app_id()),
         ("FORGE_JWKS_URL", sim.forge_jwks_url()),
         ("FORGE_API_HOSTS", "127.0.0.1".to_owned()),
+        // Atlassian's personal data reporting API, played by the simulator; the hourly run is
+        // off, so that a test (or the demo) runs it when it means to.
+        ("ATLASSIAN_REPORT_ACCOUNTS_URL", sim.report_accounts_url()),
+        ("LOCAL_PRIVACY", "off".to_owned()),
     ]
 }
 

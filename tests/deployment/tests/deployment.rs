@@ -49,6 +49,10 @@ fn code_env() -> BTreeMap<&'static str, Variables> {
             "admin-api",
             deployed::variables::<understudy_admin::AdminConfig>(),
         ),
+        (
+            "privacy",
+            deployed::variables::<understudy_privacy::PrivacyConfig>(),
+        ),
     ])
 }
 
@@ -436,7 +440,7 @@ fn allowed_actions(template: &Template, f: &Function) -> BTreeSet<String> {
 fn each_role_allows_only_what_its_function_needs() {
     let template = template();
     let logs = ["logs:CreateLogStream", "logs:PutLogEvents"];
-    let expected: [(&str, &[&str]); 5] = [
+    let expected: [(&str, &[&str]); 6] = [
         (
             "lifecycle",
             &[
@@ -512,6 +516,20 @@ fn each_role_allows_only_what_its_function_needs() {
                 // "Retry now", and the queue's depth.
                 "sqs:SendMessage",
                 "sqs:GetQueueAttributes",
+            ],
+        ),
+        (
+            "privacy",
+            &[
+                // Tenants and installations; the schedule, accounts, audit, parked jobs and a
+                // purge's items; report marks, closes and erased audit records; a closed
+                // account's listing, tokens and parked jobs; a purge. Nothing sealed.
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:BatchWriteItem",
+                "kms:Decrypt",
             ],
         ),
     ];
@@ -799,4 +817,39 @@ fn parameters_feed_the_config_and_outputs_give_the_descriptor_url() {
         descriptor_url.contains("/atlassian-connect.json"),
         "{descriptor_url}"
     );
+}
+
+#[test]
+fn the_privacy_run_is_scheduled_every_hour_one_at_a_time_and_off_the_hour() {
+    let template = template();
+    let f = function(&template, "privacy");
+    let schedules = f.events_of_type("Schedule");
+    assert_eq!(schedules.len(), 1, "one EventBridge schedule");
+    let expression = schedules[0]
+        .1
+        .get("Properties")
+        .and_then(|p| p.get("Schedule"))
+        .and_then(scalar)
+        .unwrap();
+    // cron(<minute> * * * ? *): every hour (the slot of each hour is a 24th of the tenants),
+    // at a minute other than 0.
+    let fields: Vec<&str> = expression
+        .strip_prefix("cron(")
+        .and_then(|e| e.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{expression}: a cron expression"))
+        .split(' ')
+        .collect();
+    assert_eq!(fields[1..], ["*", "*", "*", "?", "*"], "{expression}");
+    let minute: u32 = fields[0].parse().unwrap();
+    assert!((1..60).contains(&minute), "{expression}: off the hour");
+    assert!(
+        f.events_of_type("HttpApi").is_empty(),
+        "the privacy run has no route"
+    );
+    assert_eq!(
+        f.property("ReservedConcurrentExecutions").and_then(number),
+        Some(1),
+        "two runs at once would report the same accounts twice"
+    );
+    assert!(f.timeout().unwrap() > 60);
 }
