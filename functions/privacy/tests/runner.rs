@@ -1,6 +1,7 @@
-//! The run's choices per tenant, on the in-memory store with the clock moved by hand: installed
-//! tenants and Forge installations with a fresh system token report, an uninstalled tenant is
-//! left alone for its retention and then deleted whole, and a run visits only its hour's slot.
+//! The run's choices per tenant, with the clock moved by hand, on every store (memory, the local
+//! app's redb file, DynamoDB on moto): installed tenants and Forge installations with a fresh
+//! system token report, an uninstalled tenant is left alone for its retention and then deleted
+//! whole, and a run visits only its hour's slot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -9,16 +10,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use connect_auth::{Clock, ManualClock, SecretString};
 use serde_json::json;
+use test_support::aws::aws_endpoint;
 use understudy_core::{
     AccountReport, AccountReporting, AccountStatus, Door, ReportAnswer, ReportError, ReportSettings,
 };
 use understudy_domain::{
     AccountId, AccountRegistry, ActedAs, AuditLog, AuditRecord, ClientKey, EditOutcome,
     EditStrategy, ForgeInstallation, ForgeInstallations, InstallationId, MemoryStore, PageId,
-    SettingsStore, SystemToken, Tenant, TenantSettings, TenantStore, UNINSTALLED_RETENTION_SECONDS,
-    report_slot, report_slot_at,
+    ParkedJobs, SettingsStore, SystemToken, Tenant, TenantSettings, TenantStore, TokenCache,
+    UNINSTALLED_RETENTION_SECONDS, report_slot, report_slot_at,
 };
 use understudy_privacy::{PrivacyRunner, Visit};
+use understudy_store::EmbeddedStore;
+use understudy_store::testing::local_dynamo_store;
 
 const T0: i64 = 1_900_000_000;
 
@@ -80,11 +84,52 @@ fn record(client_key: &ClientKey, account: &AccountId) -> AuditRecord {
     }
 }
 
-fn runner(
-    store: &Arc<MemoryStore>,
+/// Every port the run and these tests use.
+trait Store:
+    AccountRegistry
+    + AuditLog
+    + ParkedJobs
+    + TokenCache
+    + TenantStore
+    + ForgeInstallations
+    + SettingsStore
+    + 'static
+{
+}
+impl<T> Store for T where
+    T: AccountRegistry
+        + AuditLog
+        + ParkedJobs
+        + TokenCache
+        + TenantStore
+        + ForgeInstallations
+        + SettingsStore
+        + 'static
+{
+}
+
+/// Runs `case` on every store the run works on: in memory, the local app's redb file, and
+/// DynamoDB (on the test command's moto server).
+async fn each_store<F, Fut>(case: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    case(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    case(Arc::new(
+        EmbeddedStore::open_with_local_key(dir.path()).unwrap(),
+    ))
+    .await;
+    let (dynamo, _, _, _) = local_dynamo_store(&aws_endpoint(), None, None).await;
+    case(Arc::new(dynamo)).await;
+}
+
+fn runner<S: Store + ?Sized>(
+    store: &Arc<S>,
     api: &Arc<Recorder>,
     clock: &Arc<ManualClock>,
-) -> PrivacyRunner<MemoryStore> {
+) -> PrivacyRunner<S> {
     PrivacyRunner::new(
         store.clone(),
         api.clone(),
@@ -99,7 +144,10 @@ fn soon() -> Instant {
 
 #[tokio::test]
 async fn an_installed_tenant_reports_and_an_uninstalled_one_is_deleted_after_its_retention() {
-    let store = Arc::new(MemoryStore::new());
+    each_store(retention).await;
+}
+
+async fn retention(store: Arc<dyn Store>) {
     let clock = ManualClock::at(T0);
     let api = Arc::new(Recorder::default());
     let t = tenant("tenant-a");
@@ -196,7 +244,10 @@ fn installation(raw: &str, issued_at: i64) -> ForgeInstallation {
 
 #[tokio::test]
 async fn a_forge_installation_reports_with_a_fresh_system_token_only() {
-    let store = Arc::new(MemoryStore::new());
+    each_store(forge_installation).await;
+}
+
+async fn forge_installation(store: Arc<dyn Store>) {
     let clock = ManualClock::at(T0);
     let api = Arc::new(Recorder {
         closed: vec![user(2)],

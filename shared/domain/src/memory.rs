@@ -529,6 +529,7 @@ impl AccountRegistry for MemoryStore {
         {
             return Ok(false);
         }
+        inner.schedule(client_key);
         inner
             .accounts
             .entry(client_key.clone())

@@ -266,8 +266,9 @@ pub trait ParkedJobs: Send + Sync {
 #[async_trait]
 pub trait AccountRegistry: Send + Sync {
     /// Notes that the tenant's data holds `account`, retrieved at `retrieved_at`: a new account is
-    /// listed; a listed one keeps the older of its two times. An account reported closed is never
-    /// listed again: `false`, and nothing is written.
+    /// listed (and its tenant entered in the report schedule, in the same write); a listed one
+    /// keeps the older of its two times. An account reported closed is never listed again:
+    /// `false`, and nothing is written.
     async fn note_account(
         &self,
         client_key: &ClientKey,
@@ -323,9 +324,9 @@ pub trait AccountRegistry: Send + Sync {
 
     /// The tenants (Connect clientKeys and Forge installations' own tenant keys) scheduled in
     /// report `slot` ([`crate::report_slot`]), in key order, at most `limit`, after `after`. The
-    /// schedule is kept by the store itself: [`TenantStore::save_install`] and
-    /// [`ForgeInstallations::record_installation`] enter the tenant, [`Self::purge_tenant`]
-    /// takes it out. One slot is a partition of its own (never a scan).
+    /// schedule is kept by the store itself: [`TenantStore::save_install`],
+    /// [`ForgeInstallations::record_installation`] and a newly listed account
+    /// ([`Self::note_account`]) enter the tenant, [`Self::purge_tenant`] takes it out. One slot is a partition of its own (never a scan).
     async fn scheduled_tenants(
         &self,
         slot: u32,

@@ -929,6 +929,7 @@ impl AccountRegistry for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         let key = item_key(client_key, &account_sk(account));
         let closed = item_key(client_key, &closed_sk(&ClosedAccountKey::new(account)));
+        let tenant = client_key.clone();
         // One write transaction: the closed check, the older time kept, and the write are atomic.
         self.write(move |table| {
             if table.get(closed.as_str()).map_err(db_error)?.is_some() {
@@ -947,6 +948,8 @@ impl AccountRegistry for EmbeddedStore {
                 },
             };
             put_row(table, &key, &row)?;
+            // Also a tenant that installed before the schedule existed.
+            schedule(table, &tenant)?;
             Ok(true)
         })
         .await

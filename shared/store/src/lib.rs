@@ -100,6 +100,8 @@ mod dynamo;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod keys;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 #[cfg(feature = "dynamo")]
 pub use crypto::{KmsCipher, KmsConfig};

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 use understudy_domain::{
     AccountId, AccountRegistry, AccountsPage, ClientKey, ClosedAccountKey, ScheduledPage,
     StoreError, StoredAccount,
@@ -158,11 +158,19 @@ impl AccountRegistry for DynamoStore {
             .expression_attribute_values(":number", s("N"))
             .build()
             .map_err(build_error)?;
+        // A tenant whose data now holds an account is in the report schedule, also one that
+        // installed before the schedule existed.
+        let scheduled = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(schedule_key(client_key)))
+            .build()
+            .map_err(build_error)?;
         let items = [
             TransactWriteItem::builder()
                 .condition_check(not_closed)
                 .build(),
             TransactWriteItem::builder().update(listing).build(),
+            TransactWriteItem::builder().put(scheduled).build(),
         ];
         for attempt in 0..TRANSACTION_ATTEMPTS {
             let sent = self
