@@ -151,18 +151,41 @@ where
         if !closed {
             return Ok(false);
         }
+        self.audit_untried(
+            job,
+            ActedAs::User(AccountId::erased()),
+            EditStrategy::Skip,
+            EditOutcome::Skipped,
+            "skipped: the user's Atlassian account is closed, so nothing is done in their name \
+             and their data was erased"
+                .into(),
+        )
+        .await;
+        tracing::info!(job_id = %job.job_id, "job of a closed account skipped");
+        Ok(true)
+    }
+
+    /// Audits a job that ends without an edit attempt of the engine's (dead-lettered, or skipped).
+    /// A store that is down loses the record, not the job's outcome: logged, not retried, as
+    /// running the job again would only try the same write.
+    async fn audit_untried(
+        &self,
+        job: &EditJobMessage,
+        acted_as: ActedAs,
+        strategy: EditStrategy,
+        outcome: EditOutcome,
+        reason: String,
+    ) {
         let record = AuditRecord {
             client_key: job.client_key.clone(),
             page_id: job.page_id.clone(),
             at_ms: self.clock.now_unix().saturating_mul(1000),
             version_before: None,
             version_after: None,
-            acted_as: ActedAs::User(AccountId::erased()),
-            strategy: EditStrategy::Skip,
-            outcome: EditOutcome::Skipped,
-            reason: "skipped: the user's Atlassian account is closed, so nothing is done in their \
-                     name and their data was erased"
-                .into(),
+            acted_as,
+            strategy,
+            outcome,
+            reason,
             job_id: job.job_id.clone(),
         };
         if let Err(err) = self
@@ -170,11 +193,8 @@ where
             .append(&record, self.audit_retention_seconds)
             .await
         {
-            // Not retried: running it again would only try the same write.
-            tracing::error!(error = %err, job_id = %job.job_id, "skipped job's audit record not written");
+            tracing::error!(error = %err, job_id = %job.job_id, "audit record not written");
         }
-        tracing::info!(job_id = %job.job_id, "job of a closed account skipped");
-        Ok(true)
     }
 
     /// The Connect tenant of a job; `None` when the job is dropped (tenant gone, uninstalled or
@@ -286,25 +306,14 @@ where
         }
         let reason =
             format!("gave up after {receives} attempts, moved to the dead-letter queue: {reason}");
-        let record = AuditRecord {
-            client_key: job.client_key.clone(),
-            page_id: job.page_id.clone(),
-            at_ms: self.clock.now_unix().saturating_mul(1000),
-            version_before: None,
-            version_after: None,
-            acted_as: ActedAs::App,
-            strategy: EditStrategy::AsApp,
-            outcome: EditOutcome::Failed,
-            reason: reason.clone(),
-            job_id: job.job_id.clone(),
-        };
-        if let Err(err) = self
-            .store
-            .append(&record, self.audit_retention_seconds)
-            .await
-        {
-            tracing::error!(error = %err, job_id = %job.job_id, "dead-letter audit record not written");
-        }
+        self.audit_untried(
+            job,
+            ActedAs::App,
+            EditStrategy::AsApp,
+            EditOutcome::Failed,
+            reason.clone(),
+        )
+        .await;
         tracing::error!(client_key = job.client_key.as_str(), job_id = %job.job_id, reason = %reason, "job dead-lettered");
         self.park(job, EditOutcome::Failed, reason.clone(), true)
             .await;

@@ -2,7 +2,12 @@
 //! app's redb file, DynamoDB on moto): installed tenants and Forge installations with a fresh
 //! system token report, an uninstalled tenant is left alone for its retention and then deleted
 //! whole, and a run visits only its hour's slot.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

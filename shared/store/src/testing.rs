@@ -1,6 +1,10 @@
 //! A DynamoDB store on the local DynamoDB/KMS-compatible server the test command starts (moto),
 //! for tests in this crate and others (feature `test-util`). Never for production: the
 //! credentials are static test ones and the region is fixed.
+#![allow(
+    clippy::panic,
+    reason = "a test helper: a test whose local server does not answer cannot run, and says why"
+)]
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+use confluence_sim::privacy::{ACTIVE_TEST_ACCOUNT_ID, CLOSED_TEST_ACCOUNT_ID};
 use confluence_sim::{Endpoint, Fault};
 use e2e_tests::{World, now, rules};
 use understudy_domain::{
@@ -171,12 +172,17 @@ async fn a_closed_accounts_data_is_erased_and_its_next_job_skipped() {
 async fn many_accounts_go_in_batches_of_90_and_a_stopped_run_is_resumed() {
     let w = World::new(&rules("impersonate")).await;
     let key = w.client_key();
-    for n in 0..200 {
-        let account = AccountId::parse(format!("557058:listed-{n:03}")).unwrap();
+    // Atlassian's two documented test accounts among them: one active, one closed.
+    let mut accounts: Vec<AccountId> = (0..198)
+        .map(|n| AccountId::parse(format!("557058:listed-{n:03}")).unwrap())
+        .collect();
+    accounts.push(AccountId::parse(ACTIVE_TEST_ACCOUNT_ID).unwrap());
+    accounts.push(AccountId::parse(CLOSED_TEST_ACCOUNT_ID).unwrap());
+    for account in &accounts {
         assert!(
             w.app
                 .store()
-                .note_account(&key, &account, now() - 60)
+                .note_account(&key, account, now() - 60)
                 .await
                 .unwrap()
         );
@@ -201,6 +207,11 @@ async fn many_accounts_go_in_batches_of_90_and_a_stopped_run_is_resumed() {
         .map(|r| r.accounts.len())
         .collect();
     assert_eq!(sizes, vec![90, 90, 20]);
+    assert_eq!(run.accounts_erased, 1, "Atlassian's closed test account");
+    let still = listed(&w).await;
+    assert_eq!(still.len(), 199);
+    assert!(still.contains(&ACTIVE_TEST_ACCOUNT_ID.to_owned()));
+    assert!(!still.contains(&CLOSED_TEST_ACCOUNT_ID.to_owned()));
 
     // 500s until the retries (5 attempts) give up: the run stops with the rest due, and the
     // next run takes them up without reporting again what was answered.
