@@ -1,5 +1,6 @@
 //! The Connect descriptor, as served: `descriptor/atlassian-connect.json` with this deployment's
-//! key and base URL.
+//! key and base URL: `APP_BASE_URL`, or, when it is unset, the domain the request for the
+//! descriptor came by ([`understudy_web::AppConfig::base_url_for`]).
 //!
 //! Its modules: the page webhooks, the page byline panel (`GET /ui/page`, the edit API's) and the
 //! site admins' page (`adminPages`, `GET /ui/admin`, the admin function's). The admin page's
@@ -12,10 +13,11 @@ use understudy_web::AppConfig;
 /// The descriptor as committed, with placeholders for the deployment's values.
 pub const TEMPLATE: &str = include_str!("../../../descriptor/atlassian-connect.json");
 
-/// The descriptor for this deployment.
-pub fn render(config: &AppConfig) -> Result<Value, serde_json::Error> {
+/// The descriptor for this deployment, served at `base_url` (without a trailing slash, as
+/// [`AppConfig::base_url_for`] gives it).
+pub fn render(config: &AppConfig, base_url: &str) -> Result<Value, serde_json::Error> {
     let mut descriptor: Value = serde_json::from_str(TEMPLATE)?;
-    let base_url = config.app_base_url.as_str().trim_end_matches('/');
+    let base_url = base_url.trim_end_matches('/');
     if let Some(object) = descriptor.as_object_mut() {
         object.insert("key".into(), Value::from(config.app_key.as_str()));
         object.insert("baseUrl".into(), Value::from(base_url));
@@ -62,7 +64,7 @@ mod tests {
             (name == "APP_BASE_URL").then(|| "https://app.example.com".to_owned())
         })
         .unwrap();
-        render(&config).unwrap()
+        render(&config, "https://app.example.com").unwrap()
     }
 
     #[test]

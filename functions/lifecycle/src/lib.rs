@@ -39,11 +39,22 @@ pub const MAX_LIFECYCLE_BODY: usize = 64 * 1024;
 pub struct Lifecycle<S: ?Sized, K, C = SystemClock> {
     config: AppConfig,
     store: Arc<S>,
-    installs: InstallVerifier<K, C>,
+    /// Atlassian's install keys (their cache shared by every install verified).
+    keys: Arc<K>,
     requests: ConnectAuthenticator<S, C>,
     clock: C,
-    descriptor: Bytes,
+    descriptor: Descriptor,
     forge: Option<ForgeFrontDoor<S, C>>,
+}
+
+/// The descriptor as served.
+#[derive(Debug)]
+enum Descriptor {
+    /// `APP_BASE_URL` is set: rendered once, at the cold start, the same for every request.
+    Fixed(Bytes),
+    /// `APP_BASE_URL` is unset: rendered for each request with its own base URL (the domain API
+    /// Gateway routed it by), so the stack needs no second deploy to learn its URL.
+    PerRequest,
 }
 
 /// The Forge lifecycle events a remote receives.
@@ -62,13 +73,21 @@ where
         keys: K,
         clock: C,
     ) -> Result<Self, serde_json::Error> {
-        let descriptor = Bytes::from(descriptor::render(&config)?.to_string());
-        let installs = InstallVerifier::with_clock(keys, &config.install_audiences, clock.clone());
+        let descriptor = match config.app_base_url.as_ref() {
+            Some(base_url) => Descriptor::Fixed(Bytes::from(
+                descriptor::render(&config, base_url.as_str())?.to_string(),
+            )),
+            None => {
+                // The template is checked now, not at the first request.
+                descriptor::render(&config, "https://check.invalid")?;
+                Descriptor::PerRequest
+            }
+        };
         let requests = ConnectAuthenticator::new(store.clone(), clock.clone(), config.base_path());
         Ok(Self {
             config,
             store,
-            installs,
+            keys: Arc::new(keys),
             requests,
             clock,
             descriptor,
@@ -91,7 +110,7 @@ where
     pub async fn handle(&self, request: ApiRequest) -> ApiResponse {
         let path = request.relative_path(self.config.base_path());
         let result = match routes::resolve(Function::Lifecycle, &request.method, path) {
-            Ok(routes::DESCRIPTOR) => Ok(self.serve_descriptor()),
+            Ok(routes::DESCRIPTOR) => self.serve_descriptor(&request),
             Ok(routes::INSTALLED) => self.installed(&request).await,
             Ok(routes::UNINSTALLED) => self.uninstalled(&request).await,
             Ok(routes::ENABLED) => self.set_state(&request, TenantState::Enabled).await,
@@ -104,20 +123,42 @@ where
         understudy_web::error::respond(result, &self.config.app_key)
     }
 
-    fn serve_descriptor(&self) -> ApiResponse {
-        let mut response = http::Response::new(self.descriptor.clone());
+    fn serve_descriptor(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let body = match &self.descriptor {
+            Descriptor::Fixed(body) => body.clone(),
+            Descriptor::PerRequest => {
+                let base_url = self.config.base_url_for(request).ok_or_else(|| {
+                    ApiError::Internal(
+                        "no base URL: APP_BASE_URL is unset and the request did not come through \
+                         API Gateway"
+                            .into(),
+                    )
+                })?;
+                let descriptor = descriptor::render(&self.config, &base_url)
+                    .map_err(|e| ApiError::Internal(format!("the descriptor template: {e}")))?;
+                Bytes::from(descriptor.to_string())
+            }
+        };
+        let mut response = http::Response::new(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        response
+        Ok(response)
     }
 
-    /// Verifies a signed install against this request; returns the verified issuer.
+    /// Verifies a signed install against this request; returns the verified issuer. Its audience
+    /// must be the app's base URL as this request reached it (`APP_BASE_URL`, or without it the
+    /// domain API Gateway routed the request by) or one of `INSTALL_AUDIENCES`: a token Atlassian
+    /// signed for another app's URL is refused.
     async fn verify_signed(&self, request: &ApiRequest) -> Result<String, ApiError> {
         let token = extract_token(request.authorization(), &request.raw_query)?;
-        let claims = self
-            .installs
+        let installs = InstallVerifier::with_clock(
+            self.keys.clone(),
+            self.config.install_audiences_for(request),
+            self.clock.clone(),
+        );
+        let claims = installs
             .verify(token, &request.parts(self.config.base_path()))
             .await?;
         Ok(claims.iss)

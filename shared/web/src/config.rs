@@ -7,16 +7,22 @@ use understudy_core::{TenantHosts, forge_api_hosts};
 
 pub use crate::env::ConfigError;
 use crate::env::{Env, FromEnv};
+use crate::request::ApiRequest;
 
 /// Settings shared by the functions (README, "Configuration").
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// `APP_KEY`: the descriptor's key, the realm of 401 answers, the `iss` of the app's tokens.
     pub app_key: String,
-    /// `APP_BASE_URL`: the descriptor's `baseUrl` and the audience of signed installs.
-    pub app_base_url: Url,
-    /// `INSTALL_AUDIENCES` (optional, comma-separated): further base URLs accepted as the audience
-    /// of signed installs, for an app that moved or serves several stages.
+    /// `APP_BASE_URL` (optional): the descriptor's `baseUrl` and the audience of signed installs.
+    /// Unset (a stack deployed without `PublicBaseUrl` or `DomainName`), each request's own base
+    /// URL takes its place: the domain API Gateway routed it by ([`Self::base_url_for`]). The local
+    /// app always sets it (`http://localhost:$PORT` by default).
+    pub app_base_url: Option<Url>,
+    /// The audiences accepted on every signed install whatever domain it came by: `APP_BASE_URL`'s
+    /// (when set), then `INSTALL_AUDIENCES` (optional, comma-separated: further base URLs, for an
+    /// app that moved or serves several stages). [`Self::install_audiences_for`] adds a request's
+    /// own base URL when `APP_BASE_URL` is unset.
     pub install_audiences: Vec<String>,
     /// `CONNECT_KEYS_URL` (optional): the install key server, used alone when set.
     pub connect_keys_url: Option<String>,
@@ -69,9 +75,36 @@ impl AppConfig {
     }
 
     /// The path of the app's base URL (`""` when it is the host root): stripped before routing
-    /// and hashing.
+    /// and hashing. Without `APP_BASE_URL` the base URL is a request's own domain, whose path is
+    /// the root: `""`.
     pub fn base_path(&self) -> &str {
-        self.app_base_url.path().trim_end_matches('/')
+        self.app_base_url
+            .as_ref()
+            .map_or("", |url| url.path().trim_end_matches('/'))
+    }
+
+    /// The app's base URL for `request`, without a trailing slash: `APP_BASE_URL` when it is set
+    /// (whatever the request), else the request's own ([`ApiRequest::own_base_url`]: the domain
+    /// API Gateway routed it by). `None` only when neither is known (no `APP_BASE_URL`, and the
+    /// request did not come through API Gateway).
+    pub fn base_url_for(&self, request: &ApiRequest) -> Option<String> {
+        match &self.app_base_url {
+            Some(url) => Some(audience(url)),
+            None => request.own_base_url(),
+        }
+    }
+
+    /// The audiences a signed install arriving as `request` may name: [`Self::install_audiences`]
+    /// (with `APP_BASE_URL` set, exactly those), preceded, when `APP_BASE_URL` is unset, by the
+    /// request's own base URL. An install signed for any other URL is refused.
+    pub fn install_audiences_for(&self, request: &ApiRequest) -> Vec<String> {
+        let own = match self.app_base_url {
+            Some(_) => None,
+            None => request.own_base_url(),
+        };
+        own.into_iter()
+            .chain(self.install_audiences.iter().cloned())
+            .collect()
     }
 }
 
@@ -88,7 +121,7 @@ impl FromEnv for AppConfig {
                 Err("use at most 64 letters, digits, '.', '_' or '-'".into())
             }
         });
-        let app_base_url = env.required("APP_BASE_URL", parse_http_url);
+        let app_base_url = env.optional("APP_BASE_URL", parse_http_url);
         let more_audiences = env.or("INSTALL_AUDIENCES", Vec::new(), |list| {
             list.split(',')
                 .map(str::trim)
@@ -108,9 +141,13 @@ impl FromEnv for AppConfig {
             parse_http_url(url).map(|url| url.as_str().to_owned())
         });
         let forge = read_forge(env);
-        let app_base_url = app_base_url?;
-        let mut install_audiences = vec![audience(&app_base_url)];
-        install_audiences.extend(more_audiences);
+        // A value that is set but refused is a problem `env` kept: the start fails, it never falls
+        // back to the request's domain.
+        let install_audiences = app_base_url
+            .iter()
+            .map(audience)
+            .chain(more_audiences)
+            .collect();
         Some(Self {
             app_key,
             app_base_url,
@@ -174,14 +211,70 @@ mod tests {
         AppConfig::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
-    #[test]
-    fn the_base_url_is_required_and_named_when_missing() {
-        assert_eq!(
-            config(&[]).unwrap_err(),
-            ConfigError::Missing("APP_BASE_URL")
+    fn request_via(domain: Option<&str>) -> ApiRequest {
+        let mut request = ApiRequest::from_http(
+            http::Request::builder()
+                .uri("/installed")
+                .body(bytes::Bytes::new())
+                .unwrap(),
         );
+        request.domain_name = domain.map(str::to_owned);
+        request
+    }
+
+    const API_DOMAIN: &str = "abc.execute-api.us-east-1.amazonaws.com";
+
+    #[test]
+    fn a_base_url_that_is_set_must_be_valid_and_is_named_when_not() {
         let err = config(&[("APP_BASE_URL", "not a url")]).unwrap_err();
         assert!(err.to_string().contains("APP_BASE_URL"));
+        let err = config(&[("APP_BASE_URL", "ftp://a.example")]).unwrap_err();
+        assert!(err.to_string().contains("APP_BASE_URL"));
+    }
+
+    #[test]
+    fn without_a_base_url_each_request_brings_its_own_and_only_its_own() {
+        let c = config(&[("INSTALL_AUDIENCES", "https://old.example.com/")]).unwrap();
+        assert!(c.app_base_url.is_none());
+        assert_eq!(c.base_path(), "", "a routed domain is served at its root");
+        let via_api = request_via(Some(API_DOMAIN));
+        assert_eq!(
+            c.base_url_for(&via_api).as_deref(),
+            Some("https://abc.execute-api.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            c.install_audiences_for(&via_api),
+            [
+                "https://abc.execute-api.us-east-1.amazonaws.com",
+                "https://old.example.com"
+            ]
+        );
+        // Another request's domain is that request's, never a default for others.
+        let via_custom = request_via(Some("understudy.example.com"));
+        assert_eq!(
+            c.install_audiences_for(&via_custom),
+            ["https://understudy.example.com", "https://old.example.com"]
+        );
+        // Not through API Gateway: no base URL, and only the configured audiences.
+        let local = request_via(None);
+        assert_eq!(c.base_url_for(&local), None);
+        assert_eq!(c.install_audiences_for(&local), ["https://old.example.com"]);
+    }
+
+    #[test]
+    fn a_set_base_url_wins_over_the_requests_domain() {
+        let c = config(&[("APP_BASE_URL", "https://app.example.com/connect/")]).unwrap();
+        let via_api = request_via(Some(API_DOMAIN));
+        assert_eq!(
+            c.base_url_for(&via_api).as_deref(),
+            Some("https://app.example.com/connect")
+        );
+        assert_eq!(
+            c.install_audiences_for(&via_api),
+            ["https://app.example.com/connect"],
+            "the execute-api domain is no audience when APP_BASE_URL is set"
+        );
+        assert_eq!(c.install_audiences_for(&via_api), c.install_audiences);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response, service_fn};
 use understudy_store::{DynamoConfig, DynamoStore, KmsCipher, KmsConfig, SdkConfig};
 
@@ -74,11 +75,18 @@ where
 }
 
 /// The request as the app's handlers see it. The path is API Gateway's `rawPath` (with a `$default`
-/// stage, exactly what the qsh covers), not the URI that lambda_http re-normalised.
+/// stage, exactly what the qsh covers), not the URI that lambda_http re-normalised. The domain is
+/// the event's `requestContext.domainName`, the domain API Gateway routed the request by (never the
+/// `Host` header as such): what [`ApiRequest::own_base_url`] builds the app's base URL from when
+/// `APP_BASE_URL` is unset (see there why it can be trusted).
 pub fn to_api_request(request: Request) -> ApiRequest {
     let raw_path = match request.raw_http_path() {
         "" => request.uri().path().to_owned(),
         raw => raw.to_owned(),
+    };
+    let domain_name = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.clone(),
+        _ => None,
     };
     let (parts, body) = request.into_parts();
     let body = match body {
@@ -93,6 +101,7 @@ pub fn to_api_request(request: Request) -> ApiRequest {
         raw_query: parts.uri.query().unwrap_or_default().to_owned(),
         headers: parts.headers,
         body,
+        domain_name,
     }
 }
 
@@ -108,4 +117,51 @@ pub fn to_lambda_response(response: ApiResponse) -> Response<Body> {
         }
     };
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// An HTTP API (v2) event to `domain`, as API Gateway sends it.
+    fn event(domain: Option<&str>, host: &str) -> Request {
+        let mut context = serde_json::json!({
+            "accountId": "123456789012", "apiId": "abc", "domainPrefix": "abc",
+            "http": {"method": "GET", "path": "/atlassian-connect.json", "protocol": "HTTP/1.1",
+                     "sourceIp": "192.0.2.1", "userAgent": "test"},
+            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
+            "time": "29/Nov/2026:20:00:00 +0000", "timeEpoch": 1_780_000_000_000_i64
+        });
+        if let Some(domain) = domain {
+            context["domainName"] = serde_json::json!(domain);
+        }
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/atlassian-connect.json",
+            "rawQueryString": "", "headers": {"host": host}, "requestContext": context,
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_domain_is_api_gateways_routed_domain_not_the_host_header() {
+        let request = to_api_request(event(
+            Some("abc.execute-api.us-east-1.amazonaws.com"),
+            "evil.example",
+        ));
+        assert_eq!(
+            request.domain_name.as_deref(),
+            Some("abc.execute-api.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            request.own_base_url().as_deref(),
+            Some("https://abc.execute-api.us-east-1.amazonaws.com")
+        );
+        assert_eq!(request.raw_path, "/atlassian-connect.json");
+        let request = to_api_request(event(None, "evil.example"));
+        assert_eq!(request.domain_name, None);
+        assert_eq!(request.own_base_url(), None);
+    }
 }

@@ -20,6 +20,10 @@ pub struct ApiRequest {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// The domain API Gateway routed the request by (`requestContext.domainName` of an HTTP API
+    /// event): this API's execute-api hostname or a custom domain mapped to this API. `None`
+    /// outside API Gateway (the local app, tests built from plain `http` requests).
+    pub domain_name: Option<String>,
 }
 
 impl ApiRequest {
@@ -32,7 +36,39 @@ impl ApiRequest {
             raw_query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
             body,
+            domain_name: None,
         }
+    }
+
+    /// The app's base URL as this request reached it, `https://<domain_name>` (the HTTP API's
+    /// `$default` stage has no path), for a deployment that does not set `APP_BASE_URL`
+    /// ([`crate::AppConfig::base_url_for`]). `None` outside API Gateway, or when the domain is not
+    /// a plain DNS name.
+    ///
+    /// Safe to trust, unlike the `Host` header a caller writes: API Gateway sets `domainName` to
+    /// the domain it routed the request by ("the full domain name used to invoke the API",
+    /// <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-logging-variables.html>),
+    /// and it finds the API by that domain, so a request that reaches this API's functions came
+    /// through this API's own execute-api domain or through a custom domain that its AWS account
+    /// mapped to this API
+    /// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-mappings.html>); a
+    /// request naming another API's domain goes to that API, or is refused, never here. So a
+    /// signed install replayed from another app (whose audience is that app's URL) still fails
+    /// the audience check.
+    pub fn own_base_url(&self) -> Option<String> {
+        let domain = self.domain_name.as_deref()?.trim();
+        let labels_ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        // At least one dot, and not an IP address: a DNS name.
+        let is_name = domain.contains('.') && domain.parse::<std::net::IpAddr>().is_err();
+        (labels_ok && is_name).then(|| format!("https://{}", domain.to_ascii_lowercase()))
     }
 
     /// The path relative to the app's base path: what routes match on and what the qsh covers.
@@ -104,6 +140,33 @@ mod tests {
         );
         assert_eq!(request("/installed").relative_path(""), "/installed");
         assert_eq!(request("/app").relative_path("/app/"), "/");
+    }
+
+    #[test]
+    fn the_own_base_url_is_the_routed_domain_over_https_and_only_a_dns_name() {
+        let mut r = request("/x");
+        assert_eq!(r.own_base_url(), None, "not through API Gateway");
+        for (domain, expected) in [
+            (
+                "abc.execute-api.us-east-1.amazonaws.com",
+                Some("https://abc.execute-api.us-east-1.amazonaws.com"),
+            ),
+            (
+                "Understudy.Example.com",
+                Some("https://understudy.example.com"),
+            ),
+            ("", None),
+            ("localhost", None),
+            ("192.0.2.1", None),
+            ("evil.example/x", None),
+            ("user@evil.example", None),
+            ("evil.example:8443", None),
+            ("a..example", None),
+            ("-a.example", None),
+        ] {
+            r.domain_name = Some(domain.to_owned());
+            assert_eq!(r.own_base_url().as_deref(), expected, "{domain:?}");
+        }
     }
 
     #[test]
