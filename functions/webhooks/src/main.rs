@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let config: WebhooksConfig = lambda::start()?;
     let sdk = understudy_store::load_aws_config().await;
     let store = Arc::new(config.deployed.store.open(&sdk));
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), config.edit_queue_url);
+    let queue = SqsQueue::from_sdk((&sdk).into(), config.edit_queue_url);
     // Marks in DynamoDB (kept for days), jobs in SQS FIFO (whose own de-duplication lasts 5 minutes).
     let intake = Arc::new(MarkedQueue::new(store.clone(), Arc::new(queue)));
     let forge = ForgeFrontDoor::from_config(&config.deployed.app, store.clone(), SystemClock)?;

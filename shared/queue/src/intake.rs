@@ -9,6 +9,7 @@
 //!   transaction, group-committed with the other events waiting at that moment (one fsync for all).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use understudy_domain::{IdempotencyKey, IdempotencyMarks, StoreError};
@@ -58,16 +59,40 @@ impl EditJobMessage {
 }
 
 /// The intake over two separate services: marks in a store, jobs in a queue (AWS: DynamoDB + SQS).
+///
+/// Bounded in time ([`MarkedQueue::DEFAULT_TIME_LIMIT`]): a mark and a send that have not both
+/// finished by then are given up, and the mark released, so the sender's retry is accepted
+/// rather than taken for a duplicate. A send that landed after all is caught on the retry by SQS
+/// FIFO's de-duplication (the same de-duplication id within 5 minutes).
 #[derive(Debug)]
 pub struct MarkedQueue<M: ?Sized, Q: ?Sized> {
     marks: Arc<M>,
     queue: Arc<Q>,
+    time_limit: Duration,
 }
 
 impl<M: ?Sized, Q: ?Sized> MarkedQueue<M, Q> {
+    /// How long a mark and a send may take together: well within the 5 s Forge waits for an
+    /// event's answer, with the webhook function's own reads before it.
+    pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_millis(2500);
+
+    /// How long releasing a mark after a failure may take.
+    const RELEASE_LIMIT: Duration = Duration::from_millis(500);
+
     /// Marks in `marks`, jobs in `queue`.
     pub fn new(marks: Arc<M>, queue: Arc<Q>) -> Self {
-        Self { marks, queue }
+        Self {
+            marks,
+            queue,
+            time_limit: Self::DEFAULT_TIME_LIMIT,
+        }
+    }
+
+    /// Another time limit for a mark and a send together.
+    #[must_use]
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
     }
 }
 
@@ -84,21 +109,44 @@ where
         now: i64,
     ) -> Result<Enqueued, IntakeError> {
         let mark = job.mark_key()?;
-        if !self
-            .marks
-            .mark_once(&job.client_key, &mark, ttl_seconds, now)
-            .await?
-        {
-            return Ok(Enqueued::Duplicate);
-        }
-        if let Err(err) = self.queue.enqueue(job).await {
-            // Release the mark so the event is not taken for a duplicate if it comes again.
-            if let Err(clear) = self.marks.clear_mark(&job.client_key, &mark).await {
+        let attempt = async {
+            if !self
+                .marks
+                .mark_once(&job.client_key, &mark, ttl_seconds, now)
+                .await?
+            {
+                return Ok(Enqueued::Duplicate);
+            }
+            self.queue.enqueue(job).await?;
+            Ok(Enqueued::Queued)
+        };
+        let failure = match tokio::time::timeout(self.time_limit, attempt).await {
+            Ok(Ok(enqueued)) => return Ok(enqueued),
+            // A mark write that failed may still have landed (a timeout): released too.
+            Ok(Err(err)) => err,
+            // Given up half-way: the mark may be written (even a write that timed out may have
+            // landed), the job may not be sent.
+            Err(_) => IntakeError::Queue(QueueError::Unavailable(format!(
+                "the mark and the send took longer than {} ms",
+                self.time_limit.as_millis()
+            ))),
+        };
+        // Release the mark so the event is not taken for a duplicate when it comes again.
+        let release = self.marks.clear_mark(&job.client_key, &mark);
+        match tokio::time::timeout(Self::RELEASE_LIMIT, release).await {
+            Ok(Ok(())) => {}
+            Ok(Err(clear)) => {
                 tracing::error!(client_key = job.client_key.as_str(), job_id = job.job_id,
                     error = %clear, "could not release the mark of an event that was not queued");
             }
-            return Err(err.into());
+            Err(_) => {
+                tracing::error!(
+                    client_key = job.client_key.as_str(),
+                    job_id = job.job_id,
+                    "could not release the mark of an event that was not queued: timed out"
+                );
+            }
         }
-        Ok(Enqueued::Queued)
+        Err(failure)
     }
 }

@@ -31,7 +31,7 @@ pub use job::{EditJobMessage, QueueError};
 #[cfg(feature = "local")]
 pub use local::{Lease, LocalQueue};
 #[cfg(feature = "sqs")]
-pub use sqs::SqsQueue;
+pub use sqs::{SqsQueue, sqs_client};
 
 use async_trait::async_trait;
 

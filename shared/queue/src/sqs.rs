@@ -23,6 +23,90 @@ impl SqsQueue {
             queue_url: queue_url.into(),
         }
     }
+
+    /// A queue at `queue_url` with a client of the deployment's SDK settings (`config`, e.g.
+    /// `aws_sdk_sqs::config::Builder::from(&sdk_config)`), bounded in time ([`sqs_client`]).
+    pub fn from_sdk(config: aws_sdk_sqs::config::Builder, queue_url: impl Into<String>) -> Self {
+        Self::new(sqs_client(config), queue_url)
+    }
+}
+
+impl SqsQueue {
+    /// Sends `body` as it is (a message received from another queue, e.g. moved to the
+    /// dead-letter queue), in message group `group`, de-duplicated by `deduplication_id`.
+    pub async fn send_body(
+        &self,
+        body: &str,
+        group: &str,
+        deduplication_id: &str,
+    ) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(deduplication_id)
+            .send()
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %DisplayErrorContext(&err), "SQS SendMessage failed");
+                QueueError::Unavailable(err.code().unwrap_or("SendMessage failed").to_owned())
+            })?;
+        Ok(())
+    }
+
+    /// The message received with `receipt_handle` becomes visible again after `seconds` (at most
+    /// SQS's 12 hours).
+    pub async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        seconds: u64,
+    ) -> Result<(), QueueError> {
+        let seconds = i32::try_from(seconds.min(12 * 60 * 60)).unwrap_or(12 * 60 * 60);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %DisplayErrorContext(&err), "SQS ChangeMessageVisibility failed");
+                QueueError::Unavailable(format!(
+                    "SQS ChangeMessageVisibility: {}",
+                    err.code().unwrap_or("no answer")
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// An SQS client whose every call ends in time: 1 s to connect, 2 s an attempt, 4 s in all
+/// (three attempts, the SDK's standard retry). SQS answers in tens of milliseconds; a call that
+/// takes seconds is an outage, and the webhook function must still answer its sender (Forge gives
+/// up after 5 s, and the function's own timeout is 10 s) with a 503 that lets it retry, rather than
+/// be killed half-way with a mark written and no job sent.
+pub fn sqs_client(config: aws_sdk_sqs::config::Builder) -> Client {
+    use std::time::Duration;
+
+    use aws_sdk_sqs::config::retry::RetryConfig;
+    use aws_sdk_sqs::config::timeout::TimeoutConfig;
+    let config = config
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(50))
+                .with_max_backoff(Duration::from_millis(500)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(4))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
 }
 
 #[async_trait]

@@ -69,3 +69,37 @@ async fn a_queue_that_cannot_be_reached_is_unavailable() {
     let err = queue.enqueue(&job("1", "x")).await.unwrap_err();
     assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
 }
+
+/// A server that accepts connections and never answers: without timeouts the send would hang
+/// until the Lambda timeout, with the event's mark written and no job sent.
+#[tokio::test]
+async fn a_queue_that_never_answers_is_unavailable_within_seconds() {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(format!("http://{addr}"))
+        .to_owned();
+    let queue = SqsQueue::new(
+        understudy_queue::sqs_client(config),
+        format!("http://{addr}/123456789012/q.fifo"),
+    );
+    let started = std::time::Instant::now();
+    let err = queue.enqueue(&job("1", "x")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, QueueError::Unavailable(_)), "{err:?}");
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "gave up after {took:?}"
+    );
+    held.abort();
+}

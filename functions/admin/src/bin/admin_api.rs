@@ -15,10 +15,7 @@ async fn main() -> Result<(), Error> {
     let app = config.deployed.app;
     let sdk = understudy_store::load_aws_config().await;
     let store = Arc::new(config.deployed.store.open(&sdk));
-    let queue = Arc::new(SqsQueue::new(
-        aws_sdk_sqs::Client::new(&sdk),
-        config.edit_queue_url,
-    ));
+    let queue = Arc::new(SqsQueue::from_sdk((&sdk).into(), config.edit_queue_url));
     let intake = Arc::new(MarkedQueue::new(store.clone(), queue.clone()));
     let confluence = Arc::new(ConfluenceClient::new(config.client, store.clone())?);
     let forge = ForgeFrontDoor::from_config(&app, store.clone(), SystemClock)?;
