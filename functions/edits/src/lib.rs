@@ -28,9 +28,18 @@ pub struct WorkerConfig {
     pub deployed: DeployedConfig,
     /// The Confluence client's (`ATLASSIAN_OAUTH_URL`, `CONFLUENCE_RETRY_DEADLINE_SECONDS`).
     pub client: ClientConfig,
-    /// `EDIT_MAX_RECEIVES` (default [`worker::DEFAULT_MAX_RECEIVES`]): deliveries before a job is
-    /// audited as failed and dead-lettered; the edit queue's `maxReceiveCount`.
+    /// `EDIT_MAX_RECEIVES` (default [`worker::DEFAULT_MAX_RECEIVES`]): failed attempts before a
+    /// job is audited as failed and dead-lettered.
     pub max_receives: u32,
+    /// `EDIT_TENANT_JOBS_PER_MINUTE` (default [`worker::DEFAULT_TENANT_JOBS_PER_MINUTE`]; 0: no
+    /// limit): jobs one tenant may start a minute across all workers.
+    pub tenant_jobs_per_minute: u32,
+    /// `EDIT_QUEUE_URL`: the queue whose messages' next delivery the worker sets (a Confluence
+    /// 429's wait, a tenant over its share).
+    pub edit_queue_url: String,
+    /// `EDIT_DEAD_LETTER_QUEUE_URL`: where the worker moves a job it gave up on (after auditing
+    /// it), at once rather than after SQS's backstop of receives.
+    pub dead_letter_queue_url: String,
 }
 
 impl FromEnv for WorkerConfig {
@@ -40,10 +49,21 @@ impl FromEnv for WorkerConfig {
         let max_receives = env.or("EDIT_MAX_RECEIVES", worker::DEFAULT_MAX_RECEIVES, |v| {
             v.parse().map_err(|_| "must be a whole number".into())
         });
+        let tenant_jobs_per_minute = env.or(
+            "EDIT_TENANT_JOBS_PER_MINUTE",
+            worker::DEFAULT_TENANT_JOBS_PER_MINUTE,
+            |v| v.parse().map_err(|_| "must be a whole number".into()),
+        );
+        let edit_queue_url = env.required("EDIT_QUEUE_URL", |v| Ok(v.to_owned()));
+        let dead_letter_queue_url =
+            env.required("EDIT_DEAD_LETTER_QUEUE_URL", |v| Ok(v.to_owned()));
         Some(Self {
             deployed: deployed?,
             client: client?,
             max_receives,
+            tenant_jobs_per_minute,
+            edit_queue_url: edit_queue_url?,
+            dead_letter_queue_url: dead_letter_queue_url?,
         })
     }
 }

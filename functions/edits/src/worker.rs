@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connect_auth::Clock;
@@ -9,23 +10,32 @@ use understudy_core::{Door, EditEngine, EditJob, EditMode, EditResult, checked_t
 use understudy_domain::{
     AccountId, AccountRegistry, ActedAs, AuditLog, AuditRecord, ClosedAccountKey, EditOutcome,
     EditStrategy, ForgeInstallation, ForgeInstallations, InstallationId, ParkedJob, ParkedJobs,
-    Tenant, TenantState, TenantStore,
+    RateDecision, RateLimits, Tenant, TenantState, TenantStore,
 };
 use understudy_queue::EditJobMessage;
 
-/// How many times a job is tried before it goes to the dead-letter queue (SQS's
-/// `maxReceiveCount` in template.yaml must be the same).
+/// How many times a job is tried before it is audited as failed and goes to the dead-letter
+/// queue. Counted by the worker (a wait for the tenant's share is no try); SQS's
+/// `maxReceiveCount` in template.yaml is a higher backstop.
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// Jobs one tenant may start a minute when `EDIT_TENANT_JOBS_PER_MINUTE` is not set: a fifth of
+/// what the default 20 workers get through (an edit takes 1-3 s), so that a site's bulk import
+/// leaves most workers to the other sites.
+pub const DEFAULT_TENANT_JOBS_PER_MINUTE: u32 = 120;
 
 /// What the queue should do with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     /// Done (edited, unchanged, blocked or failed for good): delete it.
     Done,
-    /// A passing failure: deliver it again later.
+    /// Deliver it again later: a passing failure, or the tenant is over its share.
     RetryLater {
         /// Why, for the log.
         reason: String,
+        /// Not before this (SQS: the message's visibility is set to it); `None`: the queue's
+        /// own delay.
+        after: Option<Duration>,
     },
     /// It kept failing: move it to the dead-letter queue (it has been audited).
     DeadLetter {
@@ -34,12 +44,25 @@ pub enum JobOutcome {
     },
 }
 
+/// How long a job's failures are counted: longer than any job waits in the queue (14 days).
+const FAILURE_WINDOW_SECONDS: i64 = 28 * 24 * 60 * 60;
+
+/// The first wait after a passing failure that names none; doubled per failure, up to
+/// [`MAX_FAILURE_BACKOFF`].
+const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait after a passing failure (SQS's visibility timeout may be at most 12 hours).
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
 /// Runs edit jobs.
 pub struct EditWorker<S: ?Sized, C> {
     store: Arc<S>,
     engine: EditEngine,
     clock: C,
     max_receives: u32,
+    /// Jobs one tenant may start per minute; `None`: no limit.
+    tenant_share: Option<u32>,
+    /// The first wait after a passing failure that names none, and the longest.
+    failure_backoff: (Duration, Duration),
     audit_retention_seconds: i64,
 }
 
@@ -47,6 +70,7 @@ impl<S: ?Sized, C: std::fmt::Debug> std::fmt::Debug for EditWorker<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EditWorker")
             .field("max_receives", &self.max_receives)
+            .field("tenant_share", &self.tenant_share)
             .finish_non_exhaustive()
     }
 }
@@ -66,21 +90,56 @@ impl Site {
     }
 }
 
+/// Every port the worker uses.
+pub trait WorkerStore:
+    TenantStore + ForgeInstallations + AuditLog + ParkedJobs + AccountRegistry + RateLimits
+{
+}
+impl<T> WorkerStore for T where
+    T: TenantStore
+        + ForgeInstallations
+        + AuditLog
+        + ParkedJobs
+        + AccountRegistry
+        + RateLimits
+        + ?Sized
+{
+}
+
 impl<S, C> EditWorker<S, C>
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + AccountRegistry + ?Sized,
+    S: WorkerStore + ?Sized,
     C: Clock,
 {
-    /// A worker that dead-letters a job on its `max_receives`-th failed delivery.
+    /// A worker that dead-letters a job on its `max_receives`-th failed attempt.
     pub fn new(store: Arc<S>, engine: EditEngine, clock: C, max_receives: u32) -> Self {
         Self {
             store,
             engine,
             clock,
             max_receives: max_receives.max(1),
+            tenant_share: None,
+            failure_backoff: (FAILURE_BACKOFF, MAX_FAILURE_BACKOFF),
             audit_retention_seconds: understudy_core::EngineSettings::default()
                 .audit_retention_seconds,
         }
+    }
+
+    /// Lets each tenant start at most `jobs_per_minute` jobs a minute; a job over its tenant's
+    /// share waits for the next minute ([`JobOutcome::RetryLater`] with the wait) instead of
+    /// holding a worker, so one site's bulk import cannot take every worker from the others.
+    #[must_use]
+    pub fn with_tenant_share(mut self, jobs_per_minute: Option<u32>) -> Self {
+        self.tenant_share = jobs_per_minute.filter(|n| *n > 0);
+        self
+    }
+
+    /// Waits `first` after a passing failure that names no wait, doubling per failure up to
+    /// `longest` (the local app's `LOCAL_RETRY_BASE_MS`; on SQS 30 s up to 15 min).
+    #[must_use]
+    pub fn with_failure_backoff(mut self, first: Duration, longest: Duration) -> Self {
+        self.failure_backoff = (first, longest.max(first));
+        self
     }
 
     /// Runs one job, delivered for the `receives`-th time.
@@ -94,12 +153,15 @@ where
         let site = match site {
             Ok(Some(site)) => site,
             Ok(None) => return JobOutcome::Done,
-            Err(reason) => return self.retry_or_dead_letter(job, receives, reason).await,
+            Err(reason) => return self.retry_or_dead_letter(job, receives, reason, None).await,
         };
         match self.for_closed_account(job).await {
             Ok(false) => {}
             Ok(true) => return JobOutcome::Done,
-            Err(reason) => return self.retry_or_dead_letter(job, receives, reason).await,
+            Err(reason) => return self.retry_or_dead_letter(job, receives, reason, None).await,
+        }
+        if let Some(wait) = self.over_share(job, now).await {
+            return wait;
         }
         let mode = EditMode::AppFirst {
             policy: job.policy,
@@ -117,7 +179,7 @@ where
             .await;
         if report.is_transient() {
             return self
-                .retry_or_dead_letter(job, receives, report.reason())
+                .retry_or_dead_letter(job, receives, report.reason(), report.retry_after())
                 .await;
         }
         if let EditResult::Failed(err) = &report.result {
@@ -293,19 +355,87 @@ where
         }
     }
 
+    /// When the tenant has started its share of jobs this minute: the job waits for the next
+    /// minute (spread over it, so that the waiting jobs do not all come back at once). The wait is
+    /// not a failure: it does not count towards the job's attempts. A store that cannot count
+    /// lets the job run (the edit itself needs the store, and fails on its own if it is down).
+    async fn over_share(&self, job: &EditJobMessage, now: i64) -> Option<JobOutcome> {
+        let per_minute = self.tenant_share?;
+        match self
+            .store
+            .take(&job.client_key, "edit-worker-share", per_minute, 60, now)
+            .await
+        {
+            Ok(RateDecision::Limited {
+                retry_after_seconds,
+            }) => {
+                let spread = spread_seconds(&job.job_id, 60);
+                let wait = u64::try_from(retry_after_seconds.max(1)).unwrap_or(60) + spread;
+                tracing::info!(client_key = job.client_key.as_str(), job_id = %job.job_id,
+                    wait_seconds = wait, "the site is over its share of the workers: the job waits");
+                Some(JobOutcome::RetryLater {
+                    reason: format!(
+                        "the site started its {per_minute} jobs of this minute; waiting {wait} s"
+                    ),
+                    after: Some(Duration::from_secs(wait)),
+                })
+            }
+            Ok(RateDecision::Allowed { .. }) => None,
+            Err(err) => {
+                tracing::warn!(job_id = %job.job_id, error = %err, "the site's share could not be counted");
+                None
+            }
+        }
+    }
+
+    /// Counts one more failed attempt of the job; returns how many it has had. Counted in the
+    /// store rather than by the queue's receive count, because a job that waited for its tenant's
+    /// share was received without being tried. A store that cannot count falls back on the
+    /// receive count.
+    async fn failed_attempts(&self, job: &EditJobMessage, receives: u32) -> u32 {
+        let subject = format!("job-failures:{}", job.job_id);
+        match self
+            .store
+            .take(
+                &job.client_key,
+                &subject,
+                self.max_receives,
+                FAILURE_WINDOW_SECONDS,
+                self.clock.now_unix(),
+            )
+            .await
+        {
+            Ok(RateDecision::Allowed { remaining }) => self.max_receives.saturating_sub(remaining),
+            Ok(RateDecision::Limited { .. }) => self.max_receives,
+            Err(_) => receives,
+        }
+    }
+
     async fn retry_or_dead_letter(
         &self,
         job: &EditJobMessage,
         receives: u32,
         reason: String,
+        asked_wait: Option<Duration>,
     ) -> JobOutcome {
-        if receives < self.max_receives {
+        let attempts = self.failed_attempts(job, receives).await;
+        if attempts < self.max_receives {
+            // As long as Confluence asked for, else the first wait doubled per failure.
+            let (first, longest) = self.failure_backoff;
+            let backoff = first
+                .saturating_mul(1 << attempts.saturating_sub(1).min(6))
+                .min(longest);
+            let after = asked_wait.unwrap_or(backoff).min(MAX_FAILURE_BACKOFF);
             tracing::warn!(client_key = job.client_key.as_str(), job_id = %job.job_id, receives,
-                reason = %reason, "passing failure: the job will be delivered again");
-            return JobOutcome::RetryLater { reason };
+                attempts, wait_seconds = after.as_secs(), reason = %reason,
+                "passing failure: the job will be delivered again");
+            return JobOutcome::RetryLater {
+                reason,
+                after: Some(after),
+            };
         }
         let reason =
-            format!("gave up after {receives} attempts, moved to the dead-letter queue: {reason}");
+            format!("gave up after {attempts} attempts, moved to the dead-letter queue: {reason}");
         self.audit_untried(
             job,
             ActedAs::App,
@@ -321,15 +451,49 @@ where
     }
 }
 
+/// What becomes of a received message besides success: delivered again later (SQS:
+/// `ChangeMessageVisibility`), or moved to the dead-letter queue at once.
+#[async_trait::async_trait]
+pub trait Redelivery: Send + Sync {
+    /// The message received with `receipt_handle` is delivered again after `after`.
+    async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String>;
+
+    /// Puts a copy of the message (its `body`, in message group `group`, de-duplicated by
+    /// `deduplication_id`) on the dead-letter queue; the caller then deletes the original.
+    async fn dead_letter(
+        &self,
+        body: &str,
+        group: &str,
+        deduplication_id: &str,
+    ) -> Result<(), String>;
+}
+
+/// A number in `0..range` that is the same for a job every time: spreads waiting jobs over a
+/// window without a random source.
+fn spread_seconds(job_id: &str, range: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    job_id.hash(&mut hasher);
+    hasher.finish() % range.max(1)
+}
+
 /// Runs an SQS FIFO batch and reports the records to deliver again.
 ///
 /// Records are handled in order. Once a record of a page fails, the later records of that page in
 /// the batch are returned unprocessed too, so that SQS redelivers them after it: edits of one page
 /// never overtake each other. A message that is not a job is returned as failed every time, so
 /// that the redrive policy parks it in the dead-letter queue.
-pub async fn handle_sqs_batch<S, C>(worker: &EditWorker<S, C>, event: SqsEvent) -> SqsBatchResponse
+///
+/// A job to deliver again after a given wait (a Confluence 429's `Retry-After`, a tenant over its
+/// share) has its message's visibility set to that wait through `redelivery`, so it comes back
+/// then rather than after the queue's visibility timeout.
+pub async fn handle_sqs_batch<S, C>(
+    worker: &EditWorker<S, C>,
+    event: SqsEvent,
+    redelivery: Option<&dyn Redelivery>,
+) -> SqsBatchResponse
 where
-    S: TenantStore + ForgeInstallations + AuditLog + ParkedJobs + AccountRegistry + ?Sized,
+    S: WorkerStore + ?Sized,
     C: Clock,
 {
     let mut failed_groups = HashSet::new();
@@ -344,6 +508,7 @@ where
         let outcome = if failed_groups.contains(&group) {
             JobOutcome::RetryLater {
                 reason: "an earlier edit of this page is pending".into(),
+                after: None,
             }
         } else {
             let receives = record
@@ -360,6 +525,37 @@ where
                     }
                 }
             }
+        };
+        let outcome = match (&outcome, redelivery) {
+            (
+                JobOutcome::RetryLater {
+                    after: Some(after), ..
+                },
+                Some(redelivery),
+            ) => {
+                if let Some(handle) = record.receipt_handle.as_deref()
+                    && let Err(err) = redelivery.redeliver_after(handle, *after).await
+                {
+                    // The queue's visibility timeout brings it back instead: later, never lost.
+                    tracing::warn!(message_id = %id, error = %err, "the message's next delivery could not be set");
+                }
+                outcome
+            }
+            // Moved now, by the worker that gave up on it (and audited it), rather than after
+            // SQS's backstop of receives: deleted from the queue once the copy is on the
+            // dead-letter queue; if that fails, SQS's redrive moves it later.
+            (JobOutcome::DeadLetter { .. }, Some(redelivery)) => {
+                let body = record.body.as_deref().unwrap_or_default();
+                match redelivery.dead_letter(body, &group, &id).await {
+                    Ok(()) => JobOutcome::Done,
+                    Err(err) => {
+                        tracing::error!(message_id = %id, error = %err,
+                            "could not move a message to the dead-letter queue: SQS's redrive will");
+                        outcome
+                    }
+                }
+            }
+            _ => outcome,
         };
         if outcome != JobOutcome::Done {
             failed_groups.insert(group);

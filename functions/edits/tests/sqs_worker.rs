@@ -155,7 +155,7 @@ impl Queues {
     async fn deliver(&self, world: &World) -> (SqsBatchResponse, Vec<Message>) {
         let messages = self.receive(&self.url).await;
         assert!(!messages.is_empty(), "nothing to deliver");
-        let response = handle_sqs_batch(&world.worker, lambda_event(&messages)).await;
+        let response = handle_sqs_batch(&world.worker, lambda_event(&messages), None).await;
         let failed: HashSet<&str> = response
             .batch_item_failures
             .iter()
@@ -534,4 +534,132 @@ async fn a_job_that_keeps_failing_is_audited_on_its_last_receive_and_dead_letter
     );
     world.sim.clear_faults();
     assert!(!world.body(&page).contains("doomed"));
+}
+
+/// Sets the next delivery on the real queue through the project's SQS adapter, and records it.
+struct Recorded {
+    queue: SqsQueue,
+    dead_letters: SqsQueue,
+    waits: std::sync::Mutex<Vec<Duration>>,
+}
+
+#[async_trait::async_trait]
+impl understudy_edits::worker::Redelivery for Recorded {
+    async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
+        self.waits.lock().unwrap().push(after);
+        self.queue
+            .change_visibility(receipt_handle, after.as_secs())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn dead_letter(
+        &self,
+        body: &str,
+        group: &str,
+        deduplication_id: &str,
+    ) -> Result<(), String> {
+        self.dead_letters
+            .send_body(body, group, deduplication_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test]
+async fn a_429_asking_for_2_seconds_brings_the_job_back_in_2_seconds_not_the_visibility_timeout() {
+    let queues = Queues::create("retry_after").await;
+    let world = World::new().await;
+    let page = world.demo.open_page.clone();
+    queues
+        .adapter()
+        .enqueue(&world.job(&page, "job-429", "<p>later</p>"))
+        .await
+        .unwrap();
+    world.sim.fail_next(
+        page_get(&page),
+        Fault::TooManyRequests {
+            retry_after: Some(2),
+        },
+        ATTEMPTS as usize,
+    );
+    let messages = queues.receive(&queues.url).await;
+    let redelivery = Recorded {
+        queue: queues.adapter(),
+        dead_letters: SqsQueue::new(queues.client.clone(), &queues.dead_letter_url),
+        waits: std::sync::Mutex::new(Vec::new()),
+    };
+    let response =
+        handle_sqs_batch(&world.worker, lambda_event(&messages), Some(&redelivery)).await;
+    assert_eq!(failed_ids(&response), message_ids(&messages));
+    assert_eq!(
+        *redelivery.waits.lock().unwrap(),
+        vec![Duration::from_secs(2)],
+        "Confluence's Retry-After"
+    );
+    // Back after the 2 s asked for, though the queue's visibility timeout is 60 s; and this time
+    // it is edited.
+    let started = std::time::Instant::now();
+    let again = loop {
+        let got = queues.receive(&queues.url).await;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not back within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job_id(&again[0]), "job-429");
+    let response = handle_sqs_batch(&world.worker, lambda_event(&again), Some(&redelivery)).await;
+    assert!(failed_ids(&response).is_empty());
+    assert!(world.body(&page).ends_with("<p>later</p>"));
+}
+
+#[tokio::test]
+async fn a_job_the_worker_gives_up_on_is_moved_to_the_dead_letter_queue_at_once() {
+    let world = World::new().await;
+    let queues = Queues::create("moved").await;
+    let page = world.demo.open_page.clone();
+    let job = world.job(&page, "moved-doomed", "<p>doomed</p>");
+    queues.adapter().enqueue(&job).await.unwrap();
+    world.fail_reads(&page, 1000);
+    let redelivery = Recorded {
+        queue: queues.adapter(),
+        dead_letters: SqsQueue::new(queues.client.clone(), &queues.dead_letter_url),
+        waits: std::sync::Mutex::new(Vec::new()),
+    };
+    // The first failure: handed back (the worker's own wait set on the message).
+    let batch = queues.receive(&queues.url).await;
+    let response = handle_sqs_batch(&world.worker, lambda_event(&batch), Some(&redelivery)).await;
+    assert_eq!(failed_ids(&response), message_ids(&batch));
+    queues.make_visible(&queues.url, &batch[0]).await;
+    // The last: audited, moved by the worker, and deleted (no batch failure), so SQS's
+    // backstop of receives never has to.
+    let batch = queues.receive(&queues.url).await;
+    let response = handle_sqs_batch(&world.worker, lambda_event(&batch), Some(&redelivery)).await;
+    assert!(failed_ids(&response).is_empty(), "moved, so deleted");
+    for message in &batch {
+        queues
+            .client
+            .delete_message()
+            .queue_url(&queues.url)
+            .receipt_handle(message.receipt_handle.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(queues.held(&queues.url).await.is_empty());
+    assert_eq!(
+        queues.held(&queues.dead_letter_url).await,
+        vec![job.to_json().unwrap()]
+    );
+    assert!(
+        world
+            .audit(&page)
+            .await
+            .iter()
+            .any(|r| r.job_id == "moved-doomed" && r.reason.contains("dead-letter"))
+    );
 }

@@ -213,6 +213,15 @@ impl EditReport {
         matches!(&self.result, EditResult::Failed(e) if e.is_transient())
     }
 
+    /// How long Confluence (or the authorization server) asked to wait before the next try, when
+    /// a rate limit failed the edit and the answer said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match &self.result {
+            EditResult::Failed(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// The audit record of this execution of `job`, at `at_ms` (unix milliseconds).
     pub fn audit_record(&self, job: &EditJob<'_>, at_ms: i64) -> AuditRecord {
         AuditRecord {

@@ -1,12 +1,14 @@
 //! The edit worker on AWS Lambda: SQS FIFO batches in, partial batch failures out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use connect_auth::SystemClock;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use understudy_edits::WorkerConfig;
-use understudy_edits::worker::{EditWorker, handle_sqs_batch};
+use understudy_edits::worker::{EditWorker, Redelivery, handle_sqs_batch};
+use understudy_queue::SqsQueue;
 use understudy_web::lambda;
 
 #[tokio::main]
@@ -16,15 +18,47 @@ async fn main() -> Result<(), Error> {
     let sdk = understudy_store::load_aws_config().await;
     let store = Arc::new(config.deployed.store.open(&sdk));
     let engine = understudy_edits::engine(config.client, store.clone(), &app.app_key)?;
-    let worker = Arc::new(EditWorker::new(
-        store,
-        engine,
-        SystemClock,
-        config.max_receives,
-    ));
+    let worker = Arc::new(
+        EditWorker::new(store, engine, SystemClock, config.max_receives)
+            .with_tenant_share(Some(config.tenant_jobs_per_minute)),
+    );
+    let queue = Arc::new(SqsRedelivery {
+        edits: SqsQueue::from_sdk((&sdk).into(), config.edit_queue_url),
+        dead_letters: SqsQueue::from_sdk((&sdk).into(), config.dead_letter_queue_url),
+    });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let worker = worker.clone();
-        async move { Ok::<_, Error>(handle_sqs_batch(&*worker, event.payload).await) }
+        let (worker, queue) = (worker.clone(), queue.clone());
+        async move {
+            Ok::<_, Error>(handle_sqs_batch(&*worker, event.payload, Some(&*queue)).await)
+        }
     }))
     .await
+}
+
+/// The edit queue and its dead-letter queue, as the worker sets what becomes of a message.
+struct SqsRedelivery {
+    edits: SqsQueue,
+    dead_letters: SqsQueue,
+}
+
+#[async_trait::async_trait]
+impl Redelivery for SqsRedelivery {
+    async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
+        self.edits
+            .change_visibility(receipt_handle, after.as_secs())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn dead_letter(
+        &self,
+        body: &str,
+        group: &str,
+        deduplication_id: &str,
+    ) -> Result<(), String> {
+        self.dead_letters
+            .send_body(body, group, deduplication_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
