@@ -299,7 +299,8 @@ where
             .await?
             .map(|s| s.document)
             .filter(|d| !d.is_null());
-        let effective = own.as_ref().or(self.default_rules.as_ref());
+        let default = self.deployment_document(self.clock.now_unix()).await?;
+        let effective = own.as_ref().or(default.as_ref());
         let policy = effective
             .and_then(|d| d.get("restricted_pages"))
             .cloned()
@@ -308,7 +309,7 @@ where
             StatusCode::OK,
             &json!({
                 "tenant": own,
-                "default": self.default_rules,
+                "default": default,
                 "effective": if own.is_some() { "tenant" } else { "default" },
                 "policy": policy,
             }),
@@ -426,10 +427,25 @@ where
             .await?
             .map(|s| s.document)
             .filter(|d| !d.is_null());
-        Ok(own
-            .or_else(|| self.default_rules.clone())
+        let document = match own {
+            Some(own) => Some(own),
+            None => self.deployment_document(now).await?,
+        };
+        Ok(document
             .and_then(|document| Rules::from_value(document).ok())
             .map(|rules| rules.restricted_pages))
+    }
+
+    /// The deployment's rules document: the one stored under [`ClientKey::deployment`] (on AWS,
+    /// written with `understudy-rules set`), else `EDIT_RULES` (the local app).
+    async fn deployment_document(&self, now: i64) -> Result<Option<Value>, ApiError> {
+        let stored = self
+            .store
+            .get_settings(&ClientKey::deployment(), now)
+            .await?
+            .map(|s| s.document)
+            .filter(|d| !d.is_null());
+        Ok(stored.or_else(|| self.default_rules.clone()))
     }
 
     #[tracing::instrument(skip_all, fields(client_key = tracing::field::Empty))]

@@ -16,6 +16,7 @@
 pub mod payload;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use connect_auth::{Clock, SystemClock};
 use http::StatusCode;
@@ -65,6 +66,35 @@ impl FromEnv for WebhooksConfig {
 
 /// Page event bodies are a few KiB.
 pub const MAX_WEBHOOK_BODY: usize = 256 * 1024;
+
+/// How long the reads before an event is queued (the tenant or the Forge installation, the rules)
+/// may take. With the intake's own limit ([`understudy_queue::MarkedQueue::DEFAULT_TIME_LIMIT`], 2.5 s) and the
+/// release of a mark, an answer leaves within 5 s, which is what Forge waits for an event (and
+/// half the function's 10 s timeout): a slow store is a 503 the sender may retry, never a
+/// function killed between a mark and its job.
+pub const PREPARE_BUDGET: Duration = Duration::from_millis(1500);
+
+/// When an event arrived (unix seconds) and by when its reads must be done ([`PREPARE_BUDGET`]).
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    now: i64,
+    deadline: Instant,
+}
+
+/// Runs one of the reads before an event is queued within what is left of [`PREPARE_BUDGET`].
+/// Nothing has been written for the event yet, so giving up leaves nothing behind.
+async fn within<T>(
+    deadline: Instant,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::Unavailable(
+                "the store did not answer in time".into(),
+            ))
+        })
+}
 
 /// How long an event's idempotency mark is kept: longer than any redelivery of one event.
 pub const MARK_TTL_SECONDS: i64 = 7 * 24 * 60 * 60;
@@ -198,8 +228,14 @@ pub struct Webhooks<S: ?Sized, I: ?Sized, C = SystemClock> {
     auth: ConnectAuthenticator<S, C>,
     clock: C,
     tenant_rules: RuleCache,
+    /// The deployment's stored document, read at most once a minute.
+    deployment_document: tokio::sync::Mutex<Option<(i64, Option<serde_json::Value>)>>,
     forge: Option<ForgeFrontDoor<S, C>>,
 }
+
+/// How long the deployment's stored rules document is used before it is read again: a change
+/// with `understudy-rules set` reaches every warm function within this.
+pub const DEPLOYMENT_RULES_REFRESH_SECONDS: i64 = 60;
 
 impl<S, I, C> Webhooks<S, I, C>
 where
@@ -225,6 +261,7 @@ where
             auth,
             clock,
             tenant_rules: RuleCache::default(),
+            deployment_document: tokio::sync::Mutex::new(None),
             forge: None,
         }
     }
@@ -263,11 +300,13 @@ where
         request: &ApiRequest,
     ) -> Result<Accepted, ApiError> {
         let body = request.json_body(MAX_WEBHOOK_BODY)?;
+        let deadline = Instant::now() + PREPARE_BUDGET;
         // Webhooks are request-bound: a context token is never accepted here.
-        let caller = self
-            .auth
-            .authenticate(request, Accept::RequestToken)
-            .await?;
+        let caller = within(
+            deadline,
+            self.auth.authenticate(request, Accept::RequestToken),
+        )
+        .await?;
         let now = self.clock.now_unix();
         let tenant = caller.tenant;
         tracing::Span::current().record("client_key", tenant.client_key.as_str());
@@ -280,7 +319,8 @@ where
         let page_id = page.page_id.as_str();
         tracing::Span::current().record("page_id", page_id);
         let job_id = job_id(event, &page, body);
-        self.queue(&tenant.client_key, event, &page, job_id, None, now)
+        let arrival = Arrival { now, deadline };
+        self.queue(&tenant.client_key, event, &page, job_id, None, arrival)
             .await
     }
 
@@ -289,7 +329,8 @@ where
     pub async fn accept_forge(&self, request: &ApiRequest) -> Result<Accepted, ApiError> {
         let forge = self.forge.as_ref().ok_or(ApiError::NotFound)?;
         let body = request.json_body(MAX_WEBHOOK_BODY)?;
-        let caller = forge.authenticate(request, Invocation::App).await?;
+        let deadline = Instant::now() + PREPARE_BUDGET;
+        let caller = within(deadline, forge.authenticate(request, Invocation::App)).await?;
         let installation = caller.installation;
         let span = tracing::Span::current();
         span.record("client_key", installation.tenant_key.as_str());
@@ -307,7 +348,10 @@ where
             &forge_event.page,
             job_id,
             Some(installation.id),
-            self.clock.now_unix(),
+            Arrival {
+                now: self.clock.now_unix(),
+                deadline,
+            },
         )
         .await
     }
@@ -321,11 +365,12 @@ where
         page: &PageEvent,
         job_id: String,
         forge_installation: Option<InstallationId>,
-        now: i64,
+        arrival: Arrival,
     ) -> Result<Accepted, ApiError> {
+        let Arrival { now, deadline } = arrival;
         let client_key = tenant_key.as_str();
         let page_id = page.page_id.as_str();
-        let rules = match self.rules_for(tenant_key, now).await? {
+        let rules = match within(deadline, self.rules_for(tenant_key, now)).await? {
             Some(rules) => rules,
             None => return Ok(Accepted::InvalidTenantRules),
         };
@@ -379,7 +424,7 @@ where
             .filter(|settings| !settings.document.is_null())
         else {
             // No document of the tenant's own (or an emptied one): the deployment's.
-            return Ok(Some(self.default_rules.clone()));
+            return self.deployment_rules(now).await;
         };
         match self
             .tenant_rules
@@ -390,6 +435,44 @@ where
             Err(err) => {
                 tracing::error!(client_key = tenant_key.as_str(), error = %err,
                     "the tenant's stored edit rules are invalid: none applied");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The deployment's rules: the document stored under [`ClientKey::deployment`] (written by
+    /// `understudy-rules set`; on Lambda the only place, since the environment holds 4 KB in
+    /// all), else `EDIT_RULES` (the local app). Read at most once a
+    /// [`DEPLOYMENT_RULES_REFRESH_SECONDS`]; `None` when the stored document is invalid.
+    async fn deployment_rules(&self, now: i64) -> Result<Option<Arc<Rules>>, ApiError> {
+        let document = {
+            let mut cached = self.deployment_document.lock().await;
+            match &*cached {
+                Some((read_at, document))
+                    if now.saturating_sub(*read_at) < DEPLOYMENT_RULES_REFRESH_SECONDS =>
+                {
+                    document.clone()
+                }
+                _ => {
+                    let document = self
+                        .store
+                        .get_settings(&ClientKey::deployment(), now)
+                        .await?
+                        .map(|settings| settings.document)
+                        .filter(|document| !document.is_null());
+                    *cached = Some((now, document.clone()));
+                    document
+                }
+            }
+        };
+        let Some(document) = document else {
+            return Ok(Some(self.default_rules.clone()));
+        };
+        match self.tenant_rules.get_or_parse(&document, now).await {
+            Ok(rules) => Ok(Some(rules)),
+            Err(err) => {
+                tracing::error!(error = %err,
+                    "the deployment's stored edit rules are invalid: none applied");
                 Ok(None)
             }
         }

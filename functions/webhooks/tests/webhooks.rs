@@ -461,3 +461,52 @@ async fn forge_events_are_not_there_without_a_forge_app_id() {
     assert_eq!(r.status(), 404);
     assert!(jobs(&f).is_empty());
 }
+
+/// The deployment's rules on Lambda live in the table (the environment holds 4 KB in all): a
+/// document near the 64 KiB a document may have, stored under the deployment's key, replaces
+/// `EDIT_RULES` for every tenant without rules of its own.
+#[tokio::test]
+async fn the_deployments_stored_rules_apply_to_tenants_without_their_own_up_to_64_kib() {
+    let f = fixture().await;
+    let rules: Vec<Value> = (0..50)
+        .map(|n| {
+            json!({"name": format!("stored-{n}"), "events": ["page_created"],
+                   "spaces": [format!("S{n}")],
+                   "edit": [{"append": format!("<p>{}</p>", "x".repeat(1200))}]})
+        })
+        .collect();
+    let document = json!({"restricted_pages": "skip", "rules": rules});
+    let size = serde_json::to_vec(&document).unwrap().len();
+    assert!(
+        size > 60 * 1024 && size <= Rules::MAX_DOCUMENT_BYTES,
+        "{size} bytes"
+    );
+    f.store
+        .put_settings(&ClientKey::deployment(), &TenantSettings { document }, NOW)
+        .await
+        .unwrap();
+    deliver(
+        &f,
+        "/webhooks/page_created",
+        "tenant-b",
+        "secret-b",
+        &page_event(7, "Anything", "S7", 1),
+    )
+    .await;
+    let queued = jobs(&f);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].rules[0].as_str(), queued[0].policy),
+        ("stored-7", RestrictedPagePolicy::Skip)
+    );
+    // EDIT_RULES's own rule no longer applies to that tenant.
+    deliver(
+        &f,
+        "/webhooks/page_created",
+        "tenant-b",
+        "secret-b",
+        &page_event(8, "Release 2", "DOCS", 1),
+    )
+    .await;
+    assert_eq!(jobs(&f).len(), 1);
+}

@@ -151,6 +151,11 @@ const MAX_TITLE_PATTERN: usize = 1_000;
 const MAX_RULES: usize = 100;
 
 impl Rules {
+    /// The largest rules document, as compact JSON: 64 KiB, room for the 100 rules a document may
+    /// hold with long titles and fragments. A tenant's document is stored in the table (400 KB
+    /// items); the deployment's is too, since Lambda's environment holds 4 KB in all.
+    pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
     /// Parses and checks a whole document.
     pub fn parse(json: &str) -> Result<Self, RulesError> {
         let value: serde_json::Value =
@@ -160,6 +165,13 @@ impl Rules {
 
     /// Checks a document already parsed as JSON.
     pub fn from_value(value: serde_json::Value) -> Result<Self, RulesError> {
+        let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+        if size > Self::MAX_DOCUMENT_BYTES {
+            return Err(RulesError(format!(
+                "the document is {size} bytes as JSON; at most {} are accepted",
+                Self::MAX_DOCUMENT_BYTES
+            )));
+        }
         let doc: RulesDocument =
             serde_json::from_value(value).map_err(|e| RulesError(e.to_string()))?;
         if doc.rules.len() > MAX_RULES {
@@ -311,6 +323,34 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A document of `rules` rules whose fragments make it about `bytes` long as JSON.
+    pub(crate) fn document_of(rules: usize, bytes: usize) -> serde_json::Value {
+        let fragment_len = bytes / rules.max(1);
+        let rules: Vec<serde_json::Value> = (0..rules)
+            .map(|n| {
+                serde_json::json!({"name": format!("rule-{n}"), "events": ["page_updated"],
+                                   "spaces": ["DOCS"], "title": "^Release .*",
+                                   "edit": [{"append": format!("<p>{}</p>", "x".repeat(fragment_len.saturating_sub(120)))}]})
+            })
+            .collect();
+        serde_json::json!({"restricted_pages": "impersonate", "rules": rules})
+    }
+
+    #[test]
+    fn a_full_document_up_to_64_kib_is_accepted_and_a_larger_one_refused() {
+        // 50 rules of one operation each: the most operations a document may hold.
+        let full = document_of(50, 60 * 1024);
+        let size = serde_json::to_vec(&full).unwrap().len();
+        assert!(
+            (55 * 1024..=Rules::MAX_DOCUMENT_BYTES).contains(&size),
+            "{size}"
+        );
+        assert_eq!(Rules::from_value(full).unwrap().len(), 50);
+        let over = document_of(50, 70 * 1024);
+        let err = Rules::from_value(over).unwrap_err().to_string();
+        assert!(err.contains("at most 65536"), "{err}");
+    }
 
     #[test]
     fn an_error_names_the_rule_and_the_field() {

@@ -38,6 +38,13 @@ impl ClientKey {
         &self.0
     }
 
+    /// The key the deployment's own settings (its default edit rules) are kept under: `#DEPLOYMENT`,
+    /// which no tenant can have (a clientKey never starts with [`Self::RESERVED_PREFIX`]), so the
+    /// settings port keeps it like a tenant's without any tenant reaching it.
+    pub fn deployment() -> Self {
+        Self("#DEPLOYMENT".to_owned())
+    }
+
     /// A value already known to pass [`Self::parse`] (an installation id's ARI).
     pub(crate) fn from_checked(value: String) -> Self {
         debug_assert!(check_text("clientKey", &value, Self::MAX_CHARS).is_ok());
@@ -197,6 +204,7 @@ mod tests {
         assert!(ClientKey::parse("x".repeat(257)).is_err());
         // The app's own partitions start with `#`.
         assert!(ClientKey::parse("#REPORT#01").is_err());
+        assert!(ClientKey::parse(ClientKey::deployment().as_str()).is_err());
         assert!(ClientKey::parse("a#b").is_ok());
     }
 
