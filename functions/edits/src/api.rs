@@ -15,6 +15,9 @@
 //! JWT path runs it as the token's `sub`; records are keyed by the installation's tenant key.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use understudy_confluence::within_job_deadline;
 
 use bytes::Bytes;
 use connect_auth::{Clock, SystemClock};
@@ -51,7 +54,15 @@ pub struct EditApi<S: ?Sized, C = SystemClock> {
     /// The iframe's `Content-Security-Policy`: framed only by the hosts that may install the app.
     ui_policy: HeaderValue,
     forge: Option<ForgeFrontDoor<S, C>>,
+    /// How long one edit's Confluence calls may take in all ([`DEFAULT_EDIT_BUDGET`]).
+    edit_budget: Duration,
 }
+
+/// How long one edit through the API may spend on Confluence (token exchange, reads, writes,
+/// retries) in all: 15 s, which leaves the store's reads and the audit record's write (each
+/// bounded by the store's own timeouts) room within API Gateway's 29 s. Past it, the calls still
+/// running give up, and the engine audits the edit as failed for that reason.
+pub const DEFAULT_EDIT_BUDGET: Duration = Duration::from_secs(15);
 
 impl<S: ?Sized, C> std::fmt::Debug for EditApi<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,12 +113,20 @@ where
             clock,
             ui_policy,
             forge: None,
+            edit_budget: DEFAULT_EDIT_BUDGET,
         }
     }
 
     /// Opens the Forge front door (`None`: the API accepts Connect context JWTs only).
     pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
         self.forge = forge;
+        self
+    }
+
+    /// Another budget for one edit's Confluence calls.
+    #[must_use]
+    pub fn with_edit_budget(mut self, budget: Duration) -> Self {
+        self.edit_budget = budget;
         self
     }
 
@@ -181,7 +200,10 @@ where
             mode: &mode,
             job_id: &job_id,
         };
-        let report = self.engine.execute(job).await;
+        // One deadline for every call the edit makes, so that it answers in time and what
+        // happened is audited even when Confluence is slow.
+        let deadline = std::time::Instant::now() + self.edit_budget;
+        let report = within_job_deadline(deadline, self.engine.execute(job)).await;
         let status = understudy_web::error::edit_status(&report.result);
         // The record as the trail has it (or would, for a refusal that stays out of it).
         let record = report.audit_record(&job, now_ms);

@@ -23,7 +23,9 @@ use understudy_admin::AdminApi;
 use understudy_confluence::ConfluenceClient;
 use understudy_confluence::{ClientConfig, ENV_ALLOW_HTTP_LOOPBACK};
 use understudy_edits::api::EditApi;
-use understudy_edits::worker::{DEFAULT_MAX_RECEIVES, EditWorker, JobOutcome};
+use understudy_edits::worker::{
+    DEFAULT_MAX_RECEIVES, DEFAULT_TENANT_JOBS_PER_MINUTE, EditWorker, JobOutcome,
+};
 use understudy_lifecycle::Lifecycle;
 use understudy_privacy::{
     DEFAULT_MAX_ACCOUNTS_PER_TENANT, PrivacyRun, PrivacyRunner, deadline_in, report_settings,
@@ -58,12 +60,18 @@ pub struct LocalSettings {
     /// `LOCAL_RETRY_BASE_MS` (default 1000): the first retry delay of a job that failed for a
     /// passing reason, doubled on each delivery up to a minute (SQS's visibility timeout on AWS).
     pub retry_base: Duration,
-    /// `EDIT_MAX_RECEIVES` (default 5): deliveries before a job is dead-lettered.
+    /// `EDIT_MAX_RECEIVES` (default 5): failed attempts before a job is dead-lettered.
     pub max_receives: u32,
+    /// `EDIT_TENANT_JOBS_PER_MINUTE` (default 120; 0: no limit): jobs one tenant may start a
+    /// minute; the rest wait for the next minute.
+    pub tenant_jobs_per_minute: u32,
     /// `LOCAL_WORKER` (`on`, the default, or `off`). Off, the app accepts and queues events but
     /// edits nothing: the jobs wait in the queue for a later run with the worker on. For looking
     /// at what the rules queue before any page is touched, and for timing the webhook path alone.
     pub worker: bool,
+    /// `LOCAL_EDIT_BUDGET_MS` (default 15000, the Lambda function's): how long one edit through
+    /// the edit API may spend on Confluence in all.
+    pub edit_budget: Duration,
     /// `LOCAL_PRIVACY` (`on`, the default, or `off`): the hourly personal data run
     /// ([`understudy_privacy`]), first a minute after start. Off, nothing is reported to
     /// Atlassian; `understudy privacy-report --once` runs it by hand.
@@ -108,6 +116,16 @@ impl LocalSettings {
                 u64::from(DEFAULT_MAX_RECEIVES),
             )?)
             .unwrap_or(DEFAULT_MAX_RECEIVES),
+            tenant_jobs_per_minute: u32::try_from(number(
+                "EDIT_TENANT_JOBS_PER_MINUTE",
+                u64::from(DEFAULT_TENANT_JOBS_PER_MINUTE),
+            )?)
+            .unwrap_or(u32::MAX),
+            edit_budget: Duration::from_millis(number(
+                "LOCAL_EDIT_BUDGET_MS",
+                u64::try_from(understudy_edits::api::DEFAULT_EDIT_BUDGET.as_millis())
+                    .unwrap_or(15_000),
+            )?),
             worker: switch("LOCAL_WORKER")?,
             privacy: switch("LOCAL_PRIVACY")?,
             server: server::ServerLimits::from_lookup(lookup)?,
@@ -216,7 +234,8 @@ impl LocalApp {
             understudy_edits::engine(client_config.clone(), store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;
         let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock)
-            .with_forge(forge()?);
+            .with_forge(forge()?)
+            .with_edit_budget(settings.edit_budget);
         let default_rules = Rules::document_from_env_value(lookup("EDIT_RULES").as_deref())
             .map_err(|e| StartError(e.to_string()))?;
         let admin_confluence = ConfluenceClient::new(client_config.clone(), store.clone())
@@ -240,7 +259,9 @@ impl LocalApp {
             worker_engine,
             SystemClock,
             settings.max_receives,
-        );
+        )
+        .with_tenant_share(Some(settings.tenant_jobs_per_minute))
+        .with_failure_backoff(settings.retry_base, Duration::from_secs(60));
 
         let services = Arc::new(Services {
             base_path: app_config.base_path().to_owned(),
@@ -275,11 +296,12 @@ impl LocalApp {
             .then(|| tokio::spawn(run_privacy_hourly(privacy.clone(), stop.subscribe())));
         Ok(Self {
             addr,
+            // Always set here: `app_config` defaults APP_BASE_URL to http://localhost:<port>.
             base_url: app_config
                 .app_base_url
-                .as_str()
-                .trim_end_matches('/')
-                .to_owned(),
+                .as_ref()
+                .map(|url| url.as_str().trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
             store,
             queue,
             stop,
@@ -493,11 +515,10 @@ async fn run_worker(
         };
         let result = match worker.run(&lease.message, lease.receives).await {
             JobOutcome::Done => queue.complete(lease.seq).await,
-            JobOutcome::RetryLater { .. } => {
-                let factor = 1u32 << lease.receives.saturating_sub(1).min(6);
-                let delay = retry_base
-                    .saturating_mul(factor)
-                    .min(Duration::from_secs(60));
+            JobOutcome::RetryLater { after, .. } => {
+                // The worker's wait (Confluence's, the tenant's share, its backoff from
+                // LOCAL_RETRY_BASE_MS); a held-back job of the same page waits one base step.
+                let delay = after.unwrap_or(retry_base);
                 let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(60_000);
                 queue
                     .retry_later(lease.seq, now_ms().saturating_add(delay_ms))

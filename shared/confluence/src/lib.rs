@@ -38,5 +38,5 @@ pub use config::{
 pub use error::{ConfluenceError, TokenError};
 pub use offline::OfflineTokens;
 pub use report::connect_report_token;
-pub use retry::{Pause, RetryPolicy, TokioPause, VirtualPause, told_wait};
+pub use retry::{Pause, RetryPolicy, TokioPause, VirtualPause, told_wait, within_job_deadline};
 pub use tokens::ImpersonationTokens;

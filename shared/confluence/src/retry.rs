@@ -203,6 +203,20 @@ pub struct Retried<'a> {
     pub path: &'a str,
 }
 
+tokio::task_local! {
+    /// The deadline of the whole job the current task runs, when it has one: every request's
+    /// own deadline is cut to it ([`within_job_deadline`]).
+    static JOB_DEADLINE: Instant;
+}
+
+/// Runs `work` (e.g. one edit, with its token exchange, reads and writes) under one deadline:
+/// every request it makes through the [`Retrier`] ends by `deadline`, whatever its own retry
+/// deadline, so the whole job answers in time and its outcome (a timeout is a passing failure)
+/// is still audited by the engine. Without it each request has its own deadline only.
+pub async fn within_job_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
+    JOB_DEADLINE.scope(deadline, work).await
+}
+
 /// The one retry executor, for Confluence requests and token exchanges alike: runs attempts of one
 /// logical request under a [`RetryPolicy`] and a [`Pause`]. The caller's attempt sends the request
 /// and judges the answer ([`Attempt`]); the executor keeps the count, the total deadline, the
@@ -220,8 +234,9 @@ impl<'a> Retrier<'a> {
     }
 
     /// Runs `attempt` until it is done, or the attempts or the deadline are spent. The deadline
-    /// starts now. A wait that would end at or past the deadline is not started: the attempt's error
-    /// (e.g. rate limited, with the told wait) goes back to the caller, which can requeue.
+    /// starts now, and ends no later than the job's ([`within_job_deadline`]). A wait that would
+    /// end at or past the deadline is not started: the attempt's error (e.g. rate limited, with
+    /// the told wait) goes back to the caller, which can requeue.
     pub async fn run<T, E, F>(
         &self,
         retried: Retried<'_>,
@@ -231,7 +246,8 @@ impl<'a> Retrier<'a> {
         E: fmt::Display,
         F: Future<Output = Attempt<T, E>>,
     {
-        let deadline = self.pause.now() + self.policy.total_deadline;
+        let own = self.pause.now() + self.policy.total_deadline;
+        let deadline = JOB_DEADLINE.try_with(|job| own.min(*job)).unwrap_or(own);
         let mut number: u32 = 0;
         loop {
             number = number.saturating_add(1);

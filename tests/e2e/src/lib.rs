@@ -78,14 +78,31 @@ impl World {
         Self::with_config(config, edit_rules).await
     }
 
+    /// As [`World::new`] with more environment variables for the app (these win).
+    pub async fn with_env(edit_rules: &str, more: &[(&str, &str)]) -> Self {
+        let config = SimConfig {
+            webhooks_require_app_view: false,
+            ..SimConfig::default()
+        };
+        Self::with_config_and_env(config, edit_rules, more).await
+    }
+
     /// As [`World::new`] with a simulator configuration of one's own.
     pub async fn with_config(config: SimConfig, edit_rules: &str) -> Self {
+        Self::with_config_and_env(config, edit_rules, &[]).await
+    }
+
+    async fn with_config_and_env(
+        config: SimConfig,
+        edit_rules: &str,
+        more: &[(&str, &str)],
+    ) -> Self {
         let sim = Simulator::start(config)
             .await
             .unwrap_or_else(|e| panic!("simulator: {e}"));
         let demo = sim.seed_demo().unwrap_or_else(|e| panic!("demo site: {e}"));
         let data = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let app = start_app(&sim, edit_rules, data.path()).await;
+        let app = start_app_with(&sim, edit_rules, data.path(), more).await;
         sim.install(app.base_url())
             .await
             .unwrap_or_else(|e| panic!("install: {e}"));

@@ -545,3 +545,41 @@ async fn with_the_worker_off_events_wait_in_the_queue_and_no_page_is_touched() {
     assert!(sim.page(&demo.open_page).unwrap().body.ends_with(REVIEWED));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_edit_through_the_api_answers_within_its_budget_and_is_audited_when_confluence_is_slow()
+{
+    let w = World::with_env(&rules("impersonate"), &[("LOCAL_EDIT_BUDGET_MS", "1500")]).await;
+    let page = w.demo.open_page.clone();
+    // Every read of the page takes 6 s: far past the edit's 1.5 s for all its calls.
+    w.sim.fail_next(
+        confluence_sim::Endpoint::Path {
+            method: Some("GET".into()),
+            contains: format!("/api/v2/pages/{page}"),
+        },
+        confluence_sim::Fault::Slow(Duration::from_secs(6)),
+        20,
+    );
+    let started = std::time::Instant::now();
+    let r = w
+        .post_edit(
+            &w.demo.bob,
+            &page,
+            &json!({"edit": [{"append": "<p>late</p>"}]}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    assert_eq!(r.status(), 503);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["audit"]["outcome"], "failed", "{answer}");
+    assert_eq!(answer["audited"], true);
+    let audit = w.audit(&page).await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.outcome == EditOutcome::Failed && r.job_id.starts_with("api:")),
+        "{audit:?}"
+    );
+    w.sim.clear_faults();
+}
