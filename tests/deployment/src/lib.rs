@@ -416,6 +416,102 @@ impl Template {
         collect_keys(&self.doc, &mut keys);
         keys
     }
+
+    /// The metrics an alarm watches: its own (`Namespace`, `MetricName`, `Dimensions`), or, for an
+    /// alarm on metric math, each `Metrics[].MetricStat.Metric`.
+    pub fn alarm_metrics(&self, alarm: &str) -> Vec<AlarmMetric> {
+        let Some(props) = self.properties(alarm) else {
+            return Vec::new();
+        };
+        let single = AlarmMetric::read(props);
+        let math = props
+            .get("Metrics")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|query| {
+                let mut metric = AlarmMetric::read(query.get("MetricStat")?.get("Metric")?)?;
+                metric.id = query.get("Id").and_then(scalar);
+                Some(metric)
+            });
+        single.into_iter().chain(math).collect()
+    }
+
+    /// The expression an alarm on metric math alarms on: the one of `Metrics` with `ReturnData`
+    /// true (or not given), `None` for an alarm on one metric.
+    pub fn alarm_expression(&self, alarm: &str) -> Option<String> {
+        self.properties(alarm)?
+            .get("Metrics")?
+            .as_sequence()?
+            .iter()
+            .filter(|query| query.get("ReturnData").and_then(Value::as_bool) != Some(false))
+            .find_map(|query| query.get("Expression").and_then(scalar))
+    }
+
+    /// The logical ids an alarm's `AlarmActions` name (`!Ref X`, `!GetAtt X.Arn`).
+    pub fn alarm_action_targets(&self, alarm: &str) -> Vec<String> {
+        self.properties(alarm)
+            .and_then(|p| p.get("AlarmActions"))
+            .map(|actions| as_list(actions).into_iter().filter_map(target_id).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The logical id a value names: `X` of `!Ref X` or `!GetAtt X.Attr`.
+pub fn target_id(value: &Value) -> Option<String> {
+    ref_target(value)
+        .map(str::to_owned)
+        .or_else(|| get_att(value).map(|(id, _)| id))
+}
+
+/// One metric an alarm watches, as template.yaml writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmMetric {
+    /// The query's `Id` in the alarm's metric math (what its expression calls it); `None` for an
+    /// alarm on one metric.
+    pub id: Option<String>,
+    /// `AWS/Lambda`, or an intrinsic (`!Sub understudy/${AWS::StackName}`).
+    pub namespace: Value,
+    /// `Errors`, `5xx`, ...
+    pub name: String,
+    /// `(Name, Value)` of each dimension, values as written.
+    pub dimensions: Vec<(String, Value)>,
+}
+
+impl AlarmMetric {
+    /// The metric of a mapping with `Namespace`, `MetricName` and optional `Dimensions`.
+    fn read(value: &Value) -> Option<Self> {
+        Some(Self {
+            id: None,
+            namespace: value.get("Namespace")?.clone(),
+            name: value.get("MetricName").and_then(scalar)?,
+            dimensions: value
+                .get("Dimensions")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| Some((d.get("Name").and_then(scalar)?, d.get("Value")?.clone())))
+                .collect(),
+        })
+    }
+
+    /// The namespace when it is plain text.
+    pub fn namespace_text(&self) -> Option<String> {
+        scalar(&self.namespace)
+    }
+
+    /// The value of one dimension.
+    pub fn dimension(&self, name: &str) -> Option<&Value> {
+        self.dimensions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The logical id one dimension's value names (`!Ref X`, `!GetAtt X.QueueName`).
+    pub fn dimension_target(&self, name: &str) -> Option<String> {
+        self.dimension(name).and_then(target_id)
+    }
 }
 
 fn collect_keys(value: &Value, keys: &mut BTreeSet<String>) {
@@ -831,6 +927,62 @@ Resources:
             get_att(&statements[0].resources[0]),
             Some(("B".into(), "Arn".into()))
         );
+    }
+
+    #[test]
+    fn alarms_read_alike_on_one_metric_and_on_metric_math() {
+        let template = Template::parse(
+            r#"
+Resources:
+  One:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Dimensions: [{ Name: FunctionName, Value: !Ref F }]
+      AlarmActions: [!Ref Topic]
+  Math:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Metrics:
+        - { Id: e, Expression: "IF(a >= 3, 100 * a / b, 0)", ReturnData: true }
+        - Id: a
+          ReturnData: false
+          MetricStat:
+            Metric: { Namespace: AWS/ApiGateway, MetricName: 5xx, Dimensions: [{ Name: ApiId, Value: !Ref Api }] }
+        - Id: b
+          ReturnData: false
+          MetricStat:
+            Metric: { Namespace: !Sub "x/${AWS::StackName}", MetricName: Count }
+      AlarmActions: [{ "Fn::GetAtt": [Topic, TopicArn] }]
+"#,
+        )
+        .unwrap();
+        let one = template.alarm_metrics("One");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].namespace_text().as_deref(), Some("AWS/Lambda"));
+        assert_eq!(one[0].name, "Errors");
+        assert_eq!(
+            one[0].dimension_target("FunctionName").as_deref(),
+            Some("F")
+        );
+        assert_eq!(template.alarm_expression("One"), None);
+        let math = template.alarm_metrics("Math");
+        assert_eq!(
+            math.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["5xx", "Count"]
+        );
+        assert_eq!(math[0].dimension_target("ApiId").as_deref(), Some("Api"));
+        assert_eq!(math[1].namespace_text(), None);
+        assert_eq!(math[0].id.as_deref(), Some("a"));
+        assert_eq!(one[0].id, None);
+        assert_eq!(
+            template.alarm_expression("Math").as_deref(),
+            Some("IF(a >= 3, 100 * a / b, 0)")
+        );
+        for alarm in ["One", "Math"] {
+            assert_eq!(template.alarm_action_targets(alarm), ["Topic"]);
+        }
     }
 
     #[test]

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deployment_tests::{
-    Function, Route, Template, descriptor_routes, environment_mismatch, function_binaries, get_att,
-    intrinsic, load_descriptor, load_manifest, manifest_routes, number, ref_target, scalar,
-    workspace_root,
+    Function, Route, Template, as_list, descriptor_routes, environment_mismatch, function_binaries,
+    get_att, intrinsic, load_descriptor, load_manifest, manifest_routes, number, ref_target,
+    scalar, target_id, workspace_root,
 };
 use serde_yaml::Value;
 use understudy_web::env::Variables;
@@ -272,6 +272,10 @@ fn local_only_variables_are_never_deployed() {
         "AWS_ENDPOINT_URL_DYNAMODB",
         "AWS_ENDPOINT_URL_SQS",
         "AWS_ENDPOINT_URL_KMS",
+        // Lambda holds 4 KB of environment per function in all, so a rules document lives in
+        // the table (`understudy-rules set`), read by the functions; only the local app reads
+        // EDIT_RULES.
+        "EDIT_RULES",
     ] {
         assert!(!keys.contains(name), "template.yaml must not set {name}");
     }
@@ -350,11 +354,19 @@ fn the_edit_queue_fits_the_worker_and_has_a_dead_letter_queue() {
     );
     let redrive = queue_props.get("RedrivePolicy").unwrap();
     let max_receives = redrive.get("maxReceiveCount").and_then(number).unwrap_or(0);
-    assert!(max_receives >= 1);
-    assert_eq!(
-        worker.env_value("EDIT_MAX_RECEIVES").and_then(number),
-        Some(max_receives),
-        "the worker's EDIT_MAX_RECEIVES is the queue's maxReceiveCount"
+    let attempts = worker
+        .env_value("EDIT_MAX_RECEIVES")
+        .and_then(number)
+        .unwrap();
+    // The worker dead-letters after its own count of failed attempts; SQS's redrive is a
+    // backstop that must not come first, though receives also count a site's waits for its share.
+    assert!(
+        max_receives >= 5 * attempts,
+        "maxReceiveCount {max_receives} leaves too little room above EDIT_MAX_RECEIVES {attempts}"
+    );
+    assert!(
+        worker.env_value("EDIT_QUEUE_URL").is_some(),
+        "the worker sets its messages' next delivery on the edit queue"
     );
     let (dlq, _) = get_att(redrive.get("deadLetterTargetArn").unwrap()).unwrap();
     assert_eq!(
@@ -364,6 +376,38 @@ fn the_edit_queue_fits_the_worker_and_has_a_dead_letter_queue() {
             .and_then(Value::as_bool),
         Some(true),
         "a FIFO queue's dead-letter queue is FIFO"
+    );
+    // High-throughput FIFO on both: de-duplication and the throughput limit per message group
+    // (one per tenant and page), so a burst is not held to 300 sends a second for the whole
+    // queue, and the order per page is kept.
+    for id in [&queue, &dlq] {
+        let props = template.properties(id).unwrap();
+        let text = |name: &str| props.get(name).and_then(scalar);
+        assert_eq!(
+            text("DeduplicationScope").as_deref(),
+            Some("messageGroup"),
+            "{id}: DeduplicationScope"
+        );
+        assert_eq!(
+            text("FifoThroughputLimit").as_deref(),
+            Some("perMessageGroupId"),
+            "{id}: FifoThroughputLimit"
+        );
+    }
+    // 14 days, the longest SQS keeps a message: a long outage delays edits, never expires them.
+    let fourteen_days = 14 * 24 * 60 * 60;
+    assert_eq!(
+        queue_props.get("MessageRetentionPeriod").and_then(number),
+        Some(fourteen_days),
+        "{queue}: MessageRetentionPeriod"
+    );
+    assert_eq!(
+        template
+            .properties(&dlq)
+            .and_then(|p| p.get("MessageRetentionPeriod"))
+            .and_then(number),
+        Some(fourteen_days),
+        "{dlq}: MessageRetentionPeriod"
     );
 
     // Timeout budget: per message, up to five Confluence or OAuth calls (token, read, write, and
@@ -436,107 +480,172 @@ fn allowed_actions(template: &Template, f: &Function) -> BTreeSet<String> {
     actions
 }
 
+/// What each function's code calls (shared/store/src/dynamo/*.rs for the store's ports; the
+/// function's own crate and the shared crates it builds on for which ports it uses): the actions,
+/// each with why, and whether it lists anything on the index (`gsi1`: a page's audit records,
+/// the parked jobs).
+struct Needs {
+    binary: &'static str,
+    index: bool,
+    actions: &'static [&'static str],
+}
+
+const NEEDS: [Needs; 6] = [
+    Needs {
+        binary: "lifecycle",
+        // Lists neither audit records nor parked jobs.
+        index: false,
+        actions: &[
+            // The tenant a callback's secret signs; a Forge installation's link.
+            "dynamodb:GetItem",
+            // The install (conditional), its schedule entry; a Forge installation first seen
+            // and its link to a Connect tenant.
+            "dynamodb:PutItem",
+            // enabled/disabled/uninstalled, the settings' retention, a newer system token.
+            "dynamodb:UpdateItem",
+            // A re-install or an uninstall drops the tenant's cached tokens: a Query of its
+            // partition, then BatchWriteItem deletes.
+            "dynamodb:Query",
+            "dynamodb:BatchWriteItem",
+            // Seals a new shared secret or system token; opens one to verify a callback.
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+        ],
+    },
+    Needs {
+        binary: "webhooks",
+        index: false,
+        actions: &[
+            // The tenant, its settings, a Forge installation's link.
+            "dynamodb:GetItem",
+            // The de-duplication mark; a Forge installation first seen, its schedule entry.
+            "dynamodb:PutItem",
+            // The mark of an event the queue refused is released.
+            "dynamodb:DeleteItem",
+            // A Forge event records its installation: the conditional update that keeps only
+            // the latest system token. (No Query: nothing here reads an installation back.)
+            "dynamodb:UpdateItem",
+            // Opens the tenant secret to verify a webhook; seals a Forge event's system token.
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+            "sqs:SendMessage",
+        ],
+    },
+    Needs {
+        binary: "edit-worker",
+        // Lists neither audit records nor parked jobs: no index.
+        index: false,
+        actions: &[
+            // The tenant, a linked tenant, whether the user was reported closed, cached tokens.
+            "dynamodb:GetItem",
+            // Audit records, parked jobs, cached tokens; the Put of noting an account.
+            "dynamodb:PutItem",
+            // Noting the account an audit record or a parked job names is one
+            // TransactWriteItems of a ConditionCheck, an Update and a Put. UpdateItem also counts
+            // the tenant's jobs this minute (its share) and a job's failed attempts (an ADD).
+            "dynamodb:UpdateItem",
+            "dynamodb:ConditionCheckItem",
+            // A Forge job reads its installation with its link: one Query of its partition.
+            "dynamodb:Query",
+            // A job that now succeeds takes its page off the parked list (ParkedJobs::unpark).
+            "dynamodb:DeleteItem",
+            // Opens tenant secrets, system tokens and cached tokens; seals new cached tokens.
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+            // The event source mapping.
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            // A job that must wait is handed back for that long (per-tenant share, Confluence's
+            // Retry-After), not for the whole visibility timeout.
+            "sqs:ChangeMessageVisibility",
+            // A job the worker gave up on is moved to the dead-letter queue at once.
+            "sqs:SendMessage",
+        ],
+    },
+    Needs {
+        binary: "edit-api",
+        // A page's audit records (the byline panel) are listed on the index.
+        index: true,
+        actions: &[
+            // The tenant, a Forge installation's link and linked tenant, cached tokens.
+            "dynamodb:GetItem",
+            // Audit records, cached tokens, a Forge installation first seen and its schedule
+            // entry; the Put of noting an account.
+            "dynamodb:PutItem",
+            // The per-user call limit (one atomic ADD); a Forge installation's newer system
+            // token; the Update of noting an account.
+            "dynamodb:UpdateItem",
+            // Noting the account an edit's audit record names checks it was not closed.
+            "dynamodb:ConditionCheckItem",
+            // A page's audit records, on the index.
+            "dynamodb:Query",
+            // Opens tenant secrets and tokens; seals cached tokens and system tokens.
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+        ],
+    },
+    Needs {
+        binary: "admin-api",
+        // A page's audit records and the parked jobs are listed on the index.
+        index: true,
+        actions: &[
+            // Tenants, settings, a parked job, cached tokens, a Forge installation's link.
+            "dynamodb:GetItem",
+            // Marks of retried jobs, cached tokens, settings written first, a Forge
+            // installation first seen and its schedule entry.
+            "dynamodb:PutItem",
+            // Settings, per-user call limits, a Forge installation's newer system token.
+            "dynamodb:UpdateItem",
+            // The tenant's audit records (table); a page's, and the parked jobs (index).
+            "dynamodb:Query",
+            // A retried job leaves the parked list; the mark of a job the queue refused.
+            "dynamodb:DeleteItem",
+            "kms:GenerateDataKey",
+            "kms:Decrypt",
+            // "Retry now", and the queue's depth.
+            "sqs:SendMessage",
+            "sqs:GetQueueAttributes",
+        ],
+    },
+    Needs {
+        binary: "privacy",
+        // Erasing a closed account lists the tenant's parked jobs, on the index.
+        index: true,
+        actions: &[
+            // Tenants; whether a purge left the schedule entry.
+            "dynamodb:GetItem",
+            // The schedule, a Forge installation, accounts, audit records, a purge's items
+            // (table); parked jobs (index).
+            "dynamodb:Query",
+            // Report marks, closed accounts (a transaction of two updates), erased audit records.
+            "dynamodb:UpdateItem",
+            // A closed account's listing, tokens and parked jobs; a purge's last two items.
+            "dynamodb:DeleteItem",
+            // A purge after the retention.
+            "dynamodb:BatchWriteItem",
+            // Opens a tenant's secret (its report token) and a system token; seals nothing.
+            "kms:Decrypt",
+        ],
+    },
+];
+
 #[test]
 fn each_role_allows_only_what_its_function_needs() {
     let template = template();
     let logs = ["logs:CreateLogStream", "logs:PutLogEvents"];
-    let expected: [(&str, &[&str]); 6] = [
-        (
-            "lifecycle",
-            &[
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                "dynamodb:BatchWriteItem",
-                "kms:GenerateDataKey",
-                "kms:Decrypt",
-            ],
-        ),
-        (
-            "webhooks",
-            &[
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:DeleteItem",
-                // A Forge event records its installation: a conditional update of the system
-                // token, sealed, and a query of the installation with its link.
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                "kms:GenerateDataKey",
-                "kms:Decrypt",
-                "sqs:SendMessage",
-            ],
-        ),
-        (
-            "edit-worker",
-            &[
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                // A job that now succeeds takes its page off the parked list (ParkedJobs::unpark).
-                "dynamodb:DeleteItem",
-                // Listing an audited account is a transaction that checks it was not closed.
-                "dynamodb:ConditionCheckItem",
-                "kms:GenerateDataKey",
-                "kms:Decrypt",
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:ChangeMessageVisibility",
-            ],
-        ),
-        (
-            "edit-api",
-            &[
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                // Listing an audited account is a transaction that checks it was not closed.
-                "dynamodb:ConditionCheckItem",
-                "kms:GenerateDataKey",
-                "kms:Decrypt",
-            ],
-        ),
-        (
-            "admin-api",
-            &[
-                // Tenants, settings, parked jobs and cached tokens; marks of retried jobs; settings,
-                // per-user call limits and Forge installations; audit and parked listings (on the
-                // index too) and installations; unpark a retried job and release a refused mark.
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:Query",
-                "dynamodb:DeleteItem",
-                "kms:GenerateDataKey",
-                "kms:Decrypt",
-                // "Retry now", and the queue's depth.
-                "sqs:SendMessage",
-                "sqs:GetQueueAttributes",
-            ],
-        ),
-        (
-            "privacy",
-            &[
-                // Tenants and installations; the schedule, accounts, audit, parked jobs and a
-                // purge's items; report marks, closes and erased audit records; a closed
-                // account's listing, tokens and parked jobs; a purge. Nothing sealed.
-                "dynamodb:GetItem",
-                "dynamodb:Query",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:BatchWriteItem",
-                "kms:Decrypt",
-            ],
-        ),
-    ];
-    for (binary, needs) in expected {
+    let built = built_functions();
+    assert_eq!(
+        NEEDS.iter().map(|n| n.binary).collect::<BTreeSet<_>>(),
+        built.keys().map(String::as_str).collect(),
+        "NEEDS names every deployed function once"
+    );
+    for needs in &NEEDS {
+        let binary = needs.binary;
         let f = function(&template, binary);
         let allowed = allowed_actions(&template, &f);
         let wanted: BTreeSet<String> = needs
+            .actions
             .iter()
             .chain(logs.iter())
             .map(|a| (*a).to_owned())
@@ -548,7 +657,25 @@ fn each_role_allows_only_what_its_function_needs() {
             set_diff(&allowed, &wanted),
             set_diff(&wanted, &allowed)
         );
+        let (role, _) = get_att(f.property("Role").unwrap()).unwrap();
+        let on_index = template.role_statements(&role).iter().any(|s| {
+            s.resources
+                .iter()
+                .any(|r| scalar_of_sub(r).contains("/index/"))
+        });
+        assert_eq!(
+            on_index, needs.index,
+            "{binary}: access to the table's index only where the code lists on it"
+        );
     }
+}
+
+/// The text of `!Sub "..."`.
+fn scalar_of_sub(value: &Value) -> String {
+    intrinsic(value)
+        .filter(|(name, _)| name == "Fn::Sub")
+        .and_then(|(_, inner)| scalar(inner))
+        .unwrap_or_default()
 }
 
 /// The store's KMS encryption context value, read from its source.
@@ -588,14 +715,21 @@ fn key_use_is_bound_to_the_stores_encryption_context_and_resources_are_this_stac
                 let target = get_att(resource)
                     .map(|(id, _)| id)
                     .or_else(|| sub_target(resource));
-                let expected = match service.as_str() {
-                    "kms" => key_id,
-                    "dynamodb" => "Table",
-                    "sqs" => "EditQueue",
+                let expected: &[&str] = match service.as_str() {
+                    "kms" => &[key_id],
+                    "dynamodb" => &["Table"],
+                    // Sending to the dead-letter queue: the worker's, and only that action.
+                    "sqs" if s.actions == ["sqs:SendMessage"] && role == "EditWorkerRole" => {
+                        &["EditDeadLetterQueue"]
+                    }
+                    "sqs" => &["EditQueue"],
                     "logs" => continue,
                     other => panic!("{role}: unexpected service {other}"),
                 };
-                assert_eq!(target.as_deref(), Some(expected), "{role}: {resource:?}");
+                assert!(
+                    target.as_deref().is_some_and(|t| expected.contains(&t)),
+                    "{role}: {resource:?}"
+                );
             }
             if service == "kms" {
                 let condition = s
@@ -715,33 +849,9 @@ fn the_table_has_the_store_schema_ttl_recovery_and_encryption() {
     );
 }
 
-#[test]
-fn alarms_watch_the_dead_letter_queue_and_every_function() {
-    let template = template();
-    let alarms = template.resources_of_type("AWS::CloudWatch::Alarm");
-    let dimension_targets = |alarm: &str, name: &str| -> Vec<Value> {
-        template
-            .properties(alarm)
-            .and_then(|p| p.get("Dimensions"))
-            .and_then(Value::as_sequence)
-            .map(|ds| {
-                ds.iter()
-                    .filter(|d| d.get("Name").and_then(scalar).as_deref() == Some(name))
-                    .filter_map(|d| d.get("Value").cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for alarm in &alarms {
-        assert!(
-            template
-                .properties(alarm)
-                .and_then(|p| p.get("AlarmActions"))
-                .is_some(),
-            "{alarm} notifies no one"
-        );
-    }
-    let worker = function(&template, "edit-worker");
+/// The queue the worker reads and its dead-letter queue (logical ids).
+fn edit_queues(template: &Template) -> (String, String) {
+    let worker = function(template, "edit-worker");
     let (queue, _) = get_att(
         worker.events_of_type("SQS")[0]
             .1
@@ -758,27 +868,525 @@ fn alarms_watch_the_dead_letter_queue_and_every_function() {
             .unwrap(),
     )
     .unwrap();
-    assert!(
-        alarms.iter().any(|a| {
-            dimension_targets(a, "QueueName")
+    (queue, dlq)
+}
+
+/// The one HTTP API.
+fn http_api(template: &Template) -> String {
+    let apis = template.resources_of_type("AWS::Serverless::HttpApi");
+    assert_eq!(apis.len(), 1, "one HTTP API, found {apis:?}");
+    apis[0].clone()
+}
+
+/// The alarms watching `metric` of `namespace` whose `dimension` names `target`.
+fn alarms_on(
+    template: &Template,
+    namespace: &str,
+    metric: &str,
+    dimension: &str,
+    target: &str,
+) -> Vec<String> {
+    template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| {
+            template.alarm_metrics(alarm).iter().any(|m| {
+                m.namespace_text().as_deref() == Some(namespace)
+                    && m.name == metric
+                    && m.dimension_target(dimension).as_deref() == Some(target)
+            })
+        })
+        .collect()
+}
+
+/// The metric filters on a log group: (logical id, pattern, metric namespace, metric name).
+fn metric_filters(template: &Template, log_group: &str) -> Vec<(String, String, Value, String)> {
+    template
+        .resources_of_type("AWS::Logs::MetricFilter")
+        .into_iter()
+        .filter_map(|id| {
+            let props = template.properties(&id)?;
+            if props.get("LogGroupName").and_then(target_id).as_deref() != Some(log_group) {
+                return None;
+            }
+            let pattern = props.get("FilterPattern").and_then(scalar)?;
+            let transformations = props.get("MetricTransformations")?.as_sequence()?;
+            assert_eq!(transformations.len(), 1, "{id}: one metric");
+            let metric = &transformations[0];
+            Some((
+                id.clone(),
+                pattern,
+                metric.get("MetricNamespace")?.clone(),
+                metric.get("MetricName").and_then(scalar)?,
+            ))
+        })
+        .collect()
+}
+
+/// Whether an alarm watches the metric a metric filter publishes.
+fn alarmed(template: &Template, namespace: &Value, name: &str) -> bool {
+    template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .iter()
+        .any(|alarm| {
+            template
+                .alarm_metrics(alarm)
                 .iter()
-                .any(|v| get_att(v).map(|(id, _)| id).as_deref() == Some(dlq.as_str()))
-        }),
+                .any(|m| &m.namespace == namespace && m.name == name)
+        })
+}
+
+#[test]
+fn alarms_watch_the_dead_letter_queue_and_every_function() {
+    let template = template();
+    let alarms = template.resources_of_type("AWS::CloudWatch::Alarm");
+    let topics = template.resources_of_type("AWS::SNS::Topic");
+    assert_eq!(topics.len(), 1, "one alarm topic, found {topics:?}");
+    let topic = &topics[0];
+    for alarm in &alarms {
+        assert_eq!(
+            template.alarm_action_targets(alarm),
+            std::slice::from_ref(topic),
+            "{alarm} notifies no one: its AlarmActions must be [!Ref {topic}]"
+        );
+    }
+    let (queue, dlq) = edit_queues(&template);
+    let sqs =
+        |metric: &str, queue: &str| alarms_on(&template, "AWS/SQS", metric, "QueueName", queue);
+    assert!(
+        !sqs("ApproximateNumberOfMessagesVisible", &dlq).is_empty(),
         "no alarm on the dead-letter queue {dlq}"
     );
+    // The backlog, in messages and in age.
+    for metric in [
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+    ] {
+        assert!(
+            !sqs(metric, &queue).is_empty(),
+            "no alarm on {metric} of the edit queue {queue}"
+        );
+    }
+    // A crash or timeout, and Lambda refusing to run it at all.
     for f in template.functions() {
-        let watched = alarms.iter().any(|a| {
-            template
-                .properties(a)
-                .and_then(|p| p.get("MetricName"))
-                .and_then(scalar)
-                .as_deref()
-                == Some("Errors")
-                && dimension_targets(a, "FunctionName")
-                    .iter()
-                    .any(|v| ref_target(v) == Some(f.logical_id.as_str()))
-        });
-        assert!(watched, "no Errors alarm on {}", f.logical_id);
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                !alarms_on(
+                    &template,
+                    "AWS/Lambda",
+                    metric,
+                    "FunctionName",
+                    &f.logical_id
+                )
+                .is_empty(),
+                "no {metric} alarm on {}",
+                f.logical_id
+            );
+        }
+    }
+    // On-demand tables throttle too (a hot partition); ThrottledRequests would need an
+    // Operation dimension, these two do not.
+    for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
+        assert!(
+            !alarms_on(&template, "AWS/DynamoDB", metric, "TableName", "Table").is_empty(),
+            "no alarm on the table's {metric}"
+        );
+    }
+}
+
+#[test]
+fn alarms_reach_someone_through_a_topic_cloudwatch_may_publish_to() {
+    let template = template();
+    let topics = template.resources_of_type("AWS::SNS::Topic");
+    assert_eq!(topics.len(), 1, "one alarm topic, found {topics:?}");
+    let topic = &topics[0];
+    // CloudWatch acts for an alarm of this account: the grant is conditioned on both.
+    let for_our_alarms = |statement: &Value| -> bool {
+        let condition = statement.get("Condition");
+        let find = |operators: &[&str], key: &str| -> Option<String> {
+            let condition = condition?.as_mapping()?;
+            condition.iter().find_map(|(op, block)| {
+                let op = scalar(op)?;
+                if !operators.contains(&op.as_str()) {
+                    return None;
+                }
+                block.as_mapping()?.iter().find_map(|(k, v)| {
+                    let k = scalar(k)?;
+                    (k.eq_ignore_ascii_case(key))
+                        .then(|| serde_yaml::to_string(v).unwrap_or_default())
+                })
+            })
+        };
+        let arn = find(&["ArnLike", "ArnEquals"], "aws:SourceArn").unwrap_or_default();
+        arn.contains(":cloudwatch:")
+            && arn.contains(":alarm:")
+            && find(&["StringEquals"], "aws:SourceAccount").is_some()
+    };
+    let grants_cloudwatch = |statement: &&Value| -> bool {
+        statement.get("Effect").and_then(scalar).as_deref() == Some("Allow")
+            && statement
+                .get("Principal")
+                .and_then(|p| p.get("Service"))
+                .is_some_and(|s| {
+                    as_list(s)
+                        .into_iter()
+                        .filter_map(scalar)
+                        .any(|s| s == "cloudwatch.amazonaws.com")
+                })
+    };
+    let actions = |statement: &Value| -> BTreeSet<String> {
+        statement
+            .get("Action")
+            .map(|a| as_list(a).into_iter().filter_map(scalar).collect())
+            .unwrap_or_default()
+    };
+    let statements = |policy: &Value| -> Vec<Value> {
+        policy
+            .get("Statement")
+            .map(|s| as_list(s).into_iter().cloned().collect())
+            .unwrap_or_default()
+    };
+
+    // No key (SNS then stores messages unencrypted) or one of this stack's: the AWS-managed
+    // alias/aws/sns key's policy does not let CloudWatch use it, and every alarm fails silently.
+    if let Some(key) = template.properties(topic).unwrap().get("KmsMasterKeyId") {
+        if let Some(text) = scalar(key) {
+            panic!(
+                "{topic}: KmsMasterKeyId {text} is a key this template does not define (AWS-managed \
+                 ones such as alias/aws/sns do not let CloudWatch publish): use a key of the stack's \
+                 own whose policy lets cloudwatch.amazonaws.com use it, or none"
+            );
+        }
+        let key_id = target_id(key).unwrap_or_else(|| panic!("{topic}: KmsMasterKeyId {key:?}"));
+        assert_eq!(
+            template.resource_type(&key_id),
+            Some("AWS::KMS::Key"),
+            "{topic}: its key {key_id} is a customer-managed key of this stack"
+        );
+        let policy = template
+            .properties(&key_id)
+            .and_then(|p| p.get("KeyPolicy"))
+            .unwrap();
+        let statements = statements(policy);
+        let grant = statements
+            .iter()
+            .find(grants_cloudwatch)
+            .unwrap_or_else(|| panic!("{key_id}: its policy does not let CloudWatch use it"));
+        let granted = actions(grant);
+        assert!(
+            granted.contains("kms:Decrypt")
+                && (granted.contains("kms:GenerateDataKey*")
+                    || granted.contains("kms:GenerateDataKey")),
+            "{key_id}: CloudWatch needs kms:Decrypt and kms:GenerateDataKey* to publish, has {granted:?}"
+        );
+        assert!(
+            for_our_alarms(grant),
+            "{key_id}: CloudWatch's use is conditioned on aws:SourceArn (this account's alarms) \
+             and aws:SourceAccount"
+        );
+    }
+
+    let policy = template
+        .resources_of_type("AWS::SNS::TopicPolicy")
+        .into_iter()
+        .find_map(|id| {
+            let props = template.properties(&id)?;
+            let topics = props.get("Topics")?;
+            as_list(topics)
+                .into_iter()
+                .any(|t| ref_target(t) == Some(topic.as_str()))
+                .then(|| props.get("PolicyDocument").cloned())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no AWS::SNS::TopicPolicy on {topic}"));
+    let statements = statements(&policy);
+    let publish = statements
+        .iter()
+        .filter(grants_cloudwatch)
+        .find(|s| actions(s).contains("sns:Publish"))
+        .unwrap_or_else(|| panic!("{topic}: its policy does not let CloudWatch publish"));
+    assert!(
+        for_our_alarms(publish),
+        "{topic}: CloudWatch may publish for this account's alarms only (aws:SourceArn, \
+         aws:SourceAccount)"
+    );
+}
+
+#[test]
+fn the_api_alarms_on_its_share_of_5xx_its_4xx_and_every_429() {
+    let template = template();
+    let api = http_api(&template);
+    let on_api = |metric: &str| alarms_on(&template, "AWS/ApiGateway", metric, "ApiId", &api);
+    assert!(!on_api("4xx").is_empty(), "no alarm on the API's 4xx");
+    let five = on_api("5xx");
+    assert!(!five.is_empty(), "no alarm on the API's 5xx");
+    for alarm in &five {
+        // A share of the requests: 5xx divided by Count in the alarm's metric math.
+        let metrics = template.alarm_metrics(alarm);
+        let id_of = |name: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == name && m.dimension_target("ApiId").as_deref() == Some(&api))
+                .and_then(|m| m.id.clone())
+                .unwrap_or_else(|| {
+                    panic!("{alarm}: 5xx as a share of the requests: metric math on 5xx and Count")
+                })
+        };
+        let (errors, requests) = (id_of("5xx"), id_of("Count"));
+        let expression: String = template
+            .alarm_expression(alarm)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        assert!(
+            expression.contains(&format!("{errors}/{requests}")),
+            "{alarm}: alarms on {errors} / {requests}, not a fixed count: {expression}"
+        );
+    }
+
+    // 429s: counted from the access log, whose Format writes the status as a string.
+    let access = template
+        .properties(&api)
+        .and_then(|p| p.get("AccessLogSettings"))
+        .unwrap();
+    let log_group = access.get("DestinationArn").and_then(target_id).unwrap();
+    let format = access.get("Format").and_then(scalar).unwrap();
+    assert!(
+        format.contains(r#""status":"$context.status""#),
+        "the access log writes the status as a string: {format}"
+    );
+    let throttled: Vec<_> = metric_filters(&template, &log_group)
+        .into_iter()
+        .filter(|(_, pattern, _, _)| {
+            pattern
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                == r#"{$.status="429"}"#
+        })
+        .collect();
+    assert!(
+        !throttled.is_empty(),
+        "no metric filter on {log_group} counts the 429s ({{ $.status = \"429\" }})"
+    );
+    for (filter, _, namespace, name) in &throttled {
+        assert!(
+            alarmed(&template, namespace, name),
+            "{filter}: no alarm on its metric {name}"
+        );
+    }
+}
+
+/// Every Rust source file of the deployed code (shared/ and functions/), with its text.
+fn rust_sources() -> Vec<(std::path::PathBuf, String)> {
+    let root = workspace_root();
+    let mut sources = Vec::new();
+    let mut stack = vec![root.join("shared"), root.join("functions")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                sources.push((path, text));
+            }
+        }
+    }
+    sources
+}
+
+#[test]
+fn the_log_lines_of_an_event_not_queued_are_counted_and_alarmed_on() {
+    let template = template();
+    let webhooks = function(&template, "webhooks");
+    let log_group = webhooks
+        .property("LoggingConfig")
+        .and_then(|l| l.get("LogGroup"))
+        .and_then(target_id)
+        .unwrap();
+    let sources = rust_sources();
+    let mut counted = BTreeSet::new();
+    for (filter, pattern, namespace, name) in metric_filters(&template, &log_group) {
+        // A quoted phrase (a term pattern, or a value in a JSON pattern): the code's own words.
+        let phrase = pattern
+            .split_once('"')
+            .and_then(|(_, rest)| rest.rsplit_once('"'))
+            .map(|(phrase, _)| phrase.to_owned())
+            .unwrap_or_else(|| panic!("{filter}: {pattern} is no quoted phrase"));
+        let literal = format!("\"{phrase}\"");
+        let said_in: Vec<_> = sources
+            .iter()
+            .filter(|(_, text)| text.contains(&literal))
+            .map(|(path, _)| path.clone())
+            .collect();
+        assert!(
+            !said_in.is_empty(),
+            "{filter}: no code logs {literal} any more: the metric filter counts nothing"
+        );
+        counted.extend(said_in);
+        assert!(
+            alarmed(&template, &namespace, &name),
+            "{filter}: no alarm on its metric {name}"
+        );
+    }
+    // An accepted event that SQS did not take (the adapter's SendMessage failure), and the mark
+    // of such an event that could not be released (MarkedQueue).
+    for (file, what) in [
+        (
+            "shared/queue/src/sqs.rs",
+            "an accepted event that SQS did not take",
+        ),
+        (
+            "shared/queue/src/intake.rs",
+            "a mark of an event not queued that could not be released",
+        ),
+    ] {
+        let path = workspace_root().join(file);
+        assert!(
+            counted.contains(&path),
+            "no metric filter on {log_group} counts the line {file} logs for {what}"
+        );
+    }
+}
+
+#[test]
+fn every_route_has_its_own_throttle_and_events_ten_times_the_apis() {
+    let template = template();
+    let api = http_api(&template);
+    let props = template.properties(&api).unwrap();
+    let limits = |what: &str, settings: &Value| -> (u64, u64) {
+        let get = |name: &str| {
+            settings
+                .get(name)
+                .and_then(number)
+                .unwrap_or_else(|| panic!("{what}: {name}"))
+        };
+        let (rate, burst) = (get("ThrottlingRateLimit"), get("ThrottlingBurstLimit"));
+        // Above the account's own quotas (10,000 requests/s, 5,000 burst per region) a limit
+        // is never reached.
+        assert!(
+            (1..=10_000).contains(&rate) && (1..=5_000).contains(&burst),
+            "{what}: rate {rate}, burst {burst}"
+        );
+        (rate, burst)
+    };
+    limits(
+        "DefaultRouteSettings",
+        props
+            .get("DefaultRouteSettings")
+            .expect("a default throttle for a route added without its own"),
+    );
+    let settings: BTreeMap<String, (u64, u64)> = props
+        .get("RouteSettings")
+        .and_then(Value::as_mapping)
+        .expect("RouteSettings: a throttle per route")
+        .iter()
+        .map(|(key, value)| {
+            let key = scalar(key).unwrap();
+            let limit = limits(&key, value);
+            (key, limit)
+        })
+        .collect();
+    let routes: BTreeSet<String> = template
+        .functions()
+        .iter()
+        .flat_map(Function::http_routes)
+        .map(|r| r.to_string())
+        .collect();
+    let named: BTreeSet<String> = settings.keys().cloned().collect();
+    assert_eq!(
+        named,
+        routes,
+        "\nroutes without their own throttle: [{}]\nRouteSettings of no route (a deploy fails): [{}]",
+        set_diff(&routes, &named),
+        set_diff(&named, &routes)
+    );
+    // Webhooks and Forge events (every route of the webhooks function) against the edit and
+    // admin APIs (/api/...).
+    let events: Vec<(u64, u64)> = function(&template, "webhooks")
+        .http_routes()
+        .iter()
+        .map(|r| settings[&r.to_string()])
+        .collect();
+    let apis: Vec<(u64, u64)> = settings
+        .iter()
+        .filter(|(route, _)| {
+            route
+                .split_once(' ')
+                .is_some_and(|(_, p)| p.starts_with("/api/"))
+        })
+        .map(|(_, limit)| *limit)
+        .collect();
+    assert!(events.len() >= 4 && !apis.is_empty());
+    let least_event_rate = events.iter().map(|l| l.0).min().unwrap();
+    let least_event_burst = events.iter().map(|l| l.1).min().unwrap();
+    let most_api_rate = apis.iter().map(|l| l.0).max().unwrap();
+    let most_api_burst = apis.iter().map(|l| l.1).max().unwrap();
+    assert!(
+        least_event_rate >= 10 * most_api_rate && least_event_burst >= 10 * most_api_burst,
+        "webhook and Forge event routes (rate {least_event_rate}, burst {least_event_burst}) need \
+         at least 10x the edit and admin APIs' (rate {most_api_rate}, burst {most_api_burst}): a \
+         429 on a webhook is an event lost"
+    );
+}
+
+#[test]
+fn the_readme_says_what_every_alarm_means() {
+    let template = template();
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let section = readme
+        .split_once("\n### Alarms\n")
+        .map(|(_, rest)| rest.split("\n### ").next().unwrap_or_default())
+        .expect("README.md has an \"### Alarms\" section");
+    let missing: Vec<String> = template
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|alarm| !section.contains(&format!("`{alarm}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md, \"Alarms\", does not say what these alarms mean: {missing:?}"
+    );
+    // The deployment's summary and its costs count them.
+    let count = template.resources_of_type("AWS::CloudWatch::Alarm").len();
+    for said in [
+        format!("{count} alarms to one SNS topic"),
+        format!("{count} CloudWatch alarms"),
+    ] {
+        assert!(
+            readme.contains(&said),
+            "README.md should say \"{said}\" (Deployment, Costs)"
+        );
+    }
+}
+
+#[test]
+fn the_secrets_key_is_multi_region_rotated_and_kept_with_the_table() {
+    let template = template();
+    let key = template.resource("SecretsKey").unwrap();
+    let props = key.get("Properties").unwrap();
+    assert_eq!(
+        props.get("MultiRegion").and_then(Value::as_bool),
+        Some(true),
+        "SecretsKey is multi-Region, so the retained table can be opened in another region"
+    );
+    assert_eq!(
+        props.get("EnableKeyRotation").and_then(Value::as_bool),
+        Some(true)
+    );
+    for id in ["SecretsKey", "Table"] {
+        let resource = template.resource(id).unwrap();
+        for policy in ["DeletionPolicy", "UpdateReplacePolicy"] {
+            assert_eq!(
+                resource.get(policy).and_then(scalar).as_deref(),
+                Some("Retain"),
+                "{id}: {policy} (losing it forces every tenant to install again)"
+            );
+        }
     }
 }
 
@@ -810,6 +1418,33 @@ fn parameters_feed_the_config_and_outputs_give_the_descriptor_url() {
     assert!(
         base_url.contains("PublicBaseUrl") && base_url.contains("DomainName"),
         "APP_BASE_URL comes from PublicBaseUrl or DomainName: {base_url}"
+    );
+    // One deploy that stays deployed: with neither, APP_BASE_URL is left unset (never a
+    // placeholder) and the functions take the base URL from each request, so `PublicBaseUrl` is
+    // optional and no second deploy has to set it.
+    assert!(
+        base_url.contains("AWS::NoValue") && !base_url.contains(".invalid"),
+        "without PublicBaseUrl and DomainName, APP_BASE_URL is unset: {base_url}"
+    );
+    for (binary, vars) in code_env() {
+        assert!(
+            vars.read.contains("APP_BASE_URL") && !vars.required.contains("APP_BASE_URL"),
+            "{binary} reads APP_BASE_URL but must start without it: {vars:?}"
+        );
+    }
+    let public_base_url = params.get("PublicBaseUrl").unwrap();
+    assert_eq!(
+        public_base_url.get("Default").and_then(scalar).as_deref(),
+        Some(""),
+        "PublicBaseUrl needs no value"
+    );
+    let description = public_base_url
+        .get("Description")
+        .and_then(scalar)
+        .unwrap_or_default();
+    assert!(
+        description.starts_with("Optional"),
+        "PublicBaseUrl's description says it is optional: {description}"
     );
     let outputs = template.doc().get("Outputs").unwrap();
     let descriptor_url = serde_yaml::to_string(outputs.get("DescriptorUrl").unwrap()).unwrap();
