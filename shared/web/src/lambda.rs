@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lambda_http::request::RequestContext;
@@ -68,10 +69,47 @@ where
     let function = Arc::new(function);
     let handle = Arc::new(handle);
     lambda_http::run(service_fn(move |request: Request| {
+        let budget = time_left(request.lambda_context_ref().map(|c| c.deadline));
         let answer = handle(function.clone(), to_api_request(request));
-        async move { Ok::<_, Error>(to_lambda_response(answer.await)) }
+        async move { Ok::<_, Error>(to_lambda_response(within_budget(budget, answer).await)) }
     }))
     .await
+}
+
+/// What is left of an invocation whose deadline is `deadline_ms` (unix milliseconds, as the
+/// runtime tells it), less a second to answer in; `None` when the runtime said nothing.
+fn time_left(deadline_ms: Option<u64>) -> Option<Duration> {
+    let deadline_ms = deadline_ms?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())?;
+    Some(Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(ANSWER_MARGIN))
+}
+
+/// Kept back from an invocation's time to answer in.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// The handler's answer, or a 503 the caller may retry when it has not answered within `budget`:
+/// every function answers before Lambda's timeout would cut it off without one. (The paths that
+/// write in steps bound their own steps far below it, so the cut never falls between them.)
+pub async fn within_budget(
+    budget: Option<Duration>,
+    answer: impl Future<Output = ApiResponse>,
+) -> ApiResponse {
+    let Some(budget) = budget else {
+        return answer.await;
+    };
+    match tokio::time::timeout(budget, answer).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::error!(
+                budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+                "no answer before the function's timeout: 503"
+            );
+            crate::ApiError::Unavailable("the function ran out of time".into()).into_response("")
+        }
+    }
 }
 
 /// The request as the app's handlers see it. The path is API Gateway's `rawPath` (with a `$default`
@@ -163,5 +201,40 @@ mod tests {
         let request = to_api_request(event(None, "evil.example"));
         assert_eq!(request.domain_name, None);
         assert_eq!(request.own_base_url(), None);
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_late_for_the_functions_timeout_is_a_503_in_time() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            crate::error::respond(Err(crate::ApiError::NotFound), "")
+        };
+        let started = std::time::Instant::now();
+        let answer = within_budget(Some(Duration::from_millis(100)), slow).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(answer.status(), 503);
+    }
+
+    #[test]
+    fn the_budget_is_what_is_left_less_a_second() {
+        let now_ms = u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(0);
+        let left = time_left(Some(now_ms + 10_000)).unwrap_or_default();
+        assert!(
+            left <= Duration::from_secs(9) && left > Duration::from_secs(8),
+            "{left:?}"
+        );
+        assert_eq!(time_left(Some(now_ms)), Some(Duration::ZERO));
+        assert_eq!(time_left(None), None);
     }
 }
