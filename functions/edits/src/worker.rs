@@ -468,6 +468,40 @@ pub trait Redelivery: Send + Sync {
     ) -> Result<(), String>;
 }
 
+/// The edit queue and its dead-letter queue on SQS, as the Lambda worker sets what becomes of a
+/// message.
+#[cfg(feature = "lambda")]
+#[derive(Debug, Clone)]
+pub struct SqsRedelivery {
+    /// The edit queue (`EDIT_QUEUE_URL`).
+    pub edits: understudy_queue::SqsQueue,
+    /// Its dead-letter queue (`EDIT_DEAD_LETTER_QUEUE_URL`).
+    pub dead_letters: understudy_queue::SqsQueue,
+}
+
+#[cfg(feature = "lambda")]
+#[async_trait::async_trait]
+impl Redelivery for SqsRedelivery {
+    async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
+        self.edits
+            .change_visibility(receipt_handle, after.as_secs())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn dead_letter(
+        &self,
+        body: &str,
+        group: &str,
+        deduplication_id: &str,
+    ) -> Result<(), String> {
+        self.dead_letters
+            .send_body(body, group, deduplication_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A number in `0..range` that is the same for a job every time: spreads waiting jobs over a
 /// window without a random source.
 fn spread_seconds(job_id: &str, range: u64) -> u64 {

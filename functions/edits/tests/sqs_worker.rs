@@ -536,21 +536,29 @@ async fn a_job_that_keeps_failing_is_audited_on_its_last_receive_and_dead_letter
     assert!(!world.body(&page).contains("doomed"));
 }
 
-/// Sets the next delivery on the real queue through the project's SQS adapter, and records it.
+/// The worker's SQS adapter on the test's queues, recording the waits it sets.
 struct Recorded {
-    queue: SqsQueue,
-    dead_letters: SqsQueue,
+    sqs: understudy_edits::worker::SqsRedelivery,
     waits: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl Recorded {
+    fn on(queues: &Queues) -> Self {
+        Self {
+            sqs: understudy_edits::worker::SqsRedelivery {
+                edits: queues.adapter(),
+                dead_letters: SqsQueue::new(queues.client.clone(), &queues.dead_letter_url),
+            },
+            waits: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl understudy_edits::worker::Redelivery for Recorded {
     async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
         self.waits.lock().unwrap().push(after);
-        self.queue
-            .change_visibility(receipt_handle, after.as_secs())
-            .await
-            .map_err(|e| e.to_string())
+        self.sqs.redeliver_after(receipt_handle, after).await
     }
 
     async fn dead_letter(
@@ -559,10 +567,7 @@ impl understudy_edits::worker::Redelivery for Recorded {
         group: &str,
         deduplication_id: &str,
     ) -> Result<(), String> {
-        self.dead_letters
-            .send_body(body, group, deduplication_id)
-            .await
-            .map_err(|e| e.to_string())
+        self.sqs.dead_letter(body, group, deduplication_id).await
     }
 }
 
@@ -584,11 +589,7 @@ async fn a_429_asking_for_2_seconds_brings_the_job_back_in_2_seconds_not_the_vis
         ATTEMPTS as usize,
     );
     let messages = queues.receive(&queues.url).await;
-    let redelivery = Recorded {
-        queue: queues.adapter(),
-        dead_letters: SqsQueue::new(queues.client.clone(), &queues.dead_letter_url),
-        waits: std::sync::Mutex::new(Vec::new()),
-    };
+    let redelivery = Recorded::on(&queues);
     let response =
         handle_sqs_batch(&world.worker, lambda_event(&messages), Some(&redelivery)).await;
     assert_eq!(failed_ids(&response), message_ids(&messages));
@@ -625,11 +626,7 @@ async fn a_job_the_worker_gives_up_on_is_moved_to_the_dead_letter_queue_at_once(
     let job = world.job(&page, "moved-doomed", "<p>doomed</p>");
     queues.adapter().enqueue(&job).await.unwrap();
     world.fail_reads(&page, 1000);
-    let redelivery = Recorded {
-        queue: queues.adapter(),
-        dead_letters: SqsQueue::new(queues.client.clone(), &queues.dead_letter_url),
-        waits: std::sync::Mutex::new(Vec::new()),
-    };
+    let redelivery = Recorded::on(&queues);
     // The first failure: handed back (the worker's own wait set on the message).
     let batch = queues.receive(&queues.url).await;
     let response = handle_sqs_batch(&world.worker, lambda_event(&batch), Some(&redelivery)).await;

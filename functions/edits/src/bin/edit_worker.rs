@@ -1,13 +1,12 @@
 //! The edit worker on AWS Lambda: SQS FIFO batches in, partial batch failures out.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use connect_auth::SystemClock;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use understudy_edits::WorkerConfig;
-use understudy_edits::worker::{EditWorker, Redelivery, handle_sqs_batch};
+use understudy_edits::worker::{EditWorker, SqsRedelivery, handle_sqs_batch};
 use understudy_queue::SqsQueue;
 use understudy_web::lambda;
 
@@ -33,32 +32,4 @@ async fn main() -> Result<(), Error> {
         }
     }))
     .await
-}
-
-/// The edit queue and its dead-letter queue, as the worker sets what becomes of a message.
-struct SqsRedelivery {
-    edits: SqsQueue,
-    dead_letters: SqsQueue,
-}
-
-#[async_trait::async_trait]
-impl Redelivery for SqsRedelivery {
-    async fn redeliver_after(&self, receipt_handle: &str, after: Duration) -> Result<(), String> {
-        self.edits
-            .change_visibility(receipt_handle, after.as_secs())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn dead_letter(
-        &self,
-        body: &str,
-        group: &str,
-        deduplication_id: &str,
-    ) -> Result<(), String> {
-        self.dead_letters
-            .send_body(body, group, deduplication_id)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }
