@@ -208,37 +208,16 @@ impl AccountRegistry for DynamoStore {
             return Ok(AccountsPage::default());
         }
         // One more than the page, to know whether there is a next one.
-        let wanted = limit.saturating_add(1);
-        let page_size = i32::try_from(wanted.clamp(1, 1000)).unwrap_or(1000);
-        let mut start: Option<Item> = after.map(|a| key(client_key, account_sk(a)));
-        let mut accounts = Vec::new();
-        while accounts.len() < wanted {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", attr::PK)
-                .expression_attribute_names("#sk", attr::SK)
-                .expression_attribute_values(":pk", s(client_key.as_str()))
-                .expression_attribute_values(":prefix", s(ACCOUNT_PREFIX))
-                .consistent_read(true)
-                .limit(page_size)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB Query (accounts)", &e))?;
-            for item in output.items() {
-                if accounts.len() >= wanted {
-                    break;
-                }
-                accounts.push(listed(item)?);
-            }
-            match output.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
-        }
+        let items = self
+            .query_partition(
+                client_key.as_str(),
+                Some(ACCOUNT_PREFIX),
+                after.map(|a| key(client_key, account_sk(a))),
+                limit.saturating_add(1),
+                "DynamoDB Query (accounts)",
+            )
+            .await?;
+        let mut accounts = items.iter().map(listed).collect::<Result<Vec<_>, _>>()?;
         let more = accounts.len() > limit;
         accounts.truncate(limit);
         let next = more
@@ -375,39 +354,19 @@ impl AccountRegistry for DynamoStore {
         }
         let pk = schedule_pk(slot);
         // One more than the page, to know whether there is a next one.
-        let wanted = limit.saturating_add(1);
-        let page_size = i32::try_from(wanted.clamp(1, 1000)).unwrap_or(1000);
-        let mut start: Option<Item> = after.map(|a| raw_key(pk.as_str(), a.as_str()));
-        let mut tenants = Vec::new();
-        while tenants.len() < wanted {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", attr::PK)
-                .expression_attribute_values(":pk", s(pk.as_str()))
-                .consistent_read(true)
-                .limit(page_size)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB Query (report schedule)", &e))?;
-            for item in output.items() {
-                if tenants.len() >= wanted {
-                    break;
-                }
-                tenants.push(tenant_of_schedule_sk(&req_s(
-                    item,
-                    attr::SK,
-                    "report schedule",
-                )?)?);
-            }
-            match output.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
-        }
+        let items = self
+            .query_partition(
+                pk.as_str(),
+                None,
+                after.map(|a| raw_key(pk.as_str(), a.as_str())),
+                limit.saturating_add(1),
+                "DynamoDB Query (report schedule)",
+            )
+            .await?;
+        let mut tenants = items
+            .iter()
+            .map(|item| tenant_of_schedule_sk(&req_s(item, attr::SK, "report schedule")?))
+            .collect::<Result<Vec<_>, _>>()?;
         let more = tenants.len() > limit;
         tenants.truncate(limit);
         let next = more.then(|| tenants.last().cloned()).flatten();

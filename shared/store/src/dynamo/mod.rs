@@ -210,6 +210,47 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Items of partition `pk` (with sort keys starting with `prefix`, when given) in sort key
+    /// order, strictly after `start`, at most `wanted`: strongly consistent Queries of up to
+    /// 1,000 items each, until that many are read or the partition ends.
+    pub(crate) async fn query_partition(
+        &self,
+        pk: &str,
+        prefix: Option<&str>,
+        mut start: Option<Item>,
+        wanted: usize,
+        operation: &'static str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let page_size = i32::try_from(wanted.clamp(1, 1000)).unwrap_or(1000);
+        let mut items = Vec::new();
+        while items.len() < wanted {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .limit(page_size)
+                .set_exclusive_start_key(start.take());
+            query = match prefix {
+                Some(prefix) => query
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => query.key_condition_expression("#pk = :pk"),
+            };
+            let output = query.send().await.map_err(|e| unavailable(operation, &e))?;
+            let room = wanted.saturating_sub(items.len());
+            items.extend(output.items().iter().take(room).cloned());
+            match output.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
     /// Creates the table as template.yaml declares it (on-demand billing, `pk`/`sk`, index `gsi1`,
     /// TTL on `expires_at`) and waits until it is active. For tests and local runs; an existing table
     /// is left as it is.
