@@ -8,6 +8,7 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use connect_auth::FixedClock;
 use serde_json::{Value, json};
@@ -16,7 +17,8 @@ use test_support::queue::RecordingQueue;
 use test_support::{ConnectToken, NOW, app_env, tenant};
 use understudy_core::{RestrictedPagePolicy, WebhookEvent};
 use understudy_domain::{
-    ClientKey, MemoryStore, SettingsStore, TenantSettings, TenantState, TenantStore,
+    ClientKey, ForgeInstallation, ForgeInstallations, InstallOutcome, InstallationId, MemoryStore,
+    SettingsStore, StoreError, Tenant, TenantSettings, TenantState, TenantStore,
 };
 use understudy_queue::{EditJobMessage, MarkedQueue};
 use understudy_web::lambda::to_api_request;
@@ -509,4 +511,117 @@ async fn the_deployments_stored_rules_apply_to_tenants_without_their_own_up_to_6
     )
     .await;
     assert_eq!(jobs(&f).len(), 1);
+}
+
+/// A store whose settings reads take `delay` (a DynamoDB that hangs), the rest in memory.
+struct SlowSettings {
+    inner: MemoryStore,
+    delay: std::sync::Mutex<Duration>,
+}
+
+#[async_trait::async_trait]
+impl TenantStore for SlowSettings {
+    async fn get_tenant(&self, key: &ClientKey, now: i64) -> Result<Option<Tenant>, StoreError> {
+        self.inner.get_tenant(key, now).await
+    }
+    async fn save_install(&self, tenant: &Tenant, now: i64) -> Result<InstallOutcome, StoreError> {
+        self.inner.save_install(tenant, now).await
+    }
+    async fn set_state(
+        &self,
+        key: &ClientKey,
+        s: TenantState,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_state(key, s, now).await
+    }
+    async fn mark_uninstalled(&self, key: &ClientKey, now: i64) -> Result<bool, StoreError> {
+        self.inner.mark_uninstalled(key, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SettingsStore for SlowSettings {
+    async fn get_settings(
+        &self,
+        key: &ClientKey,
+        now: i64,
+    ) -> Result<Option<TenantSettings>, StoreError> {
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.inner.get_settings(key, now).await
+    }
+    async fn put_settings(
+        &self,
+        key: &ClientKey,
+        settings: &TenantSettings,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.put_settings(key, settings, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ForgeInstallations for SlowSettings {
+    async fn get_installation(
+        &self,
+        id: &InstallationId,
+        now: i64,
+    ) -> Result<Option<ForgeInstallation>, StoreError> {
+        self.inner.get_installation(id, now).await
+    }
+    async fn record_installation(
+        &self,
+        seen: &ForgeInstallation,
+        now: i64,
+    ) -> Result<ForgeInstallation, StoreError> {
+        self.inner.record_installation(seen, now).await
+    }
+    async fn link_installation(
+        &self,
+        id: &InstallationId,
+        key: &ClientKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.link_installation(id, key, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_hangs_before_the_event_is_queued_is_a_503_in_time_and_leaves_nothing() {
+    let store = Arc::new(SlowSettings {
+        inner: MemoryStore::new(),
+        delay: std::sync::Mutex::new(Duration::from_secs(30)),
+    });
+    install(&store.inner, "tenant-a", "secret-a").await;
+    let marks = Arc::new(MemoryStore::new());
+    let queue = Arc::new(RecordingQueue::default());
+    let app = Webhooks::new(
+        AppConfig::from_lookup(app_env).unwrap(),
+        Rules::parse(RULES).unwrap(),
+        store.clone(),
+        Arc::new(MarkedQueue::new(marks, queue.clone())),
+        FixedClock(NOW),
+    );
+    let path = "/webhooks/page_updated";
+    let body = page_event(42, "Release 1.0", "DOCS", 3).to_string();
+    let auth = format!("JWT {}", token("tenant-a", "secret-a", path, None));
+    let started = std::time::Instant::now();
+    let r = app
+        .handle(to_api_request(event(path, Some(auth.clone()), &body)))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), 503);
+    assert!(queue.jobs().is_empty());
+    // Nothing was marked: the retry, once the store answers, is queued.
+    *store.delay.lock().unwrap() = Duration::ZERO;
+    let r = app
+        .handle(to_api_request(event(path, Some(auth), &body)))
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(queue.jobs().len(), 1);
 }
