@@ -13,6 +13,8 @@
 //!   a leased job that is not finished becomes visible again, and a job that keeps failing moves to
 //!   a dead-letter table, as on SQS. It also keeps the webhook's idempotency marks.
 
+#[cfg(feature = "local")]
+mod file;
 mod intake;
 mod job;
 #[cfg(feature = "local")]

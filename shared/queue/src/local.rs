@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::Notify;
 
+use crate::file::{Opener, QueueFile};
 use crate::tables::{DEAD, JOBS, MARKS, META, Stored, applied_through, mark_id, unavailable};
 use crate::writer::{JOURNAL_BYTES, PendingEnqueue, PendingMark, Request, Threads, recover, start};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
@@ -41,7 +42,7 @@ pub struct LocalQueue {
     /// The writer and applier. Before `db`: dropping the last handle joins the threads while the
     /// database is still open, so they can finish their work.
     threads: Arc<Threads>,
-    db: Arc<Database>,
+    db: Arc<QueueFile>,
     notify: Arc<Notify>,
     /// Accepted jobs the writer has not applied to the file yet.
     accepted_through: Arc<AtomicU64>,
@@ -75,17 +76,46 @@ impl LocalQueue {
         Self::open_with_journal(data_dir, JOURNAL_BYTES)
     }
 
+    /// Opens the queue with `queue.redb` on `storage` instead of the file itself (the journal
+    /// stays a file in `data_dir`): the seam through which tests make the queue file's writes
+    /// fail (a full disk, an I/O error) and come back.
+    pub fn open_on_storage<B: redb::StorageBackend>(
+        data_dir: impl AsRef<Path>,
+        storage: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    ) -> Result<Self, QueueError> {
+        std::fs::create_dir_all(data_dir.as_ref()).map_err(unavailable)?;
+        let open: Opener = Box::new(move || {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(storage().map_err(unavailable)?)
+                .map_err(unavailable)
+        });
+        Self::open_database(open, data_dir.as_ref(), JOURNAL_BYTES)
+    }
+
     fn open_with_journal(
         data_dir: impl AsRef<Path>,
         journal_bytes: u64,
     ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(data_dir.as_ref()).map_err(unavailable)?;
+        let path = data_dir.as_ref().join("queue.redb");
         // redb's page cache defaults to 1 GiB: bounded here, as the queue is mostly appended to.
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(data_dir.as_ref().join("queue.redb"))
-            .map_err(unavailable)?;
-        let recovered = recover(&db, &data_dir.as_ref().join("queue.journal"), journal_bytes)?;
+        let open: Opener = Box::new(move || {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(unavailable)
+        });
+        Self::open_database(open, data_dir.as_ref(), journal_bytes)
+    }
+
+    fn open_database(
+        open: Opener,
+        data_dir: &Path,
+        journal_bytes: u64,
+    ) -> Result<Self, QueueError> {
+        let db = open()?;
+        let recovered = recover(&db, &data_dir.join("queue.journal"), journal_bytes)?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
             let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -103,7 +133,7 @@ impl LocalQueue {
             }
         }
         txn.commit().map_err(unavailable)?;
-        let (db, notify) = (Arc::new(db), Arc::new(Notify::new()));
+        let (db, notify) = (Arc::new(QueueFile::new(db, open)), Arc::new(Notify::new()));
         let accepted_through = Arc::new(AtomicU64::new(recovered.2.saturating_sub(1)));
         let threads = start(
             Arc::downgrade(&db),
@@ -124,7 +154,7 @@ impl LocalQueue {
         &self,
         work: impl FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || work(&db))
             .await
             .map_err(unavailable)?

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
+use crate::file::QueueFile;
 use crate::journal::{Journal, MarkId, Record};
 use crate::tables::{APPLIED_THROUGH, DEAD, JOBS, MARKS, META, applied_through, unavailable};
 use crate::{Enqueued, QueueError};
@@ -197,7 +198,7 @@ struct Applied {
 /// Starts the writer and its applier; the returned handle ends both (after they finish their
 /// work) when dropped.
 pub(crate) fn start(
-    db: Weak<Database>,
+    db: Weak<QueueFile>,
     notify: Arc<Notify>,
     recovered: (Journal, MarkIndex, u64),
     accepted_through: Arc<AtomicU64>,
@@ -454,7 +455,7 @@ impl Writer {
 /// The applier thread: takes journaled jobs in order and commits them to redb, all that are
 /// waiting in one durable transaction.
 struct Applier {
-    db: Weak<Database>,
+    db: Weak<QueueFile>,
     notify: Arc<Notify>,
     applied: Arc<Applied>,
 }
@@ -538,13 +539,23 @@ impl Applier {
         let Some(last) = records.last() else {
             return Ok(());
         };
-        let db = self
+        let file = self
             .db
             .upgrade()
             .ok_or_else(|| QueueError::Unavailable("local queue closed".into()))?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        apply_records(&txn, records, now)?;
-        txn.commit().map_err(unavailable)?;
+        let committed = file.get().and_then(|db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            apply_records(&txn, records, now)?;
+            txn.commit().map_err(unavailable)
+        });
+        if let Err(err) = committed {
+            // redb refuses every transaction after an I/O error until the file is opened again:
+            // done now, so that the next try (in RETRY_APPLY) can succeed once the fault clears.
+            if let Err(reopen) = file.reopen() {
+                tracing::warn!(error = %reopen, "local queue: the queue file could not be opened again yet");
+            }
+            return Err(err);
+        }
         if let Ok(mut through) = self.applied.through.lock() {
             *through = last.seq;
         }
