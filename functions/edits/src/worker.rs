@@ -182,6 +182,18 @@ where
                 .retry_or_dead_letter(job, receives, report.reason(), report.retry_after())
                 .await;
         }
+        if !report.audited {
+            // Done on the page, but not on record: the job is not done with. Delivered again, it
+            // finds nothing to change (an edit applied twice changes nothing) and is audited then.
+            return self
+                .retry_or_dead_letter(
+                    job,
+                    receives,
+                    "the audit record could not be written".into(),
+                    None,
+                )
+                .await;
+        }
         if let EditResult::Failed(err) = &report.result {
             tracing::warn!(client_key = job.client_key.as_str(), job_id = %job.job_id, error = %err, "edit failed for good");
         }

@@ -3,11 +3,15 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use understudy_domain::{ClientKey, IdempotencyKey, IdempotencyMarks, StoreError};
 
-use super::{DynamoStore, attr, conditional, key, n};
+use super::{DynamoStore, attr, key, n, s};
 use crate::aws::unavailable;
 use crate::keys::mark_sk;
+
+/// The attribute holding the token of the call that wrote a mark.
+const MARKED_BY: &str = "marked_by";
 
 #[async_trait]
 impl IdempotencyMarks for DynamoStore {
@@ -21,14 +25,28 @@ impl IdempotencyMarks for DynamoStore {
         let mut item = key(client_key, mark_sk(mark));
         item.insert("marked_at".into(), n(now));
         item.insert(attr::TTL.into(), n(now.saturating_add(ttl_seconds)));
+        // This call's own token: the SDK sends the same request again when an answer is lost (a
+        // timeout, a dropped connection) though the write landed, and that second try must not
+        // take the first one's mark for another delivery's.
+        let token = s(uuid::Uuid::new_v4().simple().to_string());
+        item.insert(MARKED_BY.into(), token.clone());
         // An expired mark counts as absent even before DynamoDB deletes it.
-        let put = self.put_if_absent(item, now).send().await;
-        let put = conditional(
-            put,
-            PutItemError::is_conditional_check_failed_exception,
-            "DynamoDB PutItem (mark)",
-        )?;
-        Ok(put.is_some())
+        let put = self
+            .put_if_absent(item, now)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(refused)) => Ok(refused
+                    .item
+                    .as_ref()
+                    .and_then(|old| old.get(MARKED_BY))
+                    .is_some_and(|by| *by == token)),
+                _ => Err(unavailable("DynamoDB PutItem (mark)", &e)),
+            },
+        }
     }
 
     async fn clear_mark(

@@ -128,7 +128,6 @@ impl TenantStore for DynamoStore {
                 .ok()
                 .flatten()
                 .unwrap_or(tenant.created_at);
-            let was_uninstalled = opt_n(&old, attr::TTL, "tenant").ok().flatten().is_some();
             // A live tenant keeps its state (a disabled app stays disabled). The put is conditional
             // on the state read, so a `disabled` landing in between sends us round again rather
             // than being overwritten. A corrupt state is repaired with the given one.
@@ -164,9 +163,10 @@ impl TenantStore for DynamoStore {
                 "DynamoDB PutItem (tenant)",
             )?;
             if replaced.is_some() {
-                if was_uninstalled {
-                    self.settings_retention(&tenant.client_key, None).await?;
-                }
+                // A live tenant's settings never expire: their retention is cleared on every
+                // re-install, not only on one that finds the tenant uninstalled, since the retry of
+                // such a re-install that failed here finds it installed already.
+                self.settings_retention(&tenant.client_key, None).await?;
                 self.schedule(&tenant.client_key).await?;
                 return Ok(InstallOutcome::Updated);
             }
