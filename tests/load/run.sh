@@ -2,7 +2,7 @@
 # Load and timing runs for understudy, by hand (not CI). Figures go to stdout; RESULTS.md keeps the
 # last ones with the commands behind them.
 #
-#   bash tests/load/run.sh [load] [diag] [coldstart] [bench]      (no argument: load coldstart bench)
+#   bash tests/load/run.sh [load] [diag] [coldstart] [bench] [soak]   (no argument: load coldstart bench)
 #
 # load       The webhook acknowledgement path of the local app (verify HS256 + qsh, tenant lookup,
 #            rule match, idempotency mark, enqueue) under wrk, side by side with `hello-floor` (a
@@ -28,6 +28,20 @@
 #            wrk at PROFILE_CONNS (50) connections, then perf report's heaviest entries. Needs
 #            perf, and a build that keeps symbols: CARGO_TARGET_DIR=/tmp/prof-target CARGO_PROFILE_RELEASE_STRIP=none
 #            CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (run.sh passes both through to cargo).
+# soak       A bounded soak of the local app (`soak`, tests/load/src/bin/soak.rs; issue 18): the
+#            Confluence simulator in the soak process (SOAK_PAGES pages, 200, SOAK_RESTRICTED_PERCENT,
+#            20 %, view- or edit-restricted to the person who edits them, policy impersonate), the
+#            app as its own process with the worker on, installed into it. First the pipeline's
+#            throughput (closed loop for SOAK_BURST_SECONDS, 20: each person edit waits for the
+#            app's edit of it; then the queue drains), then SOAK_SECONDS (600) at half of it
+#            (SOAK_RATE overrides), one 429 with Retry-After: 1 every SOAK_429_EVERY_MS (5000) on
+#            the app's page reads and updates. Every 10 s: RSS, webhook p50/p99, edit lag of probe
+#            edits, queue backlog. At the end, with the app stopped, every accepted webhook must
+#            have exactly one audit record in its store. Exits non-zero when memory grows more than
+#            SOAK_MAX_RSS_GROWTH_MIB (32) after warm-up, a p99 drifts more than SOAK_MAX_P99_DRIFT
+#            (x2) from the first minute to the last, the backlog grows, or a record is missing or
+#            doubled (run.sh then ends non-zero after its other phases). Not a default phase: it
+#            takes SOAK_SECONDS plus about a minute; run it on a quiet machine.
 # coldstart  Each Lambda binary against a fake Runtime API (tests/load/coldstart.py lambda), and the
 #            local app's own start (coldstart.py local).
 # bench      cargo bench -p connect-auth, then node tests/interop/bench.js, then
@@ -280,6 +294,13 @@ if wanted profile; then
     echo "(perf data kept in $PERF_DATA for perf report)"
 fi
 
+SOAK_RC=0
+if wanted soak; then
+    say "soak: ${SOAK_SECONDS:-600} s at half the measured throughput (tests/load/src/bin/soak.rs)"
+    SOAK_APP_BIN="$TARGET/understudy" "$TARGET/soak" || SOAK_RC=$?
+    [ "$SOAK_RC" -eq 0 ] || echo "soak: FAILED (exit $SOAK_RC)" >&2
+fi
+
 if wanted coldstart; then
     say "coldstart: Lambda binaries against a fake Runtime API ($COLD_RUNS runs each)"
     python3 tests/load/coldstart.py lambda --bindir "$TARGET" --runs "$COLD_RUNS"
@@ -301,3 +322,4 @@ if wanted bench; then
     cargo bench -p understudy-store --bench store
 fi
 say "done"
+exit "$SOAK_RC"

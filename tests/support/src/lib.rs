@@ -20,6 +20,10 @@
 //! - `queue` (feature `queue`): a queue that records its jobs, and edit jobs;
 //! - `sim` (feature `sim`): the Confluence simulator's installation as a tenant, and a client
 //!   configured for the simulator;
+//! - `fault_proxy` (feature `fault-proxy`): a proxy in front of the AWS-compatible server that
+//!   delays, drops, resets or answers with AWS's own errors, per rule;
+//! - `fuzz` (feature `fuzz`): bad input for every route (generated API Gateway events and
+//!   requests, credentials genuine or flawed, a store that notes its writes);
 //! - `browser` (feature `browser`): a headless Chromium driven through chromedriver, with
 //!   screenshots of failing tests.
 
@@ -32,6 +36,10 @@ pub mod logs;
 pub mod browser;
 #[cfg(feature = "confluence")]
 pub mod confluence;
+#[cfg(feature = "fault-proxy")]
+pub mod fault_proxy;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(feature = "lambda")]
