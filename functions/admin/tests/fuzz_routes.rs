@@ -108,16 +108,7 @@ fn targets() -> Vec<Target> {
         target(routes::ADMIN_AUDIT, api, Vec::new()),
         target(routes::ADMIN_QUEUE, api, Vec::new()),
     ];
-    for route in routes::ROUTES
-        .iter()
-        .filter(|r| r.function == Function::Admin)
-    {
-        assert!(
-            targets
-                .iter()
-                .any(|t| t.path == route.path && t.method == route.method)
-        );
-    }
+    fuzz::assert_every_route_is_aimed_at(Function::Admin, &targets);
     targets
 }
 
@@ -136,21 +127,9 @@ async fn check(shot: Shot) -> Result<(), TestCaseError> {
     let request = to_api_request(rendered.lambda_request());
     let route = routes::resolve(Function::Admin, &request.method, &request.raw_path).ok();
     let response = f.admin.handle(request).await;
-    let status = response.status().as_u16();
-    let body = String::from_utf8_lossy(response.body()).into_owned();
-    prop_assert!(status < 500, "{status} {body} for {rendered:?}");
-    if status >= 400 {
-        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
-            TestCaseError::fail(format!("a {status} that is not JSON ({e}): {body}"))
-        })?;
-        prop_assert!(json["error"].is_string(), "{status} {body}");
-    }
-    if status == 401 {
-        prop_assert!(response.headers().contains_key("www-authenticate"));
-    }
-    for secret in SECRETS {
-        prop_assert!(!body.contains(secret), "{secret} in {body}");
-    }
+    let (status, body) = fuzz::check_answer(&response, &rendered, &SECRETS, |json| {
+        json["error"].is_string()
+    })?;
     let writes = f.store.writes();
     let jobs = f.queue.jobs();
     fuzz::note_case(
@@ -179,13 +158,6 @@ async fn check(shot: Shot) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 proptest! {
     #![proptest_config(fuzz::config(CASES))]
 
@@ -193,7 +165,7 @@ proptest! {
     fn no_event_panics_fails_writes_or_queues_without_the_proof_its_route_takes(
         shot in fuzz::shot(targets())
     ) {
-        runtime().block_on(check(shot))?;
+        fuzz::runtime().block_on(check(shot))?;
     }
 }
 
@@ -201,28 +173,14 @@ proptest! {
 /// (the property is not vacuous).
 #[test]
 fn a_genuine_retry_is_queued_through_the_harness() {
-    runtime().block_on(async {
+    fuzz::runtime().block_on(async {
         let f = fixture().await;
-        let shot = Shot {
-            method: "POST".into(),
-            path: "/api/admin/retry".into(),
-            query: String::new(),
-            content_type: Some("application/json".into()),
-            headers: Vec::new(),
-            payload: fuzz::Payload::Text {
-                text: fuzz::retry_requests()[0].to_string(),
-                base64: false,
-            },
-            credential: fuzz::Credential::Connect(fuzz::ConnectSpec {
-                tenant: fuzz::TenantPick::Live,
-                qsh: fuzz::Qsh::Context,
-                sub: 1,
-                long_lived: false,
-                flaw: None,
-                scheme: fuzz::Scheme::Jwt,
-                place: fuzz::Place::Header,
-            }),
-        };
+        let shot = fuzz::genuine_connect_shot(
+            "POST",
+            "/api/admin/retry",
+            &fuzz::retry_requests()[0],
+            fuzz::Qsh::Context,
+        );
         let rendered = shot.render(&Keyring::fixtures());
         let response = f
             .admin

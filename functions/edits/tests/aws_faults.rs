@@ -24,7 +24,7 @@ use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use confluence_sim::stub_app::StubApp;
 use confluence_sim::{Demo, Endpoint, Simulator};
 use connect_auth::SystemClock;
-use serde_json::{Value, json};
+use serde_json::json;
 use test_support::aws::{aws_endpoint, create_fifo_queue, receive_batch, sqs_client_at};
 use test_support::fault_proxy::{AwsError, Fault, FaultProxy, Match};
 use test_support::sim::{sim_client_config, sim_tenant};
@@ -230,30 +230,7 @@ impl World {
 
 /// The event Lambda hands the function for these messages, in its JSON form.
 fn lambda_event(messages: &[Message]) -> SqsEvent {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, Value> = m
-                .attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
-                .collect();
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": attributes,
-                "messageAttributes": {},
-                "md5OfBody": m.md5_of_body,
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:edits.fifo",
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).unwrap()
+    serde_json::from_value(test_support::aws::sqs_event_json(messages)).unwrap()
 }
 
 fn audit_put() -> Match {

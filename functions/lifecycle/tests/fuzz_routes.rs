@@ -99,17 +99,7 @@ fn targets() -> Vec<Target> {
             fuzz::forge_lifecycle_events(),
         ),
     ];
-    // Every route of the function is aimed at.
-    for route in routes::ROUTES
-        .iter()
-        .filter(|r| r.function == Function::Lifecycle)
-    {
-        assert!(
-            targets
-                .iter()
-                .any(|t| t.path == route.path && t.method == route.method)
-        );
-    }
+    fuzz::assert_every_route_is_aimed_at(Function::Lifecycle, &targets);
     targets
 }
 
@@ -133,21 +123,9 @@ async fn check(shot: Shot) -> Result<(), TestCaseError> {
     let request = to_api_request(rendered.lambda_request());
     let route = routes::resolve(Function::Lifecycle, &request.method, &request.raw_path).ok();
     let response = app.handle(request).await;
-    let status = response.status().as_u16();
-    let body = String::from_utf8_lossy(response.body()).into_owned();
-    prop_assert!(status < 500, "{status} {body} for {rendered:?}");
-    if status >= 400 {
-        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
-            TestCaseError::fail(format!("a {status} that is not JSON ({e}): {body}"))
-        })?;
-        prop_assert!(json["error"].is_string(), "{status} {body}");
-    }
-    if status == 401 {
-        prop_assert!(response.headers().contains_key("www-authenticate"));
-    }
-    for secret in SECRETS {
-        prop_assert!(!body.contains(secret), "{secret} in {body}");
-    }
+    let (status, body) = fuzz::check_answer(&response, &rendered, &SECRETS, |json| {
+        json["error"].is_string()
+    })?;
     let writes = store.writes();
     fuzz::note_case(
         route.map(|r| r.path),
@@ -169,19 +147,12 @@ async fn check(shot: Shot) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 proptest! {
     #![proptest_config(fuzz::config(CASES))]
 
     #[test]
     fn no_event_panics_fails_or_writes_without_the_proof_its_route_takes(shot in shots()) {
-        runtime().block_on(check(shot))?;
+        fuzz::runtime().block_on(check(shot))?;
     }
 }
 
@@ -189,7 +160,7 @@ proptest! {
 /// vacuous: the generator's genuine credentials do verify, and then the function writes).
 #[test]
 fn genuine_credentials_do_write_through_the_harness() {
-    runtime().block_on(async {
+    fuzz::runtime().block_on(async {
         let (app, store) = app().await;
         let install = Shot {
             method: "POST".into(),

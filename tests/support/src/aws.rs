@@ -74,3 +74,35 @@ pub async fn receive_batch(
         .messages
         .unwrap_or_default()
 }
+
+/// The event Lambda's SQS event source mapping hands a function for these received messages, in
+/// its JSON form (field names, attributes as strings): deserialize it as
+/// `aws_lambda_events::event::sqs::SqsEvent`.
+#[cfg(feature = "sqs")]
+pub fn sqs_event_json(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
+                .collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:edits.fifo",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}

@@ -2565,3 +2565,90 @@ pub fn settings_requests() -> Vec<Value> {
 pub fn retry_requests() -> Vec<Value> {
     vec![json!({"pageId": "42"}), json!({"pageId": "7"})]
 }
+
+/// Every route of `function` in the route table is aimed at by one of `targets`.
+///
+/// # Panics
+/// When a route is missed: a new route must get its fuzz target.
+pub fn assert_every_route_is_aimed_at(
+    function: understudy_web::routes::Function,
+    targets: &[Target],
+) {
+    for route in understudy_web::routes::ROUTES
+        .iter()
+        .filter(|r| r.function == function)
+    {
+        assert!(
+            targets
+                .iter()
+                .any(|t| t.path == route.path && t.method == route.method),
+            "no fuzz target for {} {}",
+            route.method,
+            route.path
+        );
+    }
+}
+
+/// What every answer must be, whatever was asked: no 5xx (nothing is down on purpose); a
+/// refusal a JSON object that `refusal_says` accepts (its `error`, say); a 401 naming the realm
+/// (`WWW-Authenticate`); none of `secrets` in the body. Returns the status and the body.
+pub fn check_answer(
+    response: &understudy_web::ApiResponse,
+    rendered: &Rendered,
+    secrets: &[&str],
+    refusal_says: impl Fn(&Value) -> bool,
+) -> Result<(u16, String), TestCaseError> {
+    let status = response.status().as_u16();
+    let body = String::from_utf8_lossy(response.body()).into_owned();
+    prop_assert!(status < 500, "{status} {body} for {rendered:?}");
+    if status >= 400 {
+        let json: Value = serde_json::from_str(&body).map_err(|e| {
+            TestCaseError::fail(format!("a {status} that is not JSON ({e}): {body}"))
+        })?;
+        prop_assert!(refusal_says(&json), "{status} {body}");
+    }
+    if status == 401 {
+        prop_assert!(response.headers().contains_key("www-authenticate"));
+    }
+    for secret in secrets {
+        prop_assert!(!body.contains(secret), "{secret} in {body}");
+    }
+    Ok((status, body))
+}
+
+/// A runtime for one case: proptest runs its cases synchronously.
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a runtime for the case: {e}"))
+}
+
+/// A request with a genuine Connect token of the live tenant (no flaw, in the `Authorization`
+/// header, `qsh` as given) carrying `body` as JSON: what each function's fuzz test sends once to
+/// show that its harness lets a verified request through (the property is not vacuous).
+pub fn genuine_connect_shot(method: &str, path: &str, body: &Value, qsh: Qsh) -> Shot {
+    Shot {
+        method: method.into(),
+        path: path.into(),
+        query: String::new(),
+        content_type: Some("application/json".into()),
+        headers: Vec::new(),
+        payload: Payload::Text {
+            text: body.to_string(),
+            base64: false,
+        },
+        credential: Credential::Connect(ConnectSpec {
+            tenant: TenantPick::Live,
+            qsh,
+            sub: 1,
+            long_lived: false,
+            flaw: None,
+            scheme: Scheme::Jwt,
+            place: Place::Header,
+        }),
+    }
+}
