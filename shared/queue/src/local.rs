@@ -20,7 +20,7 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTran
 use tokio::sync::Notify;
 
 use crate::file::{Opener, QueueFile};
-use crate::tables::{DEAD, JOBS, MARKS, META, Stored, applied_through, mark_id, unavailable};
+use crate::tables::{DEAD, JOBS, MARKS_BY_ID, META, Stored, applied_through, mark_id, unavailable};
 use crate::writer::{JOURNAL_BYTES, PendingEnqueue, PendingMark, Request, Threads, recover, start};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
@@ -120,7 +120,6 @@ impl LocalQueue {
         {
             let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
             txn.open_table(DEAD).map_err(unavailable)?;
-            txn.open_table(MARKS).map_err(unavailable)?;
             let mut stored = Vec::new();
             for item in jobs.iter().map_err(unavailable)? {
                 let (seq, bytes) = item.map_err(unavailable)?;
@@ -134,7 +133,7 @@ impl LocalQueue {
         }
         txn.commit().map_err(unavailable)?;
         let (db, notify) = (Arc::new(QueueFile::new(db, open)), Arc::new(Notify::new()));
-        let accepted_through = Arc::new(AtomicU64::new(recovered.2.saturating_sub(1)));
+        let accepted_through = Arc::new(AtomicU64::new(recovered.1.saturating_sub(1)));
         let threads = start(
             Arc::downgrade(&db),
             notify.clone(),
@@ -328,11 +327,12 @@ impl LocalQueue {
             .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?
     }
 
-    /// How many idempotency marks are kept (an expired one counts until it is swept).
+    /// How many idempotency marks the file keeps (an expired one counts until it is swept; one
+    /// accepted but not applied yet counts once applied: [`LocalQueue::flush`]).
     pub async fn marks(&self) -> Result<u64, QueueError> {
         self.blocking(|db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            txn.open_table(MARKS)
+            txn.open_table(MARKS_BY_ID)
                 .map_err(unavailable)?
                 .len()
                 .map_err(unavailable)

@@ -6,8 +6,9 @@
 //! |---|---|---|
 //! | [`JOBS`] | sequence number | a [`Stored`] job, JSON |
 //! | [`DEAD`] | sequence number | a [`Stored`] job with its reason, JSON |
-//! | [`MARKS`] | (expiry in unix seconds, [`mark_id`]) | nothing |
-//! | [`META`] | a name ([`APPLIED_THROUGH`]) | a number |
+//! | [`MARKS_BY_ID`] | [`mark_id`] | expiry in unix seconds |
+//! | [`MARKS_BY_EXPIRY`] | (expiry in unix seconds, [`mark_id`]) | nothing |
+//! | [`META`] | a name ([`APPLIED_THROUGH`], [`MARKS_BY_ID_BUILT`]) | a number |
 
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -22,10 +23,15 @@ pub(crate) const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::n
 /// Dead-lettered jobs, by the sequence number they had.
 pub(crate) const DEAD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("dead");
 
-/// Idempotency marks, as (expiry in unix seconds, [`MarkId`]). Ordered by expiry, so that new
-/// marks are appended at the end (a commit touches a few pages, not one per mark) and expired ones
-/// are swept from the front. The writer looks marks up in memory, loaded from here.
-pub(crate) const MARKS: TableDefinition<'static, (i64, MarkId), ()> =
+/// Idempotency marks by id, with their expiry in unix seconds: where the writer looks up a mark
+/// the applier has committed (marks it has not committed yet are in the writer's memory).
+pub(crate) const MARKS_BY_ID: TableDefinition<'static, MarkId, i64> =
+    TableDefinition::new("marks_by_id");
+
+/// The same marks as (expiry in unix seconds, [`MarkId`]), ordered by expiry so that expired ones
+/// are swept from the front. A renewed mark has an entry per expiry until the older is swept;
+/// [`MARKS_BY_ID`] holds the latest.
+pub(crate) const MARKS_BY_EXPIRY: TableDefinition<'static, (i64, MarkId), ()> =
     TableDefinition::new("marks_by_expiry");
 
 /// The queue's bookkeeping: [`APPLIED_THROUGH`].
@@ -34,6 +40,10 @@ pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::ne
 /// The highest job sequence number applied from the journal: every job up to it is in redb (or
 /// was, and has finished).
 pub(crate) const APPLIED_THROUGH: &str = "journal_applied_through";
+
+/// Set once [`MARKS_BY_ID`] holds every mark of [`MARKS_BY_EXPIRY`]: queue files written before
+/// the by-id table existed have it built once when they are opened.
+pub(crate) const MARKS_BY_ID_BUILT: &str = "marks_by_id_built";
 
 /// A job as the [`JOBS`] and [`DEAD`] tables keep it.
 #[derive(Debug, Serialize, Deserialize)]

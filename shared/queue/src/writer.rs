@@ -3,7 +3,8 @@
 //!
 //! Every enqueue waiting when the writer is free forms one batch (group commit):
 //!
-//! 1. duplicates are decided against the marks in memory ([`MarkIndex`]);
+//! 1. duplicates are decided against the marks: in memory those the applier has not committed yet
+//!    ([`UnappliedMarks`]), in `queue.redb` the others;
 //! 2. the new jobs and marks are appended to the intake [`Journal`] with one `fdatasync`;
 //! 3. each waiter is answered: its job is durable;
 //! 4. the batch is handed to the applier.
@@ -15,22 +16,30 @@
 //! applier has caught up with it; a full journal waits for that.
 //!
 //! A crash loses no answered job: the journal holds every job the applier may not have committed,
-//! and [`recover`] applies them when the queue opens again. Both threads hold the database weakly;
+//! and [`recover`] applies them when the queue opens again.
+//!
+//! Memory stays bounded however long the queue runs: the writer keeps only the marks of the
+//! journal's current cycle in memory (a full journal waits for the applier), and looks every
+//! older mark up in the file, one read transaction per batch. Marks live for days; holding them
+//! all in memory grew without limit under sustained load (the soak in `tests/load` showed it). Both threads hold the database weakly;
 //! [`Threads`] ends and joins them when the last queue handle is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
 use crate::file::QueueFile;
 use crate::journal::{Journal, MarkId, Record};
-use crate::tables::{APPLIED_THROUGH, DEAD, JOBS, MARKS, META, applied_through, unavailable};
+use crate::tables::{
+    APPLIED_THROUGH, DEAD, JOBS, MARKS_BY_EXPIRY, MARKS_BY_ID, MARKS_BY_ID_BUILT, META,
+    applied_through, unavailable,
+};
 use crate::{Enqueued, QueueError};
 
 /// The journal file's size.
@@ -52,9 +61,65 @@ const FULL_JOURNAL_WAIT: Duration = Duration::from_secs(5);
 /// Most expired marks one commit removes, so that a backlog of them never delays an answer much.
 const MARK_SWEEP_PER_COMMIT: usize = 64;
 
-/// The marks' expiries by id, owned by the writer thread (the only one that reads or changes
-/// marks, so it needs no lock).
-pub(crate) type MarkIndex = HashMap<MarkId, i64>;
+/// The marks the writer has journaled and the applier may not have committed yet: their expiry
+/// and the sequence number of the job that took them, by id. Owned by the writer thread (the only
+/// one that decides on marks, so it needs no lock). Every entry is dropped once the applier has
+/// committed its job, so this holds at most one journal cycle's marks.
+#[derive(Default)]
+struct UnappliedMarks {
+    by_id: HashMap<MarkId, (i64, u64)>,
+    /// (sequence number, id) in the order they were journaled.
+    in_order: VecDeque<(u64, MarkId)>,
+}
+
+impl UnappliedMarks {
+    /// The mark's expiry, if it is here.
+    fn expiry(&self, id: &MarkId) -> Option<i64> {
+        self.by_id.get(id).map(|(expires_at, _)| *expires_at)
+    }
+
+    /// Takes a mark for the job `seq`; returns what it replaced, for [`UnappliedMarks::undo`].
+    fn take(&mut self, id: MarkId, expires_at: i64, seq: u64) -> Option<(i64, u64)> {
+        self.by_id.insert(id, (expires_at, seq))
+    }
+
+    /// Puts back what [`UnappliedMarks::take`] replaced (newest first): the batch was not kept.
+    fn undo(&mut self, taken: Vec<(MarkId, Option<(i64, u64)>)>) {
+        for (id, before) in taken.into_iter().rev() {
+            match before {
+                Some(entry) => self.by_id.insert(id, entry),
+                None => self.by_id.remove(&id),
+            };
+        }
+    }
+
+    /// The batch's marks are journaled: remember their order, to drop them once applied.
+    fn journaled(&mut self, records: &[Record]) {
+        for record in records {
+            if let Some((id, _)) = record.mark {
+                self.in_order.push_back((record.seq, id));
+            }
+        }
+    }
+
+    /// Drops the marks of jobs up to `applied_through`: the file has them now. (A mark taken again
+    /// by a later job stays, with that job.)
+    fn forget_applied(&mut self, applied_through: u64) {
+        while let Some(&(seq, id)) = self.in_order.front() {
+            if seq > applied_through {
+                break;
+            }
+            self.in_order.pop_front();
+            if self
+                .by_id
+                .get(&id)
+                .is_some_and(|(_, taken_by)| *taken_by == seq)
+            {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+}
 
 /// A job waiting for the writer, and who to tell when it is durable.
 pub(crate) struct PendingEnqueue {
@@ -71,15 +136,16 @@ pub(crate) struct PendingMark {
 }
 
 /// Opens the journal next to the queue file and applies what redb lost in a crash, durably.
-/// Returns the journal (empty), the marks index and the next sequence number.
+/// Returns the journal (empty) and the next sequence number.
 pub(crate) fn recover(
     db: &Database,
     journal_path: &std::path::Path,
     journal_bytes: u64,
-) -> Result<(Journal, MarkIndex, u64), QueueError> {
+) -> Result<(Journal, u64), QueueError> {
     let (mut journal, records) = Journal::open(journal_path, journal_bytes).map_err(unavailable)?;
     let txn = db.begin_write().map_err(unavailable)?;
     let next_seq = {
+        build_marks_by_id(&txn)?;
         let applied = applied_through(&txn.open_table(META).map_err(unavailable)?)?;
         let lost: Vec<Record> = records.into_iter().filter(|r| r.seq > applied).collect();
         if !lost.is_empty() {
@@ -108,20 +174,29 @@ pub(crate) fn recover(
     };
     txn.commit().map_err(unavailable)?;
     journal.restart();
+    Ok((journal, next_seq))
+}
 
-    let mut index = MarkIndex::new();
-    let read = db.begin_read().map_err(unavailable)?;
-    for entry in read
-        .open_table(MARKS)
+/// Fills [`MARKS_BY_ID`] from [`MARKS_BY_EXPIRY`] once, in a queue file written before the by-id
+/// table existed (a new file has nothing to copy).
+fn build_marks_by_id(txn: &WriteTransaction) -> Result<(), QueueError> {
+    let mut meta = txn.open_table(META).map_err(unavailable)?;
+    if meta.get(MARKS_BY_ID_BUILT).map_err(unavailable)?.is_some() {
+        return Ok(());
+    }
+    let mut by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
+    // In expiry order: a renewed mark's later entry wins.
+    for entry in txn
+        .open_table(MARKS_BY_EXPIRY)
         .map_err(unavailable)?
         .iter()
         .map_err(unavailable)?
     {
-        // In expiry order: a renewed mark's later entry wins.
         let (expires_at, id) = entry.map_err(unavailable)?.0.value();
-        index.insert(id, expires_at);
+        by_id.insert(id, expires_at).map_err(unavailable)?;
     }
-    Ok((journal, index, next_seq))
+    meta.insert(MARKS_BY_ID_BUILT, 1).map_err(unavailable)?;
+    Ok(())
 }
 
 /// Writes `records` (jobs, marks and the applied-through number) into `txn`, and sweeps a few
@@ -132,12 +207,16 @@ fn apply_records(
     now: Option<i64>,
 ) -> Result<(), QueueError> {
     let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-    let mut marks = txn.open_table(MARKS).map_err(unavailable)?;
+    let mut by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
+    let mut by_expiry = txn.open_table(MARKS_BY_EXPIRY).map_err(unavailable)?;
     for record in records {
         jobs.insert(record.seq, record.job.as_slice())
             .map_err(unavailable)?;
         if let Some((id, expires_at)) = record.mark {
-            marks.insert((expires_at, id), ()).map_err(unavailable)?;
+            by_id.insert(id, expires_at).map_err(unavailable)?;
+            by_expiry
+                .insert((expires_at, id), ())
+                .map_err(unavailable)?;
         }
     }
     if let Some(last) = records.last() {
@@ -147,27 +226,32 @@ fn apply_records(
             .map_err(unavailable)?;
     }
     if let Some(now) = now {
-        sweep_expired_marks(&mut marks, now)?;
+        sweep_expired_marks(&mut by_id, &mut by_expiry, now)?;
     }
     Ok(())
 }
 
-/// Removes a few marks that expired by `now`, oldest first. (The writer's index drops them on its
-/// own: an expired mark counts as absent there already.)
+/// Removes a few marks that expired by `now`, oldest first (an expired mark counts as absent
+/// already; this only gives the space back). A renewed mark keeps its by-id entry.
 fn sweep_expired_marks(
-    marks: &mut Table<'_, (i64, MarkId), ()>,
+    by_id: &mut Table<'_, MarkId, i64>,
+    by_expiry: &mut Table<'_, (i64, MarkId), ()>,
     now: i64,
 ) -> Result<(), QueueError> {
     let mut expired = Vec::new();
-    for entry in marks
+    for entry in by_expiry
         .range(..(now.saturating_add(1), [0; 16]))
         .map_err(unavailable)?
         .take(MARK_SWEEP_PER_COMMIT)
     {
         expired.push(entry.map_err(unavailable)?.0.value());
     }
-    for key in expired {
-        marks.remove(key).map_err(unavailable)?;
+    for (expires_at, id) in expired {
+        by_expiry.remove((expires_at, id)).map_err(unavailable)?;
+        let latest = by_id.get(id).map_err(unavailable)?.map(|e| e.value());
+        if latest == Some(expires_at) {
+            by_id.remove(id).map_err(unavailable)?;
+        }
     }
     Ok(())
 }
@@ -200,10 +284,10 @@ struct Applied {
 pub(crate) fn start(
     db: Weak<QueueFile>,
     notify: Arc<Notify>,
-    recovered: (Journal, MarkIndex, u64),
+    recovered: (Journal, u64),
     accepted_through: Arc<AtomicU64>,
 ) -> Result<Threads, QueueError> {
-    let (journal, index, next_seq) = recovered;
+    let (journal, next_seq) = recovered;
     // A batch stops growing past a quarter of the journal, so that it always fits in a fresh one.
     let batch_bytes = usize::try_from(journal.capacity() / 4).unwrap_or(usize::MAX);
     let applied = Arc::new(Applied {
@@ -212,7 +296,7 @@ pub(crate) fn start(
     });
     let (to_apply, apply_rx) = std::sync::mpsc::channel();
     let applier = Applier {
-        db,
+        db: db.clone(),
         notify,
         applied: applied.clone(),
     };
@@ -221,15 +305,15 @@ pub(crate) fn start(
         .spawn(move || applier.run(&apply_rx))
         .map_err(unavailable)?;
     let writer = Writer {
+        db,
         journal,
-        index,
+        marks: UnappliedMarks::default(),
         next_seq,
         cycle_last: None,
         batch_bytes,
         to_apply,
         applied,
         accepted_through,
-        pruned_at: None,
     };
     let (requests, received) = std::sync::mpsc::channel();
     let writer = std::thread::Builder::new()
@@ -273,8 +357,10 @@ impl Drop for Threads {
 
 /// The writer thread: decides, journals and answers.
 struct Writer {
+    /// Where committed marks are looked up.
+    db: Weak<QueueFile>,
     journal: Journal,
-    index: MarkIndex,
+    marks: UnappliedMarks,
     next_seq: u64,
     /// The last sequence number written in the journal's current cycle.
     cycle_last: Option<u64>,
@@ -284,8 +370,6 @@ struct Writer {
     applied: Arc<Applied>,
     /// The last sequence number journaled (shared with [`crate::LocalQueue::pending`]).
     accepted_through: Arc<AtomicU64>,
-    /// When (in marks' time) expired marks were last dropped from the index.
-    pruned_at: Option<i64>,
 }
 
 impl Writer {
@@ -330,44 +414,32 @@ impl Writer {
     }
 
     fn accept(&mut self, batch: Vec<PendingEnqueue>) {
-        // 1. Decide, against the marks in memory (undone if the batch cannot be made durable).
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut records = Vec::new();
-        let mut undo = Vec::new();
         let mut waiters = Vec::with_capacity(batch.len());
-        let mut now = None;
+        let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
             waiters.push(job.done);
-            if let Some(mark) = &job.mark {
-                now = now.max(Some(mark.now));
-                let before = self.index.get(&mark.id).copied();
-                if before.is_some_and(|expires_at| expires_at > mark.now) {
-                    outcomes.push(Enqueued::Duplicate);
-                    continue;
-                }
-                undo.push((mark.id, before));
-                self.index.insert(mark.id, mark.expires_at);
-            }
-            records.push(Record {
-                seq: self.next_seq + records.len() as u64,
-                mark: job.mark.as_ref().map(|m| (m.id, m.expires_at)),
-                job: job.bytes,
-            });
-            outcomes.push(Enqueued::Queued);
+            jobs.push((job.mark, job.bytes));
         }
-        // 2. Durable: the journal.
-        let result = match self.journal_append(&records) {
+        let now = jobs
+            .iter()
+            .filter_map(|(mark, _)| mark.as_ref().map(|m| m.now))
+            .max();
+        // 1. Decide (undone if the batch cannot be made durable), then 2. make it durable.
+        let mut taken = Vec::new();
+        let decided = self
+            .decide(jobs, &mut taken)
+            .and_then(|(outcomes, records)| {
+                self.journal_append(&records)?;
+                Ok((outcomes, records))
+            });
+        let answer = match decided {
             Err(err) => {
                 // Nothing was kept: undo the marks, so that a redelivery is not a duplicate.
-                for (id, before) in undo.into_iter().rev() {
-                    match before {
-                        Some(expires_at) => self.index.insert(id, expires_at),
-                        None => self.index.remove(&id),
-                    };
-                }
+                self.marks.undo(taken);
                 Err(err)
             }
-            Ok(()) => {
+            Ok((outcomes, records)) => {
+                self.marks.journaled(&records);
                 if let Some(last) = records.last() {
                     self.next_seq = last.seq + 1;
                     self.cycle_last = Some(last.seq);
@@ -376,16 +448,57 @@ impl Writer {
                     // they stay journaled and are applied when the queue opens next.
                     let _ = self.to_apply.send(ToApply::Records { records, now });
                 }
-                Ok(())
+                Ok(outcomes)
             }
         };
         // 4. Answer: each accepted job is durable.
-        for (done, outcome) in waiters.into_iter().zip(outcomes) {
-            let _ = done.send(result.clone().map(|()| outcome));
+        match answer {
+            Ok(outcomes) => {
+                for (done, outcome) in waiters.into_iter().zip(outcomes) {
+                    let _ = done.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                for done in waiters {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
         }
-        if let Some(now) = now {
-            self.prune_index(now);
+    }
+
+    /// Decides each job: a duplicate if its mark is held (unexpired), else a record to journal,
+    /// its mark taken (noted in `taken`, to undo).
+    fn decide(
+        &mut self,
+        jobs: Vec<(Option<PendingMark>, Vec<u8>)>,
+        taken: &mut Vec<(MarkId, Option<(i64, u64)>)>,
+    ) -> Result<(Vec<Enqueued>, Vec<Record>), QueueError> {
+        // Read before the file is: every mark dropped here is in what the file shows next.
+        self.marks.forget_applied(self.applied_through());
+        let mut committed = CommittedMarks::new(&self.db);
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut records: Vec<Record> = Vec::with_capacity(jobs.len());
+        for (mark, job) in jobs {
+            let seq = self.next_seq + records.len() as u64;
+            if let Some(mark) = &mark {
+                let expires_at = match self.marks.expiry(&mark.id) {
+                    Some(expires_at) => Some(expires_at),
+                    None => committed.expiry(&mark.id)?,
+                };
+                if expires_at.is_some_and(|expires_at| expires_at > mark.now) {
+                    outcomes.push(Enqueued::Duplicate);
+                    continue;
+                }
+                taken.push((mark.id, self.marks.take(mark.id, mark.expires_at, seq)));
+            }
+            records.push(Record {
+                seq,
+                mark: mark.as_ref().map(|m| (m.id, m.expires_at)),
+                job,
+            });
+            outcomes.push(Enqueued::Queued);
         }
+        Ok((outcomes, records))
     }
 
     /// Appends to the journal, starting a new cycle first when everything in it is applied.
@@ -442,13 +555,34 @@ impl Writer {
         }
         Ok(())
     }
+}
 
-    /// Drops expired marks from the index once a minute (they already count as absent).
-    fn prune_index(&mut self, now: i64) {
-        if self.pruned_at.is_none_or(|at| now >= at + 60) {
-            self.index.retain(|_, expires_at| *expires_at > now);
-            self.pruned_at = Some(now);
-        }
+/// The marks the applier has committed, read from the file in one read transaction opened at the
+/// first lookup (a batch whose marks are all in memory, or that has none, reads nothing).
+struct CommittedMarks<'a> {
+    db: &'a Weak<QueueFile>,
+    table: Option<ReadOnlyTable<MarkId, i64>>,
+}
+
+impl<'a> CommittedMarks<'a> {
+    fn new(db: &'a Weak<QueueFile>) -> Self {
+        Self { db, table: None }
+    }
+
+    fn expiry(&mut self, id: &MarkId) -> Result<Option<i64>, QueueError> {
+        let table = match &mut self.table {
+            Some(table) => table,
+            None => {
+                let file = self
+                    .db
+                    .upgrade()
+                    .ok_or_else(|| QueueError::Unavailable("local queue closed".into()))?;
+                let read = file.get()?.begin_read().map_err(unavailable)?;
+                self.table
+                    .insert(read.open_table(MARKS_BY_ID).map_err(unavailable)?)
+            }
+        };
+        Ok(table.get(id).map_err(unavailable)?.map(|e| e.value()))
     }
 }
 
@@ -562,5 +696,74 @@ impl Applier {
         self.applied.changed.notify_all();
         self.notify.notify_one();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(seq: u64, id: u8, expires_at: i64) -> Record {
+        Record {
+            seq,
+            mark: Some(([id; 16], expires_at)),
+            job: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn unapplied_marks_are_dropped_once_applied_and_a_renewal_stays_with_its_job() {
+        let mut marks = UnappliedMarks::default();
+        assert_eq!(marks.take([1; 16], 100, 1), None);
+        assert_eq!(marks.take([2; 16], 100, 2), None);
+        marks.journaled(&[record(1, 1, 100), record(2, 2, 100)]);
+        // Mark 1 expired and was taken again by job 3.
+        assert_eq!(marks.take([1; 16], 200, 3), Some((100, 1)));
+        marks.journaled(&[record(3, 1, 200)]);
+
+        marks.forget_applied(2);
+        assert_eq!(marks.expiry(&[1; 16]), Some(200));
+        assert_eq!(marks.expiry(&[2; 16]), None);
+        marks.forget_applied(3);
+        assert!(marks.by_id.is_empty() && marks.in_order.is_empty());
+    }
+
+    #[test]
+    fn an_undone_batch_puts_back_what_its_marks_replaced() {
+        let mut marks = UnappliedMarks::default();
+        marks.take([1; 16], 100, 1);
+        marks.journaled(&[record(1, 1, 100)]);
+        let taken = vec![
+            ([1; 16], marks.take([1; 16], 300, 2)),
+            ([2; 16], marks.take([2; 16], 300, 3)),
+        ];
+        marks.undo(taken);
+        assert_eq!(marks.expiry(&[1; 16]), Some(100));
+        assert_eq!(marks.expiry(&[2; 16]), None);
+    }
+
+    /// A queue file from before the by-id table: its marks are found by id after the first open.
+    #[test]
+    fn marks_of_an_older_queue_file_are_indexed_by_id_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("queue.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut by_expiry = txn.open_table(MARKS_BY_EXPIRY).unwrap();
+            by_expiry.insert((100, [1; 16]), ()).unwrap();
+            by_expiry.insert((300, [1; 16]), ()).unwrap(); // renewed
+            by_expiry.insert((200, [2; 16]), ()).unwrap();
+        }
+        txn.commit().unwrap();
+
+        recover(&db, &dir.path().join("queue.journal"), 4096).unwrap();
+        let read = db.begin_read().unwrap();
+        let by_id = read.open_table(MARKS_BY_ID).unwrap();
+        assert_eq!(by_id.get([1; 16]).unwrap().unwrap().value(), 300);
+        assert_eq!(by_id.get([2; 16]).unwrap().unwrap().value(), 200);
+        let meta = read.open_table(META).unwrap();
+        assert!(meta.get(MARKS_BY_ID_BUILT).unwrap().is_some());
     }
 }

@@ -223,6 +223,48 @@ async fn marks_survive_a_restart_and_expire_after_their_ttl() {
     assert_eq!(q.marks().await.unwrap(), 1);
 }
 
+/// The writer keeps in memory only the marks the applier has not committed: an older mark is
+/// found in the file.
+#[tokio::test]
+async fn a_mark_applied_to_the_file_still_makes_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = LocalQueue::open(dir.path()).unwrap();
+    let first = edit_job("t1", "1", "page_updated:1:v1");
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 100).await.unwrap(),
+        Enqueued::Queued
+    );
+    q.flush().await.unwrap();
+    // The next batch drops the applied mark from memory before it decides.
+    let second = edit_job("t1", "1", "page_updated:1:v2");
+    assert_eq!(
+        q.enqueue_once(&second, TTL, 101).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 102).await.unwrap(),
+        Enqueued::Duplicate
+    );
+    // A mark renewed after its expiry holds with its new expiry once applied, too.
+    assert_eq!(
+        q.enqueue_once(&first, 10, 100 + TTL).await.unwrap(),
+        Enqueued::Queued
+    );
+    q.flush().await.unwrap();
+    q.enqueue_once(&edit_job("t1", "1", "page_updated:1:v3"), TTL, 100 + TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 105 + TTL).await.unwrap(),
+        Enqueued::Duplicate
+    );
+    assert_eq!(
+        q.enqueue_once(&first, TTL, 110 + TTL).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(q.pending().await.unwrap(), 5);
+}
+
 #[tokio::test]
 async fn expired_marks_are_swept_a_few_per_commit() {
     let dir = tempfile::tempdir().unwrap();
