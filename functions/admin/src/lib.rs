@@ -44,7 +44,7 @@ use understudy_web::request::json as json_response;
 use understudy_web::routes::{self, Function};
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
-    ForgeFrontDoor, UserSite, api_user,
+    ForgeFrontDoor, TenantCache, UserSite, api_user,
 };
 
 /// The admin function's settings on Lambda, read once at its cold start.
@@ -195,6 +195,12 @@ where
         }
     }
 
+    /// Reads tenants through the process's shared `cache`, and drops a tenant's settings from it when they are saved (so the process's webhooks use them at once).
+    pub fn with_tenant_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.auth = self.auth.with_tenant_cache(cache);
+        self
+    }
+
     /// Opens the Forge front door (`None`: Connect context tokens only).
     pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
         self.forge = forge;
@@ -338,6 +344,7 @@ where
                 self.clock.now_unix(),
             )
             .await?;
+        self.auth.tenant_cache().forget(admin.tenant_key()).await;
         tracing::info!(admin = %admin.user, back_to_default = empty, "tenant rules saved");
         Ok(json_response(
             StatusCode::OK,

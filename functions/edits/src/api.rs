@@ -33,7 +33,7 @@ use understudy_web::json::parse_json;
 use understudy_web::request::json as json_response;
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, Caller,
-    ConnectAuthenticator, ForgeFrontDoor, UserSite, api_user,
+    ConnectAuthenticator, ForgeFrontDoor, TenantCache, UserSite, api_user,
 };
 
 /// An edit request is a short list of operations.
@@ -115,6 +115,12 @@ where
             forge: None,
             edit_budget: DEFAULT_EDIT_BUDGET,
         }
+    }
+
+    /// Reads tenants through the process's shared `cache`.
+    pub fn with_tenant_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.auth = self.auth.with_tenant_cache(cache);
+        self
     }
 
     /// Opens the Forge front door (`None`: the API accepts Connect context JWTs only).

@@ -23,7 +23,7 @@ use understudy_web::request::empty;
 use understudy_web::routes::{self, Function};
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
-    ForgeFrontDoor, Invocation,
+    ForgeFrontDoor, Invocation, TenantCache,
 };
 
 /// The lifecycle function's settings on Lambda, read once at its cold start
@@ -99,6 +99,19 @@ where
     pub fn with_forge(mut self, forge: Option<ForgeFrontDoor<S, C>>) -> Self {
         self.forge = forge;
         self
+    }
+
+    /// Reads tenants through the process's shared `cache`, and drops a tenant from it after every
+    /// change this function makes (install, state, uninstall), so the process's other handlers see
+    /// the change at once.
+    pub fn with_tenant_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.requests = self.requests.with_tenant_cache(cache);
+        self
+    }
+
+    /// Drops the tenant from the process's cache: it has just changed.
+    async fn forget(&self, client_key: &ClientKey) {
+        self.requests.tenant_cache().forget(client_key).await;
     }
 
     /// The store (tests and the local app look into it).
@@ -188,6 +201,7 @@ where
                 )
             })?;
         let outcome = self.store.save_install(&tenant, now).await?;
+        self.forget(&tenant.client_key).await;
         self.link_forge_installation(&tenant, now).await?;
         if outcome == InstallOutcome::Updated {
             // A re-install may carry a new secret (rotation): tokens got under the old one go.
@@ -305,6 +319,7 @@ where
             .store
             .mark_uninstalled(&client_key, self.clock.now_unix())
             .await?;
+        self.forget(&client_key).await;
         tracing::info!(client_key = %client_key.as_str(), known, "uninstalled");
         Ok(empty(StatusCode::NO_CONTENT))
     }
@@ -327,9 +342,11 @@ where
             // The token's issuer is the tenant it verified with.
             require_issuer_is_client_key(caller.tenant.client_key.as_str(), &payload)?;
         }
-        let client_key = caller.tenant.client_key;
+        let client_key = caller.tenant.client_key.clone();
         tracing::Span::current().record("client_key", client_key.as_str());
-        if !self.store.set_state(&client_key, state, now).await? {
+        let changed = self.store.set_state(&client_key, state, now).await?;
+        self.forget(&client_key).await;
+        if !changed {
             // Uninstalled between the lookup and now.
             return Err(ApiError::Unauthorized("tenant is not installed".into()));
         }

@@ -33,7 +33,7 @@ use understudy_privacy::{
 use understudy_queue::LocalQueue;
 use understudy_store::EmbeddedStore;
 use understudy_web::routes::{self, Function};
-use understudy_web::{ApiError, ApiRequest, AppConfig, ForgeFrontDoor};
+use understudy_web::{ApiError, ApiRequest, AppConfig, ForgeFrontDoor, TenantCache};
 use understudy_webhooks::{Rules, Webhooks};
 
 /// Bodies above this are refused before any handler runs; every route's own limit is lower.
@@ -154,6 +154,7 @@ pub struct LocalApp {
     addr: SocketAddr,
     base_url: String,
     store: Arc<EmbeddedStore>,
+    tenants: Arc<TenantCache>,
     queue: LocalQueue,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -219,8 +220,12 @@ impl LocalApp {
             ForgeFrontDoor::from_config(&app_config, store.clone(), SystemClock)
                 .map_err(|e| StartError(e.to_string()))
         };
+        // One process, one cache of verified tenants: the lifecycle and admin handlers' writes
+        // drop what the webhook and API handlers hold, at once.
+        let tenants = Arc::new(TenantCache::default());
         let lifecycle = Lifecycle::new(app_config.clone(), store.clone(), keys, SystemClock)
             .map_err(|e| start_error("descriptor")(&e))?
+            .with_tenant_cache(tenants.clone())
             .with_forge(forge()?);
         let webhooks = Webhooks::new(
             app_config.clone(),
@@ -229,11 +234,13 @@ impl LocalApp {
             Arc::new(queue.clone()),
             SystemClock,
         )
+        .with_tenant_cache(tenants.clone())
         .with_forge(forge()?);
         let api_engine =
             understudy_edits::engine(client_config.clone(), store.clone(), &app_config.app_key)
                 .map_err(|e| start_error("Confluence client")(&e))?;
         let api = EditApi::new(app_config.clone(), store.clone(), api_engine, SystemClock)
+            .with_tenant_cache(tenants.clone())
             .with_forge(forge()?)
             .with_edit_budget(settings.edit_budget);
         let default_rules = Rules::document_from_env_value(lookup("EDIT_RULES").as_deref())
@@ -249,6 +256,7 @@ impl LocalApp {
             Arc::new(admin_confluence),
             SystemClock,
         )
+        .with_tenant_cache(tenants.clone())
         .with_forge(forge()?);
         let privacy = Arc::new(privacy_runner(client_config.clone(), store.clone())?);
         let worker_engine =
@@ -303,6 +311,7 @@ impl LocalApp {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             store,
+            tenants,
             queue,
             stop,
             server,
@@ -330,9 +339,16 @@ impl LocalApp {
         &self.base_url
     }
 
-    /// The store.
+    /// The store. A tenant or its settings changed here directly (not through the app's own
+    /// handlers) reach the running handlers within [`TenantCache::DEFAULT_TTL_SECONDS`], or at
+    /// once after [`LocalApp::tenant_cache`]'s `forget`.
     pub fn store(&self) -> &Arc<EmbeddedStore> {
         &self.store
+    }
+
+    /// The handlers' shared cache of verified tenants and their settings.
+    pub fn tenant_cache(&self) -> &Arc<TenantCache> {
+        &self.tenants
     }
 
     /// The queue.

@@ -31,7 +31,7 @@ use understudy_web::request::empty;
 use understudy_web::routes::{self, Function};
 use understudy_web::{
     Accept, ApiError, ApiRequest, ApiResponse, AppConfig, Authenticator, ConnectAuthenticator,
-    ForgeFrontDoor, Invocation,
+    ForgeFrontDoor, Invocation, TenantCache,
 };
 
 pub use payload::{ForgeEvent, PageEvent};
@@ -144,8 +144,17 @@ impl RuleCache {
         document: &serde_json::Value,
         now: i64,
     ) -> Result<Arc<Rules>, RulesError> {
-        let text = document.to_string();
-        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let digest: [u8; 32] = Sha256::digest(document.to_string().as_bytes()).into();
+        self.get_or_parse_digest(document, digest, now).await
+    }
+
+    /// The same, for a document whose digest (SHA-256 of its JSON text) is known already.
+    async fn get_or_parse_digest(
+        &self,
+        document: &serde_json::Value,
+        digest: [u8; 32],
+        now: i64,
+    ) -> Result<Arc<Rules>, RulesError> {
         if let Some(parsed) = self.by_document.get(&digest).await {
             if parsed.until > now {
                 return Ok(parsed.rules);
@@ -153,7 +162,7 @@ impl RuleCache {
             self.by_document.invalidate(&digest).await;
         }
         let parse = async {
-            Rules::parse(&text).map(|rules| ParsedRules {
+            Rules::parse(&document.to_string()).map(|rules| ParsedRules {
                 rules: Arc::new(rules),
                 until: now.saturating_add(RULE_CACHE_TTL_SECONDS),
             })
@@ -264,6 +273,12 @@ where
             deployment_document: tokio::sync::Mutex::new(None),
             forge: None,
         }
+    }
+
+    /// Reads tenants and their settings through the process's shared `cache`.
+    pub fn with_tenant_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.auth = self.auth.with_tenant_cache(cache);
+        self
     }
 
     /// Opens the Forge front door (`None` keeps `/forge/events` at 404).
@@ -411,24 +426,27 @@ where
         }
     }
 
-    /// The tenant's own rules, else the deployment's. `None` when the tenant's are invalid.
+    /// The tenant's own rules, else the deployment's. `None` when the tenant's are invalid. The
+    /// settings come through the process's tenant cache: a change made with the admin page
+    /// reaches a warm function within [`TenantCache::DEFAULT_TTL_SECONDS`].
     async fn rules_for(
         &self,
         tenant_key: &ClientKey,
         now: i64,
     ) -> Result<Option<Arc<Rules>>, ApiError> {
-        let Some(settings) = self
-            .store
-            .get_settings(tenant_key, now)
+        let Some(cached) = self
+            .auth
+            .tenant_cache()
+            .settings(&*self.store, tenant_key, now)
             .await?
-            .filter(|settings| !settings.document.is_null())
+            .filter(|cached| !cached.settings.document.is_null())
         else {
             // No document of the tenant's own (or an emptied one): the deployment's.
             return self.deployment_rules(now).await;
         };
         match self
             .tenant_rules
-            .get_or_parse(&settings.document, now)
+            .get_or_parse_digest(&cached.settings.document, cached.digest, now)
             .await
         {
             Ok(rules) => Ok(Some(rules)),

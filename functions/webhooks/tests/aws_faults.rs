@@ -1,4 +1,5 @@
-//! The webhook function on the AWS path when DynamoDB, SQS and KMS misbehave: built as its Lambda
+//! The webhook function on the AWS path: the calls a warm webhook makes, and what happens when
+//! DynamoDB, SQS and KMS misbehave. Built as its Lambda
 //! binary builds it (marks in DynamoDB, jobs in SQS FIFO, secrets under KMS), but with every AWS
 //! client pointed at a fault proxy in front of the local AWS-compatible server (moto, started by
 //! `bash tests/run.sh`). The proxy answers with the errors AWS sends, delays, drops, resets, or
@@ -102,10 +103,15 @@ impl World {
 
     /// Confluence delivers the page event (page 42, version 3, a matching title).
     async fn deliver(&self) -> ApiResponse {
+        self.deliver_page(3, "Release 1.0").await
+    }
+
+    /// Confluence delivers an update of page 42 to `version`, titled `title`.
+    async fn deliver_page(&self, version: u64, title: &str) -> ApiResponse {
         let body = json!({"userAccountId": "557058:alice", "accountType": "customer",
             "updateTrigger": "edit_page", "suppressNotifications": false,
-            "page": {"idAsString": "42", "id": 42, "title": "Release 1.0", "spaceKey": "DOCS",
-                     "version": 3, "contentType": "page", "creatorAccountId": "557058:alice",
+            "page": {"idAsString": "42", "id": 42, "title": title, "spaceKey": "DOCS",
+                     "version": version, "contentType": "page", "creatorAccountId": "557058:alice",
                      "lastModifierAccountId": "557058:alice"},
             "timestamp": 1631606188983_i64});
         let token = ConnectToken::for_post(TENANT, PATH, NOW)
@@ -203,6 +209,57 @@ impl World {
         assert_eq!(r.status(), 204, "a redelivery: {}", text(&r));
         assert_eq!(self.queued().await, [JOB_ID], "still one job");
     }
+}
+
+/// What a webhook costs on AWS, counted at the proxy. Cold (a new instance): the tenant (GetItem,
+/// its secret opened with KMS Decrypt), its settings and the deployment's (GetItem each), then the
+/// event's conditional mark (PutItem) and its job (SendMessage). Warm, the tenant cache holds the
+/// tenant, its secret and settings, and the deployment's rules are read once a minute: an event
+/// that is queued makes the mark and the send only, and one that matches no rule makes no call.
+#[tokio::test]
+async fn a_warm_webhook_makes_one_conditional_put_and_one_send() {
+    let world = World::new("calls").await;
+    let r = world.deliver_page(3, "Release 1.0").await;
+    assert_eq!(r.status(), 204, "{}", text(&r));
+    // (The table is made through the proxy when the function's store is built: not the event's.)
+    let cold: Vec<String> = world
+        .proxy
+        .seen()
+        .into_iter()
+        .map(|s| s.target)
+        .filter(|t| t != "DynamoDB_20120810.CreateTable")
+        .collect();
+    assert_eq!(
+        cold,
+        [
+            "DynamoDB_20120810.GetItem", // the tenant
+            "TrentService.Decrypt",      // its data key, once per instance
+            "DynamoDB_20120810.GetItem", // its settings
+            "DynamoDB_20120810.GetItem", // the deployment's rules
+            "DynamoDB_20120810.PutItem", // the event's mark, conditional
+            "AmazonSQS.SendMessage",     // the job
+        ]
+    );
+
+    for version in 4..24 {
+        let before = world.proxy.seen().len();
+        let r = world.deliver_page(version, "Release 1.0").await;
+        assert_eq!(r.status(), 204, "{}", text(&r));
+        let calls: Vec<String> = world.proxy.seen()[before..]
+            .iter()
+            .map(|s| s.target.clone())
+            .collect();
+        assert_eq!(
+            calls,
+            ["DynamoDB_20120810.PutItem", "AmazonSQS.SendMessage"],
+            "version {version}"
+        );
+        let before = world.proxy.seen().len();
+        let r = world.deliver_page(version, "Draft").await;
+        assert_eq!(r.status(), 204, "{}", text(&r));
+        assert_eq!(world.proxy.seen().len(), before, "no rule matches: no call");
+    }
+    assert_eq!(world.depth().await, 21);
 }
 
 fn text(r: &ApiResponse) -> String {

@@ -22,7 +22,7 @@ use understudy_domain::{
 };
 use understudy_queue::{EditJobMessage, MarkedQueue};
 use understudy_web::lambda::to_api_request;
-use understudy_web::{ApiResponse, AppConfig};
+use understudy_web::{ApiResponse, AppConfig, TenantCache};
 use understudy_webhooks::{Rules, Webhooks};
 
 const RULES: &str = r#"{"restricted_pages": "grant", "rules": [
@@ -34,6 +34,19 @@ struct Fixture {
     app: Webhooks<MemoryStore, MarkedQueue<MemoryStore, RecordingQueue>, FixedClock>,
     store: Arc<MemoryStore>,
     queue: Arc<RecordingQueue>,
+    /// The function's cache of verified tenants and settings.
+    tenants: Arc<TenantCache>,
+}
+
+impl Fixture {
+    /// The tenant was just changed in the store, as the same process's lifecycle or admin handler
+    /// does it: they drop it from the shared cache. (A change by another process is seen within
+    /// the cache's expiry: `shared/web/tests/tenant_cache.rs`.)
+    async fn changed(&self, client_key: &str) {
+        self.tenants
+            .forget(&ClientKey::parse(client_key).unwrap())
+            .await;
+    }
 }
 
 async fn install(store: &MemoryStore, client_key: &str, secret: &str) {
@@ -50,14 +63,21 @@ async fn fixture() -> Fixture {
     install(&store, "tenant-a", "secret-a").await;
     install(&store, "tenant-b", "secret-b").await;
     let queue = Arc::new(RecordingQueue::default());
+    let tenants = Arc::new(TenantCache::default());
     let app = Webhooks::new(
         config,
         Rules::parse(RULES).unwrap(),
         store.clone(),
         Arc::new(MarkedQueue::new(store.clone(), queue.clone())),
         FixedClock(NOW),
-    );
-    Fixture { app, store, queue }
+    )
+    .with_tenant_cache(tenants.clone());
+    Fixture {
+        app,
+        store,
+        queue,
+        tenants,
+    }
 }
 
 fn page_event(page_id: u64, title: &str, space: &str, version: u64) -> Value {
@@ -250,6 +270,7 @@ async fn tokens_that_do_not_verify_and_tenants_that_left_get_401() {
         .mark_uninstalled(&ClientKey::parse("tenant-a").unwrap(), NOW)
         .await
         .unwrap();
+    f.changed("tenant-a").await;
     let r = deliver(&f, path, "tenant-a", "secret-a", &body).await;
     assert_eq!(r.status(), 401, "a stale webhook after uninstall");
     assert!(jobs(&f).is_empty());
@@ -337,6 +358,7 @@ async fn a_tenants_own_rules_replace_the_default_and_invalid_ones_apply_nothing(
         .put_settings(&a, &TenantSettings { document: own }, NOW)
         .await
         .unwrap();
+    f.changed("tenant-a").await;
     deliver(
         &f,
         "/webhooks/page_created",
@@ -366,6 +388,7 @@ async fn a_tenants_own_rules_replace_the_default_and_invalid_ones_apply_nothing(
         .put_settings(&a, &TenantSettings { document: broken }, NOW)
         .await
         .unwrap();
+    f.changed("tenant-a").await;
     let r = deliver(
         &f,
         "/webhooks/page_created",

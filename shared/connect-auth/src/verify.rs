@@ -54,6 +54,15 @@ pub trait TenantSecrets: Send + Sync {
 
     /// The tenant's shared secret.
     fn shared_secret<'t>(&self, tenant: &'t Self::Tenant) -> &'t SecretString;
+
+    /// The tenant read again, for a token that [`TenantSecrets::find_tenant`]'s secret did not
+    /// verify: a lookup that caches tenants returns a fresher read here (the secret may have been
+    /// rotated since), or `None` when it has nothing fresher to offer. A lookup that always reads
+    /// the store has nothing to add: the default is `None`.
+    async fn find_tenant_again(&self, client_key: &str) -> Result<Option<Self::Tenant>, AuthError> {
+        let _ = client_key;
+        Ok(None)
+    }
 }
 
 /// Checks HS256 tokens signed with a tenant's shared secret.
@@ -208,6 +217,9 @@ impl<C: Clock> Hs256Verifier<C> {
     /// Verifies a request from a tenant: reads the issuer (unverified) only to find the tenant's
     /// secret, then verifies everything with that secret.
     ///
+    /// A token the tenant's secret does not verify is tried once more with the tenant
+    /// [`TenantSecrets::find_tenant_again`] gives (a cache's fresher read).
+    ///
     /// An unknown issuer ([`AuthError::UnknownIssuer`]) and a bad signature
     /// ([`AuthError::BadSignature`]) read the same to the caller, and an unknown issuer's token is
     /// still put through an HMAC (with a decoy key, result discarded) so that the verifier's own
@@ -226,7 +238,18 @@ impl<C: Clock> Hs256Verifier<C> {
             std::hint::black_box(self.verify(token, decoy_secret(), request, mode)).ok();
             return Err(AuthError::UnknownIssuer);
         };
-        let claims = self.verify(token, lookup.shared_secret(&tenant), request, mode)?;
-        Ok(Verified { tenant, claims })
+        match self.verify(token, lookup.shared_secret(&tenant), request, mode) {
+            Ok(claims) => Ok(Verified { tenant, claims }),
+            // Only a bad signature can mean "the secret changed": anything else fails the same
+            // way with any secret.
+            Err(AuthError::BadSignature) => {
+                let Some(tenant) = lookup.find_tenant_again(&issuer).await? else {
+                    return Err(AuthError::BadSignature);
+                };
+                let claims = self.verify(token, lookup.shared_secret(&tenant), request, mode)?;
+                Ok(Verified { tenant, claims })
+            }
+            Err(err) => Err(err),
+        }
     }
 }

@@ -6,13 +6,17 @@
 //! somewhere, so the writer appends it here first, answers, and applies it to redb right after,
 //! with redb's own fsync every [`crate::local`] checkpoint interval instead of every batch.
 //!
-//! The file has a fixed size, written once with zeros so that later writes change no metadata
-//! (`fdatasync` then flushes data pages only). Records are written from offset 0 after every
-//! checkpoint, so the file holds, in order: this cycle's records, then what is left of earlier
-//! cycles. Recovery reads records while each is whole (its length and checksum hold) and its
+//! The file grows to a fixed size in steps of [`GROWTH_STEP`] zeros, written ahead of the records,
+//! so that most appends change no metadata (`fdatasync` then flushes data pages only) and a new
+//! file costs nothing at start. Records are written from offset 0 after every checkpoint, so the
+//! file holds, in order: this cycle's records, then what is left of earlier cycles. Recovery reads records while each is whole (its length and checksum hold) and its
 //! sequence number is higher than the one before: earlier cycles' records have lower numbers, and a
 //! record torn by a crash fails its checksum. Only records never acknowledged can be torn: the
 //! writer answers after the `fdatasync`.
+//!
+//! Opening reads records one after the other and stops at the first that is not whole, so it
+//! reads what the last run left unapplied, not the whole file; after a clean stop
+//! ([`Journal::clear`]) that is nothing.
 //!
 //! Record: `len: u32 LE | checksum: 8 bytes | body (len bytes)`; body: `seq: u64 LE | flags: u8 |
 //! [mark id: 16 bytes | mark expiry: i64 LE] if flags & 1 | job bytes`. The checksum is the first
@@ -41,6 +45,12 @@ pub(crate) struct Record {
 
 const HEADER: usize = 4 + 8;
 const FLAG_MARK: u8 = 1;
+
+/// How far ahead of the records the file is filled with zeros at a time.
+pub(crate) const GROWTH_STEP: u64 = 1024 * 1024;
+
+/// How much of the file opening reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
 
 fn checksum(len: &[u8; 4], body: &[u8]) -> [u8; 8] {
     let digest = Sha256::new()
@@ -104,13 +114,16 @@ impl Record {
 pub(crate) struct Journal {
     file: File,
     capacity: u64,
+    /// How much of the file exists (zeros past the records, up to `capacity`).
+    len: u64,
     /// Where the next record goes.
     offset: u64,
 }
 
 impl Journal {
-    /// Opens `path` (creating it, `capacity` bytes of zeros, made durable) and returns the records
-    /// of the current cycle, in order. Appends go after them until [`Journal::restart`].
+    /// Opens `path` (creating it empty) and returns the records of the current cycle, in order.
+    /// Appends go after them until [`Journal::restart`]. The file grows up to `capacity` bytes
+    /// (or keeps the size it has, if larger).
     pub(crate) fn open(path: &Path, capacity: u64) -> io::Result<(Self, Vec<Record>)> {
         let file = OpenOptions::new()
             .read(true)
@@ -118,34 +131,13 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let size = file.metadata()?.len();
-        if size < capacity {
-            // Written, not just sized: writes into the file later change no metadata.
-            let zeros = vec![0; 1024 * 1024];
-            let mut at = size;
-            while at < capacity {
-                let n = usize::try_from((capacity - at).min(zeros.len() as u64)).unwrap_or(0);
-                file.write_all_at(zeros.get(..n).unwrap_or_default(), at)?;
-                at += n as u64;
-            }
-            file.sync_all()?;
-        }
-        let capacity = capacity.max(size);
-        let mut bytes = vec![0; usize::try_from(capacity).unwrap_or(usize::MAX)];
-        file.read_exact_at(&mut bytes, 0)?;
-        let mut records: Vec<Record> = Vec::new();
-        let mut offset = 0;
-        while let Some((record, len)) = bytes.get(offset..).and_then(Record::decode) {
-            if records.last().is_some_and(|last| record.seq <= last.seq) {
-                break; // what is left of an earlier cycle
-            }
-            records.push(record);
-            offset += len;
-        }
+        let len = file.metadata()?.len();
+        let (records, offset) = read_cycle(&file, len)?;
         let journal = Self {
             file,
-            capacity,
-            offset: offset as u64,
+            capacity: capacity.max(len),
+            len,
+            offset,
         };
         Ok((journal, records))
     }
@@ -157,16 +149,37 @@ impl Journal {
         for record in records {
             record.encode_into(&mut bytes);
         }
-        if self.offset.saturating_add(bytes.len() as u64) > self.capacity {
+        let end = self.offset.saturating_add(bytes.len() as u64);
+        if end > self.capacity {
             return Ok(false);
+        }
+        if end > self.len {
+            self.grow(end)?;
         }
         self.file.write_all_at(&bytes, self.offset)?;
         self.file.sync_data()?;
-        self.offset += bytes.len() as u64;
+        self.offset = end;
         Ok(true)
     }
 
-    /// The file's size in bytes.
+    /// Writes zeros from the file's end to past `end` (a [`GROWTH_STEP`] ahead, within the
+    /// capacity). The append's own `fdatasync` makes them and the new size durable.
+    fn grow(&mut self, end: u64) -> io::Result<()> {
+        let target = end
+            .saturating_add(GROWTH_STEP)
+            .min(self.capacity)
+            .max(end);
+        let zeros = vec![0; usize::try_from(GROWTH_STEP).unwrap_or(1024 * 1024)];
+        while self.len < target {
+            let n = (target - self.len).min(zeros.len() as u64);
+            let chunk = zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default();
+            self.file.write_all_at(chunk, self.len)?;
+            self.len += n;
+        }
+        Ok(())
+    }
+
+    /// The file's size in bytes, when full grown.
     pub(crate) fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -175,6 +188,58 @@ impl Journal {
     pub(crate) fn restart(&mut self) {
         self.offset = 0;
     }
+
+    /// Empties the journal for the next open (which then reads nothing): the first record's header
+    /// is zeroed, durably. Call only once every record is durable elsewhere (a clean stop).
+    pub(crate) fn clear(&mut self) -> io::Result<()> {
+        if self.len >= HEADER as u64 {
+            self.file.write_all_at(&[0; HEADER], 0)?;
+            self.file.sync_data()?;
+        }
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+/// The records of the cycle at the start of `file` (`len` bytes), and where they end: records in
+/// order while each is whole and numbered above the one before.
+fn read_cycle(file: &File, len: u64) -> io::Result<(Vec<Record>, u64)> {
+    let mut records: Vec<Record> = Vec::new();
+    // `buffer` holds the file from `start`; `at` is where the next record begins within it.
+    let mut buffer = Vec::new();
+    let (mut start, mut at) = (0u64, 0usize);
+    loop {
+        if let Some((record, size)) = buffer.get(at..).and_then(Record::decode) {
+            if records.last().is_some_and(|last| record.seq <= last.seq) {
+                break; // what is left of an earlier cycle
+            }
+            records.push(record);
+            at += size;
+            continue;
+        }
+        // Not whole in the buffer: read on, unless the file ends or no record could be this long.
+        let wanted = buffer
+            .get(at..at.saturating_add(4))
+            .and_then(|l| l.try_into().ok())
+            .map_or(HEADER, |l: [u8; 4]| {
+                HEADER.saturating_add(usize::try_from(u32::from_le_bytes(l)).unwrap_or(usize::MAX))
+            });
+        let have = buffer.len() - at;
+        let next = start + buffer.len() as u64;
+        if have >= wanted || next >= len {
+            break;
+        }
+        // Keep only the unread part, then read at least what the record needs.
+        buffer.drain(..at);
+        start += at as u64;
+        at = 0;
+        let more = (wanted - have).max(READ_CHUNK) as u64;
+        let n = usize::try_from(more.min(len - next)).unwrap_or(0);
+        let old = buffer.len();
+        buffer.resize(old + n, 0);
+        file.read_exact_at(buffer.get_mut(old..).unwrap_or_default(), next)?;
+    }
+    Ok((records, start + at as u64))
 }
 
 #[cfg(test)]
@@ -241,6 +306,52 @@ mod tests {
         assert_eq!(found, vec![record(1, true)]);
         // Appends go after the last whole record.
         assert_eq!(journal.offset, first.len() as u64);
+    }
+
+    /// Opening a new journal writes nothing; appends grow the file a step ahead of them, up to
+    /// its capacity.
+    #[test]
+    fn a_new_journal_costs_nothing_to_open_and_grows_ahead_of_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let capacity = 2 * GROWTH_STEP;
+        let (mut journal, found) = Journal::open(&path, capacity).unwrap();
+        assert!(found.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        journal.append(&[record(1, true)]).unwrap();
+        let grown = std::fs::metadata(&path).unwrap().len();
+        assert!(grown > GROWTH_STEP && grown < 2 * GROWTH_STEP, "{grown}");
+        // A record bigger than the step still fits, and the file never passes its capacity.
+        let big = Record {
+            seq: 2,
+            mark: None,
+            job: vec![b'x'; usize::try_from(GROWTH_STEP).unwrap() + 10],
+        };
+        assert!(journal.append(std::slice::from_ref(&big)).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), capacity);
+        drop(journal);
+        let (_, found) = Journal::open(&path, capacity).unwrap();
+        assert_eq!(found, vec![record(1, true), big]);
+    }
+
+    /// After a clean stop the next open reads nothing, whatever the file held.
+    #[test]
+    fn a_cleared_journal_opens_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut journal, _) = Journal::open(&path, 64 * 1024).unwrap();
+        journal
+            .append(&[record(1, true), record(2, false)])
+            .unwrap();
+        journal.clear().unwrap();
+        drop(journal);
+        let (mut journal, found) = Journal::open(&path, 64 * 1024).unwrap();
+        assert!(found.is_empty());
+        assert_eq!(journal.offset, 0);
+        journal.append(&[record(3, false)]).unwrap();
+        drop(journal);
+        let (_, found) = Journal::open(&path, 64 * 1024).unwrap();
+        assert_eq!(found, vec![record(3, false)]);
     }
 
     #[test]

@@ -400,6 +400,12 @@ impl Writer {
                 self.forward_flush(done);
             }
         }
+        // A clean stop: once the applier has everything, the next open has nothing to read.
+        if self.wait_applied(self.cycle_last.unwrap_or(0)).is_ok()
+            && let Err(err) = self.journal.clear()
+        {
+            tracing::warn!(error = %err, "local queue: the journal could not be cleared (read again at the next open)");
+        }
         // Dropping `to_apply` lets the applier finish what it was handed, then end.
     }
 

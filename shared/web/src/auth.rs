@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use connect_auth::{Clock, QshMode};
 use understudy_domain::{AccountId, Tenant, TenantStore};
 
+use crate::tenant_cache::TenantCache;
 use crate::tenants::TenantAuth;
 use crate::{ApiError, ApiRequest};
 
@@ -41,8 +42,9 @@ pub enum Credential {
 /// A verified caller.
 #[derive(Debug)]
 pub struct Caller {
-    /// The tenant whose secret verified the request. Every read and write is keyed by it.
-    pub tenant: Tenant,
+    /// The tenant whose secret verified the request. Every read and write is keyed by it. Shared
+    /// with the process's [`crate::TenantCache`].
+    pub tenant: Arc<Tenant>,
     /// The user the request is made for, when the credential names one (`sub`). Always present for
     /// [`Accept::UserContextToken`].
     pub user: Option<AccountId>,
@@ -79,6 +81,18 @@ impl<S: TenantStore + ?Sized, C: Clock + Clone> ConnectAuthenticator<S, C> {
             store,
             tokens: TenantAuth::new(clock, base_path),
         }
+    }
+
+    /// The same, reading tenants through the process's shared `cache` (the local app shares one
+    /// between its handlers, so that a lifecycle or settings write reaches every one at once).
+    pub fn with_tenant_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.tokens = self.tokens.with_cache(cache);
+        self
+    }
+
+    /// The cache tenants are read through: drop a tenant from it after changing it.
+    pub fn tenant_cache(&self) -> &Arc<TenantCache> {
+        self.tokens.cache()
     }
 }
 

@@ -13,6 +13,8 @@
 //!   installation recorded);
 //! - [`user::api_user`]: the person calling the app's own API, through either door;
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
+//! - [`tenant_cache::TenantCache`]: verified tenants and their settings, kept a short while per
+//!   process;
 //! - [`lambda`] (feature `lambda`): the kit of the Lambda entry points (settings read once, logs,
 //!   the deployed store, an HTTP function served in one call).
 
@@ -29,6 +31,7 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod telemetry;
+pub mod tenant_cache;
 pub mod tenants;
 pub mod user;
 
@@ -40,6 +43,7 @@ pub use forge::{ForgeCaller, ForgeFrontDoor, Invocation};
 pub use json::parse_json;
 pub use request::ApiRequest;
 pub use response::ApiResponse;
+pub use tenant_cache::{CachedSettings, TenantCache};
 pub use tenants::{StoreTenants, TenantAuth};
 pub use understudy_core::TenantHosts;
 pub use user::{UserSite, api_user};

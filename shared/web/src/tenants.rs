@@ -1,48 +1,87 @@
-//! connect-auth's tenant lookup, over the tenant store.
+//! connect-auth's tenant lookup, over the tenant store (through the process's [`TenantCache`]).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use connect_auth::{
     AuthError, CONTEXT_TOKEN_MAX_LIFETIME_SECONDS, Clock, Hs256Verifier, QshMode, SecretString,
     TenantSecrets, TokenSource, Verified, extract_token_from,
 };
-use understudy_domain::{ClientKey, Tenant, TenantState, TenantStore};
+use understudy_domain::{ClientKey, StoreError, Tenant, TenantState, TenantStore};
 
+use crate::tenant_cache::TenantCache;
 use crate::{ApiError, ApiRequest};
 
-/// Finds the tenant that signed a request. Unknown and uninstalled tenants are both "no tenant":
-/// once uninstalled, requests signed with the old secret are refused (401).
+/// Finds the tenant that signed a request, through `cache` when there is one. Unknown and
+/// uninstalled tenants are both "no tenant": once uninstalled, requests signed with the old secret
+/// are refused (401).
 #[derive(Debug)]
 pub struct StoreTenants<'a, S: ?Sized> {
     store: &'a S,
     now: i64,
+    cache: Option<&'a TenantCache>,
 }
 
 impl<'a, S: ?Sized> StoreTenants<'a, S> {
-    /// A lookup at time `now` (unix seconds).
+    /// A lookup at time `now` (unix seconds) that reads the store every time.
     pub fn new(store: &'a S, now: i64) -> Self {
-        Self { store, now }
+        Self {
+            store,
+            now,
+            cache: None,
+        }
+    }
+
+    /// The same lookup through `cache`.
+    pub fn cached(self, cache: &'a TenantCache) -> Self {
+        Self {
+            cache: Some(cache),
+            ..self
+        }
+    }
+}
+
+/// A tenant read (however) as the verifier wants it: a live tenant, else none.
+fn live(
+    client_key: &str,
+    read: Result<Option<Arc<Tenant>>, StoreError>,
+) -> Result<Option<Arc<Tenant>>, AuthError> {
+    match read {
+        Ok(Some(tenant)) if tenant.state != TenantState::Uninstalled => Ok(Some(tenant)),
+        Ok(_) => Ok(None),
+        Err(err) => {
+            tracing::warn!(client_key = %client_key, error = %err, "tenant lookup failed");
+            Err(AuthError::LookupUnavailable)
+        }
     }
 }
 
 #[async_trait]
 impl<S: TenantStore + ?Sized> TenantSecrets for StoreTenants<'_, S> {
-    type Tenant = Tenant;
+    type Tenant = Arc<Tenant>;
 
-    async fn find_tenant(&self, client_key: &str) -> Result<Option<Tenant>, AuthError> {
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<Arc<Tenant>>, AuthError> {
         let Ok(key) = ClientKey::parse(client_key) else {
             return Ok(None);
         };
-        match self.store.get_tenant(&key, self.now).await {
-            Ok(Some(tenant)) if tenant.state != TenantState::Uninstalled => Ok(Some(tenant)),
-            Ok(_) => Ok(None),
-            Err(err) => {
-                tracing::warn!(client_key = %client_key, error = %err, "tenant lookup failed");
-                Err(AuthError::LookupUnavailable)
-            }
-        }
+        let read = match self.cache {
+            Some(cache) => cache.tenant(self.store, &key, self.now).await,
+            None => (self.store.get_tenant(&key, self.now).await).map(|t| t.map(Arc::new)),
+        };
+        live(client_key, read)
     }
 
-    fn shared_secret<'t>(&self, tenant: &'t Tenant) -> &'t SecretString {
+    async fn find_tenant_again(&self, client_key: &str) -> Result<Option<Arc<Tenant>>, AuthError> {
+        let (Some(cache), Ok(key)) = (self.cache, ClientKey::parse(client_key)) else {
+            return Ok(None);
+        };
+        live(
+            client_key,
+            cache.reload_tenant(self.store, &key, self.now).await,
+        )
+    }
+
+    fn shared_secret<'t>(&self, tenant: &'t Arc<Tenant>) -> &'t SecretString {
         &tenant.shared_secret
     }
 }
@@ -56,12 +95,16 @@ impl<S: TenantStore + ?Sized> TenantSecrets for StoreTenants<'_, S> {
 /// - [`TenantAuth::verify_api`]: the app's own API, called with context JWTs: token in the
 ///   `Authorization` header only, `qsh = context-qsh`, lifetime at most
 ///   [`CONTEXT_TOKEN_MAX_LIFETIME_SECONDS`] and issued no longer ago than that (plus the leeway).
+///
+/// Tenants are read through a [`TenantCache`]: one of its own, or the process's shared one
+/// ([`TenantAuth::with_cache`]).
 #[derive(Debug, Clone)]
 pub struct TenantAuth<C> {
     verifier: Hs256Verifier<C>,
     api_verifier: Hs256Verifier<C>,
     clock: C,
     base_path: String,
+    cache: Arc<TenantCache>,
 }
 
 impl<C: Clock + Clone> TenantAuth<C> {
@@ -73,7 +116,20 @@ impl<C: Clock + Clone> TenantAuth<C> {
                 .max_lifetime(CONTEXT_TOKEN_MAX_LIFETIME_SECONDS),
             clock,
             base_path: base_path.to_owned(),
+            cache: Arc::new(TenantCache::default()),
         }
+    }
+
+    /// The same, reading tenants through `cache` (shared with the process's other handlers, so
+    /// that their writes reach it).
+    pub fn with_cache(mut self, cache: Arc<TenantCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache tenants are read through.
+    pub fn cache(&self) -> &Arc<TenantCache> {
+        &self.cache
     }
 
     /// The verified tenant and claims of `request`, or why not (401, or 503 when the store is down).
@@ -86,7 +142,7 @@ impl<C: Clock + Clone> TenantAuth<C> {
         store: &S,
         request: &ApiRequest,
         mode: QshMode,
-    ) -> Result<Verified<Tenant>, ApiError> {
+    ) -> Result<Verified<Arc<Tenant>>, ApiError> {
         match mode {
             QshMode::Computed => {
                 self.verify_with(
@@ -111,7 +167,7 @@ impl<C: Clock + Clone> TenantAuth<C> {
         &self,
         store: &S,
         request: &ApiRequest,
-    ) -> Result<Verified<Tenant>, ApiError> {
+    ) -> Result<Verified<Arc<Tenant>>, ApiError> {
         self.verify_with(
             store,
             request,
@@ -129,9 +185,9 @@ impl<C: Clock + Clone> TenantAuth<C> {
         source: TokenSource,
         verifier: &Hs256Verifier<C>,
         mode: QshMode,
-    ) -> Result<Verified<Tenant>, ApiError> {
+    ) -> Result<Verified<Arc<Tenant>>, ApiError> {
         let token = extract_token_from(source, request.authorization(), &request.raw_query)?;
-        let tenants = StoreTenants::new(store, self.clock.now_unix());
+        let tenants = StoreTenants::new(store, self.clock.now_unix()).cached(&self.cache);
         let parts = request.parts(&self.base_path);
         let verified = verifier.verify_request(&tenants, token, &parts, mode).await;
         if let Err(err) = &verified {
@@ -187,7 +243,7 @@ mod tests {
         sign_hs256(&claims, &SecretString::from(SECRET)).unwrap()
     }
 
-    fn refusal(result: Result<Verified<Tenant>, ApiError>) -> String {
+    fn refusal(result: Result<Verified<Arc<Tenant>>, ApiError>) -> String {
         let err = result.unwrap_err();
         assert!(matches!(err, ApiError::Unauthorized(_)), "{err:?}");
         let response = err.into_response("understudy");

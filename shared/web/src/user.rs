@@ -3,6 +3,8 @@
 //! Forge UI invocation (`Authorization: Bearer <FIT>` naming the user, with the user's own token).
 //! Either way the handler gets the tenant's key, the user, and the door to act through.
 
+use std::sync::Arc;
+
 use connect_auth::{Clock, SecretString};
 use understudy_core::{Door, ForgeDoor, Invoker};
 use understudy_domain::{
@@ -17,7 +19,7 @@ use crate::{ApiError, ApiRequest};
 #[derive(Debug)]
 pub enum UserSite {
     /// A Connect context JWT of this tenant.
-    Connect(Tenant),
+    Connect(Arc<Tenant>),
     /// A Forge UI invocation of this installation, with the user's own token.
     Forge {
         /// The installation (its tenant key, its latest system token).

@@ -111,6 +111,8 @@ pub async fn run_forge() -> Result<String, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
+    // As the admin page's save does: the running handlers read the settings again at once.
+    app.tenant_cache().forget(&tenant_key).await;
     sim.edit_page_as(
         &demo.alice,
         &demo.view_restricted_page,
