@@ -67,6 +67,21 @@ pub(crate) struct RawClaims {
 }
 
 impl RawClaims {
+    /// Reads the claims segment's JSON, which must be an object. serde would also fill this struct
+    /// from an eight-element array; jsonwebtoken's own claim reading refused every array, and the
+    /// HS256 verifier, which no longer goes through jsonwebtoken, refuses them the same way.
+    pub(crate) fn from_json(json: &[u8]) -> Result<Self, AuthError> {
+        let not_json = || AuthError::Malformed("a segment is not JSON");
+        // JSON whitespace, as serde_json skips it.
+        let first = json
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
+        if first == Some(&b'[') {
+            return Err(not_json());
+        }
+        serde_json::from_slice(json).map_err(|_| not_json())
+    }
+
     /// Requires `iss`, `iat` and `exp` (Atlassian's Java reader requires `exp` and `iat`;
     /// the Node one does not, and so accepts tokens that never expire).
     pub(crate) fn into_claims(self) -> Result<Claims, AuthError> {

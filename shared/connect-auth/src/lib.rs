@@ -14,6 +14,7 @@ pub mod claims;
 pub mod clock;
 pub mod dangerous;
 pub mod error;
+mod hs256;
 pub mod install;
 pub mod keys;
 pub mod mint;

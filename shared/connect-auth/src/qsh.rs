@@ -60,7 +60,52 @@ impl<'a> RequestParts<'a> {
 
     /// The query-string hash of this request: lower-case hex SHA-256 of [`Self::canonical`].
     pub fn qsh(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical().as_bytes()))
+        hex::encode(self.qsh_digest())
+    }
+
+    /// [`Self::qsh`] as bytes, without allocating: what a qsh claim is compared with.
+    pub(crate) fn qsh_hex(&self) -> [u8; 64] {
+        let hex_digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + (n - 10) };
+        let mut out = [0_u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.qsh_digest()) {
+            if let [high, low] = pair {
+                *high = hex_digit(byte >> 4);
+                *low = hex_digit(byte & 0x0f);
+            }
+        }
+        out
+    }
+
+    /// SHA-256 of [`Self::canonical`], hashed as it is written rather than from a string.
+    fn qsh_digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        write_canonical(&mut hasher, self);
+        hasher.finalize().into()
+    }
+}
+
+/// Where a canonical request is written: a `String`, or straight into its hash.
+trait Sink {
+    fn push_str(&mut self, s: &str);
+    /// Pushes one ASCII byte (never called with another).
+    fn push_ascii(&mut self, byte: u8);
+}
+
+impl Sink for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+    fn push_ascii(&mut self, byte: u8) {
+        self.push(char::from(byte));
+    }
+}
+
+impl Sink for Sha256 {
+    fn push_str(&mut self, s: &str) {
+        self.update(s.as_bytes());
+    }
+    fn push_ascii(&mut self, byte: u8) {
+        self.update([byte]);
     }
 }
 
@@ -69,12 +114,27 @@ pub fn canonical_request(request: &RequestParts<'_>) -> String {
     let mut out = String::with_capacity(
         request.method.len() + request.raw_path.len() + request.raw_query.len() + 8,
     );
-    out.push_str(&request.method.to_ascii_uppercase());
-    out.push('&');
-    push_canonical_path(&mut out, request.raw_path, request.base_path);
-    out.push('&');
-    push_canonical_query(&mut out, request.raw_query);
+    write_canonical(&mut out, request);
     out
+}
+
+fn write_canonical(out: &mut impl Sink, request: &RequestParts<'_>) {
+    push_ascii_uppercase(out, request.method);
+    out.push_ascii(b'&');
+    push_canonical_path(out, request.raw_path, request.base_path);
+    out.push_ascii(b'&');
+    push_canonical_query(out, request.raw_query);
+}
+
+/// `str::to_ascii_uppercase`, written to `out`.
+fn push_ascii_uppercase(out: &mut impl Sink, s: &str) {
+    if !s.bytes().any(|b| b.is_ascii_lowercase()) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        out.push_str(c.to_ascii_uppercase().encode_utf8(&mut [0; 4]));
+    }
 }
 
 /// Strips `base_path` from `path` on a segment boundary: `/app` strips from `/app/x` and `/app`, never
@@ -90,7 +150,7 @@ fn strip_base_path<'p>(path: &'p str, base_path: &str) -> &'p str {
     }
 }
 
-fn push_canonical_path(out: &mut String, raw_path: &str, base_path: &str) {
+fn push_canonical_path(out: &mut impl Sink, raw_path: &str, base_path: &str) {
     let path = strip_base_path(raw_path, base_path);
     // Java: empty -> "/", "&" -> "%26", ensure a leading "/", drop one trailing "/" when longer than 1.
     let path = if path.len() > 1 {
@@ -99,7 +159,7 @@ fn push_canonical_path(out: &mut String, raw_path: &str, base_path: &str) {
         path
     };
     if !path.starts_with('/') {
-        out.push('/');
+        out.push_ascii(b'/');
     }
     for (i, piece) in path.split('&').enumerate() {
         if i > 0 {
@@ -120,16 +180,16 @@ fn form_decode(component: &str) -> String {
 }
 
 /// Percent-encodes everything but the RFC 3986 unreserved set, upper-case hex (`*` → `%2A`, space → `%20`).
-fn push_encoded(out: &mut String, value: &str) {
+fn push_encoded(out: &mut impl Sink, value: &str) {
     // Upper-case hex digit of a nibble (0..=15).
-    let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'A' + (n - 10) });
+    let hex = |n: u8| if n < 10 { b'0' + n } else { b'A' + (n - 10) };
     for &b in value.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
+            out.push_ascii(b);
         } else {
-            out.push('%');
-            out.push(hex(b >> 4));
-            out.push(hex(b & 0x0f));
+            out.push_ascii(b'%');
+            out.push_ascii(hex(b >> 4));
+            out.push_ascii(hex(b & 0x0f));
         }
     }
 }
@@ -146,7 +206,7 @@ fn utf16_order(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-fn push_canonical_query(out: &mut String, raw_query: &str) {
+fn push_canonical_query(out: &mut impl Sink, raw_query: &str) {
     if raw_query.is_empty() {
         return;
     }
@@ -166,14 +226,14 @@ fn push_canonical_query(out: &mut String, raw_query: &str) {
     }
     for (i, (name, values)) in params.iter_mut().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.push_ascii(b'&');
         }
         out.push_str(name);
-        out.push('=');
+        out.push_ascii(b'=');
         values.sort_by(|a, b| utf16_order(a, b));
         for (j, value) in values.iter().enumerate() {
             if j > 0 {
-                out.push(',');
+                out.push_ascii(b',');
             }
             push_encoded(out, value);
         }

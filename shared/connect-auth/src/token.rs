@@ -95,6 +95,7 @@ fn has_jwt_parameter(raw_query: &str) -> bool {
 pub(crate) struct Segments<'a> {
     pub header: &'a str,
     pub claims: &'a str,
+    pub signature: &'a str,
 }
 
 pub(crate) fn split(token: &str) -> Result<Segments<'_>, AuthError> {
@@ -103,7 +104,11 @@ pub(crate) fn split(token: &str) -> Result<Segments<'_>, AuthError> {
     }
     let mut parts = token.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(header), Some(claims), Some(_signature), None) => Ok(Segments { header, claims }),
+        (Some(header), Some(claims), Some(signature), None) => Ok(Segments {
+            header,
+            claims,
+            signature,
+        }),
         _ => Err(AuthError::Malformed("not three dot-separated parts")),
     }
 }
@@ -129,15 +134,31 @@ pub struct JoseHeader {
 
 pub(crate) fn header(token: &str) -> Result<JoseHeader, AuthError> {
     let bytes = decode_segment(split(token)?.header, "header is not base64url")?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not a JSON object"))
+    parse_header(&bytes)
+}
+
+fn parse_header(json: &[u8]) -> Result<JoseHeader, AuthError> {
+    serde_json::from_slice(json).map_err(|_| AuthError::Malformed("header is not a JSON object"))
+}
+
+fn check_alg(header: &JoseHeader, expected: &'static str) -> Result<(), AuthError> {
+    if header.alg != expected {
+        return Err(AuthError::WrongAlgorithm { expected });
+    }
+    Ok(())
 }
 
 /// Requires the header to name exactly `expected`, before any key is chosen: an attacker never
 /// gets to pick the algorithm (`none`, or HS256 keyed with a public key).
 pub(crate) fn require_alg(token: &str, expected: &'static str) -> Result<JoseHeader, AuthError> {
     let header = header(token)?;
-    if header.alg != expected {
-        return Err(AuthError::WrongAlgorithm { expected });
-    }
+    check_alg(&header, expected)?;
     Ok(header)
+}
+
+/// [`require_alg`] on a header segment already split off the token; returns the header's JSON.
+pub(crate) fn require_alg_in(segment: &str, expected: &'static str) -> Result<Vec<u8>, AuthError> {
+    let json = decode_segment(segment, "header is not base64url")?;
+    check_alg(&parse_header(&json)?, expected)?;
+    Ok(json)
 }

@@ -4,14 +4,15 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::claims::{Claims, RawClaims};
+use crate::claims::Claims;
 use crate::clock::{Clock, SystemClock};
 use crate::dangerous;
 use crate::error::AuthError;
+use crate::hs256;
 use crate::qsh::{CONTEXT_QSH, RequestParts};
 use crate::token::require_alg;
 
@@ -71,7 +72,6 @@ pub struct Hs256Verifier<C = SystemClock> {
     leeway_seconds: i64,
     max_lifetime_seconds: Option<i64>,
     clock: C,
-    validation: Validation,
 }
 
 impl Default for Hs256Verifier<SystemClock> {
@@ -153,12 +153,13 @@ pub(crate) fn check_qsh(
     request: &RequestParts<'_>,
 ) -> Result<(), AuthError> {
     let claimed = claimed.ok_or(AuthError::MissingQsh)?;
-    let matches = |expected: &str| bool::from(claimed.as_bytes().ct_eq(expected.as_bytes()));
+    let matches = |expected: &[u8]| bool::from(claimed.as_bytes().ct_eq(expected));
     match mode {
-        QshMode::Context if matches(CONTEXT_QSH) => Ok(()),
+        QshMode::Context if matches(CONTEXT_QSH.as_bytes()) => Ok(()),
         QshMode::Context => Err(AuthError::QshMismatch),
         QshMode::Computed if claimed == CONTEXT_QSH => Err(AuthError::ContextQshNotAllowed),
-        QshMode::Computed if matches(&request.qsh()) => Ok(()),
+        // The request's qsh in lower-case hex: an upper-case claim does not match.
+        QshMode::Computed if matches(&request.qsh_hex()) => Ok(()),
         QshMode::Computed => Err(AuthError::QshMismatch),
     }
 }
@@ -170,7 +171,6 @@ impl<C: Clock> Hs256Verifier<C> {
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
             max_lifetime_seconds: None,
             clock,
-            validation: signature_only(Algorithm::HS256),
         }
     }
 
@@ -198,12 +198,7 @@ impl<C: Clock> Hs256Verifier<C> {
         request: &RequestParts<'_>,
         mode: QshMode,
     ) -> Result<Claims, AuthError> {
-        require_alg(token, "HS256")?;
-        let key = DecodingKey::from_secret(secret.expose_secret().as_bytes())
-            .map_err(|_| AuthError::BadSignature)?;
-        let raw = jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation)
-            .map_err(|e| map_jwt_error(&e))?
-            .claims;
+        let raw = hs256::verify_signature(token, secret.expose_secret().as_bytes())?;
         let claims = raw.into_claims()?;
         let now = self.clock.now_unix();
         check_times(&claims, now, self.leeway_seconds)?;
