@@ -2,7 +2,7 @@
 # Load and timing runs for understudy, by hand (not CI). Figures go to stdout; RESULTS.md keeps the
 # last ones with the commands behind them.
 #
-#   bash tests/load/run.sh [load] [diag] [coldstart] [bench] [soak]   (no argument: load coldstart bench)
+#   bash tests/load/run.sh [load] [memory] [diag] [coldstart] [bench] [soak]   (no argument: load coldstart bench)
 #
 # load       The webhook acknowledgement path of the local app (verify HS256 + qsh, tenant lookup,
 #            rule match, idempotency mark, enqueue) under wrk, side by side with `hello-floor` (a
@@ -13,13 +13,20 @@
 #                every request carries a new page version, so each is a new event that is queued;
 #              - the app runs with EDIT_RULES matching every event, ALLOWED_TENANT_HOSTS=127.0.0.1,
 #                EDIT_MAX_RECEIVES=1;
-#              - for CONNS in $CONN_LEVELS: the floor, a fresh app as run (its worker draining the
-#                queue on the same cores), and a fresh app with LOCAL_WORKER=off (the
-#                acknowledgement path alone), each for DURATION (wrk measures over its
+#              - for CONNS in $CONN_LEVELS: the floor; a fresh app whose rules match nothing (the
+#                acknowledgement path: verify, tenant, rules, 204); a fresh app with LOCAL_WORKER=off
+#                (the durable path alone: every event marked and queued before its 204); a fresh app
+#                as run (its worker draining the queue on the same cores); each for DURATION (wrk measures over its
 #                whole duration, so runs are bounded by time; MAX_REQUESTS per wrk thread is only a
 #                safety stop, and a run that hits it is flagged because its requests/s would be
 #                wrong). Prints p50/p90/p99, requests/s, the app/floor ratio, and the app's peak
 #                memory (VmHWM) after the load. The app's run must reach 10 000 requests.
+#              - PASS/FAIL against issue 19's bounds: the acknowledgement path at 0.8 or more of
+#                the floor's requests/s, the durable path at 0.3 or more, and at 50 connections
+#                each p99 within 3x the floor's; run.sh ends non-zero when one fails.
+# memory     Whether the app's memory is bounded: the app as run (worker on) under MEMORY_ROUNDS (8)
+#            back-to-back 50-connection wrk runs of DURATION, its RSS after each with the events so
+#            far: it rises while the redb page caches (32 MiB each) fill, then stays flat.
 # diag       Where the webhook path's time goes: the same app with DATA_DIR on tmpfs (/dev/shm: fsync
 #            costs nothing there); the app with rules that match nothing (the path stops before the
 #            idempotency mark and the enqueue, i.e. without its store write); and a count of
@@ -100,7 +107,7 @@ wanted() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; don
 
 need cargo
 need python3
-if wanted load || wanted diag; then need wrk; fi
+if wanted load || wanted diag || wanted memory; then need wrk; fi
 
 if [ -z "${SKIP_BUILD:-}" ]; then
     say "building (release): understudy, load-tests, the four Lambda binaries"
@@ -176,6 +183,25 @@ print(f"  ratio {label}/floor at c={conns}: p50 x{f(app,'p50_us')/f(floor,'p50_u
 EOF
 }
 
+# Issue 19's bounds: throughput at least MIN of the floor's; at 50 connections, p99 at most 3x.
+# Prints PASS or FAIL per bound (and counts the failures in VERDICT_FAILS).
+VERDICT_FAILS=0
+verdict() { # CONNS FLOOR_LINE APP_LINE LABEL MIN
+    local out
+    out="$(python3 - "$@" <<'EOF'
+import re, sys
+conns, floor, app, label, least = sys.argv[1], dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[2])), dict(re.findall(r"(\w+)=([\d.]+)", sys.argv[3])), sys.argv[4], float(sys.argv[5])
+share = float(app["rps"]) / float(floor["rps"])
+print(f"  {'PASS' if share >= least else 'FAIL'}: {label} throughput {share:.2f} of the floor's at c={conns} (bound: {least})")
+if conns == "50":
+    times = float(app["p99_us"]) / float(floor["p99_us"])
+    print(f"  {'PASS' if times <= 3 else 'FAIL'}: {label} p99 x{times:.2f} the floor's at c=50 (bound: x3)")
+EOF
+)"
+    echo "$out"
+    VERDICT_FAILS=$((VERDICT_FAILS + $(grep -c '^  FAIL' <<<"$out" || true)))
+}
+
 if wanted load; then
     say "load: $TENANTS tenants, $DURATION per run, wrk -t$WRK_THREADS"
     floor_port="$(free_port)"
@@ -191,27 +217,38 @@ if wanted load; then
     for conns in $CONN_LEVELS; do
         wrk_run "floor (hello-floor)" "http://127.0.0.1:$floor_port" "$conns" "$WORK/webhooks.lua" "$FLOOR_PID"
         floor="$LAST"
+        # The acknowledgement path: verified, tenant found (cached), rules matched, none applies.
+        RULES="$NO_MATCH_RULES"
+        start_app "$WORK/data-c$conns-ack" "$WORK/webhooks-c$conns-ack.lua"
+        RULES="$MATCHING_RULES"
+        wrk_run "app, no rule matches" "$APP_URL" "$conns" "$WORK/webhooks-c$conns-ack.lua" "$APP_PID"
+        ack="$LAST"
+        ratio "$conns" "$floor" "$ack" "ack path"
+        verdict "$conns" "$floor" "$ack" "ack path" 0.8
+        stop_pid "$APP_PID"
+        # The durable path alone: every event marked and queued before its 204, LOCAL_WORKER=off
+        # so that no edit competes for the cores.
+        start_app "$WORK/data-c$conns-off" "$WORK/webhooks-c$conns-off.lua" env LOCAL_WORKER=off
+        wrk_run "app, queued, worker off" "$APP_URL" "$conns" "$WORK/webhooks-c$conns-off.lua" "$APP_PID"
+        durable="$LAST"
+        if [ "$(field requests "$durable")" -lt 10000 ]; then
+            echo "  WARNING: fewer than 10 000 requests reached the app: raise DURATION" >&2
+        fi
+        ratio "$conns" "$floor" "$durable" "durable path"
+        verdict "$conns" "$floor" "$durable" "durable path" 0.3
+        echo "  app (worker off) peak memory after the load: VmHWM $(hwm "$APP_PID")"
+        stop_pid "$APP_PID"
         # As run: the worker drains the queue meanwhile (every job fails at once on the closed
         # port and is dead-lettered: the busiest the worker can be), on the same two cores.
         start_app "$WORK/data-c$conns" "$WORK/webhooks-c$conns.lua"
-        wrk_run "app (webhook path)" "$APP_URL" "$conns" "$WORK/webhooks-c$conns.lua" "$APP_PID"
-        app="$LAST"
-        if [ "$(field requests "$app")" -lt 10000 ]; then
-            echo "  WARNING: fewer than 10 000 requests reached the app: raise DURATION" >&2
-        fi
-        ratio "$conns" "$floor" "$app" app
+        wrk_run "app, queued, worker on" "$APP_URL" "$conns" "$WORK/webhooks-c$conns.lua" "$APP_PID"
+        ratio "$conns" "$floor" "$LAST" "as run"
         echo "  app peak memory after the load: VmHWM $(hwm "$APP_PID")"
         python3 - "$WORK/data-c$conns" <<'EOF' || true
 import os, sys
 d = sys.argv[1]
 print("  data directory: " + ", ".join(f"{n} {os.path.getsize(os.path.join(d, n)) / 1048576:.1f} MiB" for n in sorted(os.listdir(d))))
 EOF
-        stop_pid "$APP_PID"
-        # The acknowledgement path alone: LOCAL_WORKER=off, so no edit competes for the cores.
-        start_app "$WORK/data-c$conns-off" "$WORK/webhooks-c$conns-off.lua" env LOCAL_WORKER=off
-        wrk_run "app, worker off" "$APP_URL" "$conns" "$WORK/webhooks-c$conns-off.lua" "$APP_PID"
-        ratio "$conns" "$floor" "$LAST" "app (worker off)"
-        echo "  app (worker off) peak memory after the load: VmHWM $(hwm "$APP_PID")"
         stop_pid "$APP_PID"
     done
     echo "floor peak memory: VmHWM $(hwm "$FLOOR_PID")"
@@ -233,6 +270,24 @@ print(f"one 4 KiB write + fdatasync in the data directory's file system: p50 {st
       f"p99 {samples[int(len(samples) * 0.99)] * 1e6:.0f} us (500 samples)")
 EOF
     stop_pid "$FLOOR_PID"
+fi
+
+if wanted memory; then
+    say "memory: the app as run (worker on) under ${MEMORY_ROUNDS:-8} back-to-back 50-connection runs of $DURATION"
+    start_app "$WORK/data-memory" "$WORK/webhooks-memory.lua"
+    total=0
+    for round in $(seq 1 "${MEMORY_ROUNDS:-8}"); do
+        wrk_run "app, round $round" "$APP_URL" 50 "$WORK/webhooks-memory.lua" "$APP_PID" >/dev/null
+        total=$((total + $(field requests "$LAST")))
+        rss="$(awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$APP_PID/status")"
+        echo "  after $total events: RSS $rss, peak $(hwm "$APP_PID")  [load: $(cut -d' ' -f1-3 /proc/loadavg)]"
+    done
+    python3 - "$WORK/data-memory" <<'EOF' || true
+import os, sys
+d = sys.argv[1]
+print("  data directory: " + ", ".join(f"{n} {os.path.getsize(os.path.join(d, n)) / 1048576:.1f} MiB" for n in sorted(os.listdir(d))))
+EOF
+    stop_pid "$APP_PID"
 fi
 
 if wanted diag; then
@@ -322,4 +377,8 @@ if wanted bench; then
     cargo bench -p understudy-store --bench store
 fi
 say "done"
-exit "$SOAK_RC"
+if [ "$VERDICT_FAILS" -gt 0 ]; then
+    echo "load: $VERDICT_FAILS bound(s) of issue 19 not met (FAIL lines above)" >&2
+fi
+[ "$SOAK_RC" -ne 0 ] && exit "$SOAK_RC"
+[ "$VERDICT_FAILS" -eq 0 ]

@@ -165,14 +165,13 @@ impl Journal {
     /// Writes zeros from the file's end to past `end` (a [`GROWTH_STEP`] ahead, within the
     /// capacity). The append's own `fdatasync` makes them and the new size durable.
     fn grow(&mut self, end: u64) -> io::Result<()> {
-        let target = end
-            .saturating_add(GROWTH_STEP)
-            .min(self.capacity)
-            .max(end);
+        let target = end.saturating_add(GROWTH_STEP).min(self.capacity).max(end);
         let zeros = vec![0; usize::try_from(GROWTH_STEP).unwrap_or(1024 * 1024)];
         while self.len < target {
             let n = (target - self.len).min(zeros.len() as u64);
-            let chunk = zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default();
+            let chunk = zeros
+                .get(..usize::try_from(n).unwrap_or(0))
+                .unwrap_or_default();
             self.file.write_all_at(chunk, self.len)?;
             self.len += n;
         }

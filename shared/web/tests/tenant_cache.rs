@@ -141,7 +141,11 @@ async fn warm_webhooks_read_the_tenant_once_per_expiry() {
     assert_eq!(f.store.tenant_reads(), 1);
     f.clock.advance(1);
     f.send("client-1", "secret-one").await.unwrap();
-    assert_eq!(f.store.tenant_reads(), 2, "read again once its expiry is reached");
+    assert_eq!(
+        f.store.tenant_reads(),
+        2,
+        "read again once its expiry is reached"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +200,11 @@ async fn an_uninstall_or_a_disable_elsewhere_is_seen_within_the_expiry() {
         .await
         .unwrap();
     let cached = f.send("client-1", "secret-one").await.unwrap();
-    assert_ne!(cached.tenant.state, TenantState::Disabled, "still the cached read");
+    assert_ne!(
+        cached.tenant.state,
+        TenantState::Disabled,
+        "still the cached read"
+    );
     f.clock.advance(TenantCache::DEFAULT_TTL_SECONDS);
     let fresh = f.send("client-1", "secret-one").await.unwrap();
     assert_eq!(fresh.tenant.state, TenantState::Disabled);
@@ -237,7 +245,11 @@ async fn forged_tokens_cannot_force_a_read_per_request() {
                 Err(ApiError::Unauthorized(_))
             ));
         }
-        assert_eq!(f.store.tenant_reads(), 1 + second, "one read per second at most");
+        assert_eq!(
+            f.store.tenant_reads(),
+            1 + second,
+            "one read per second at most"
+        );
     }
     // The genuine secret still works all along, from the cache.
     let before = f.store.tenant_reads();
@@ -279,15 +291,29 @@ async fn settings_are_read_once_per_expiry_and_again_after_a_forget() {
     assert!(cache.settings(&store, &key, NOW).await.unwrap().is_none());
     let document = json!({"rules": []});
     store
-        .put_settings(&key, &TenantSettings { document: document.clone() }, NOW)
+        .put_settings(
+            &key,
+            &TenantSettings {
+                document: document.clone(),
+            },
+            NOW,
+        )
         .await
         .unwrap();
     assert!(
-        cache.settings(&store, &key, NOW + 1).await.unwrap().is_none(),
+        cache
+            .settings(&store, &key, NOW + 1)
+            .await
+            .unwrap()
+            .is_none(),
         "cached"
     );
     cache.forget(&key).await;
-    let read = cache.settings(&store, &key, NOW + 1).await.unwrap().unwrap();
+    let read = cache
+        .settings(&store, &key, NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.settings.document, document);
     assert_eq!(store.settings_reads.load(Ordering::SeqCst), 2);
 }
