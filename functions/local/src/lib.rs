@@ -210,7 +210,10 @@ impl LocalApp {
         );
         let queue = LocalQueue::open(&settings.data_dir)
             .map_err(|e| start_error("cannot open the queue in DATA_DIR")(&e))?;
-        let http = HttpKeyProvider::default_client().map_err(|e| start_error("HTTP client")(&e))?;
+        // One HTTP client (one load of the system's root certificates) for the install keys and
+        // every Confluence client of the process.
+        let http = understudy_confluence::http_client(&client_config)
+            .map_err(|e| start_error("HTTP client")(&e))?;
         let keys = match &app_config.connect_keys_url {
             Some(url) => HttpKeyProvider::configured(http, url),
             None => HttpKeyProvider::atlassian(http),

@@ -80,6 +80,43 @@ impl fmt::Debug for ConfluenceClient {
     }
 }
 
+/// The HTTP client for `config`: one per process and settings, shared by every [`ConfluenceClient`]
+/// built with them (and by whoever else asks, e.g. the local app's install-key fetches).
+///
+/// Why shared: reqwest's client holds a connection pool meant to be reused, and building one
+/// loads and parses the system's root certificates (about 2 ms here), which the local app did once
+/// per client at start. A handful of distinct settings exist per process; past
+/// [`SHARED_HTTP_CLIENTS`] a client is built on its own.
+pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ConfigError> {
+    static SHARED: std::sync::Mutex<Vec<(String, Duration, reqwest::Client)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, _, client)) = shared.iter().find(|(agent, timeout, _)| {
+        *agent == config.user_agent && *timeout == config.connect_timeout
+    }) {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .build()
+        .map_err(|_| ConfigError::HttpClient)?;
+    if shared.len() < SHARED_HTTP_CLIENTS {
+        shared.push((
+            config.user_agent.clone(),
+            config.connect_timeout,
+            client.clone(),
+        ));
+    }
+    Ok(client)
+}
+
+/// Distinct settings whose HTTP client [`http_client`] shares, at most.
+pub const SHARED_HTTP_CLIENTS: usize = 8;
+
 impl ConfluenceClient {
     /// A client on the system clock, sleeping for real between retries.
     pub fn new(
@@ -102,12 +139,7 @@ impl ConfluenceClient {
         clock: Arc<dyn Clock>,
         pause: Arc<dyn Pause>,
     ) -> Result<Self, ConfigError> {
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|_| ConfigError::HttpClient)?;
+        let http = http_client(&config)?;
         let tokens = ImpersonationTokens::new(
             http.clone(),
             config.clone(),

@@ -28,7 +28,7 @@ mod retry;
 mod single_flight;
 mod tokens;
 
-pub use client::{ConfluenceClient, CurrentUser, Session};
+pub use client::{ConfluenceClient, CurrentUser, SHARED_HTTP_CLIENTS, Session, http_client};
 pub use config::{
     ClientConfig, ConfigError, ENV_ALLOW_HTTP_LOOPBACK, ENV_FORGE_GRAPHQL_URL, ENV_OAUTH_URL,
     ENV_REPORT_ACCOUNTS_URL, ENV_RETRY_DEADLINE_SECONDS, OAUTH_SERVER_FEDRAMP,

@@ -392,6 +392,9 @@ mod http {
     /// The most a key server may send: a PEM public key is under 1 KiB.
     const MAX_KEY_BYTES: usize = 16 * 1024;
 
+    /// How long one key fetch may take in all, inside an install callback.
+    const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// Fetches install keys over HTTPS from `<base>/<kid>`, trying each base in turn.
     #[derive(Debug, Clone)]
     pub struct HttpKeyProvider {
@@ -430,11 +433,12 @@ mod http {
             }
         }
 
-        /// A client with the timeouts a key fetch should have inside an install callback.
+        /// A client with the timeouts a key fetch should have inside an install callback (each
+        /// fetch is also bounded by [`KEY_FETCH_TIMEOUT`] on its own, whatever client it uses).
         pub fn default_client() -> Result<reqwest::Client, KeyError> {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(5))
+                .timeout(KEY_FETCH_TIMEOUT)
                 .build()
                 .map_err(|e| KeyError::Unavailable(format!("HTTP client: {e}")))
         }
@@ -444,6 +448,8 @@ mod http {
             let mut response = self
                 .client
                 .get(&url)
+                // Per request, so that a client shared with other work bounds it too.
+                .timeout(KEY_FETCH_TIMEOUT)
                 .send()
                 .await
                 .map_err(|e| KeyError::Unavailable(format!("{base}: {}", e.without_url())))?;
