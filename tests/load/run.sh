@@ -32,7 +32,8 @@
 #            idempotency mark and the enqueue, i.e. without its store write); and a count of
 #            the fsync-family system calls per request (strace -c, a separate, slower run).
 # profile    Where the app's CPU goes on the webhook path: perf record (call graphs) of the app under
-#            wrk at PROFILE_CONNS (50) connections, then perf report's heaviest entries. Needs
+#            wrk at PROFILE_CONNS (50) connections (PROFILE_PATH=ack: rules that match nothing;
+#            the worker off either way), then perf report's heaviest entries. Needs
 #            perf, and a build that keeps symbols: CARGO_TARGET_DIR=/tmp/prof-target CARGO_PROFILE_RELEASE_STRIP=none
 #            CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (run.sh passes both through to cargo).
 # soak       A bounded soak of the local app (`soak`, tests/load/src/bin/soak.rs; issue 18): the
@@ -328,8 +329,11 @@ fi
 
 if wanted profile; then
     need perf
-    say "profile: perf record of the app at ${PROFILE_CONNS:-50} connections"
-    start_app "$WORK/data-perf" "$WORK/webhooks-perf.lua"
+    say "profile: perf record of the app at ${PROFILE_CONNS:-50} connections, ${PROFILE_PATH:-durable} path"
+    # PROFILE_PATH=ack: rules that match nothing (the acknowledgement path alone).
+    [ "${PROFILE_PATH:-durable}" = ack ] && RULES="$NO_MATCH_RULES"
+    start_app "$WORK/data-perf" "$WORK/webhooks-perf.lua" env LOCAL_WORKER=off
+    RULES="$MATCHING_RULES"
     perf record -F 999 -g -o "$WORK/perf.data" -p "$APP_PID" >/dev/null 2>&1 &
     PERF_PID=$!
     wrk_run "app under perf" "$APP_URL" "${PROFILE_CONNS:-50}" "$WORK/webhooks-perf.lua" "$APP_PID"

@@ -237,9 +237,20 @@ pub struct Webhooks<S: ?Sized, I: ?Sized, C = SystemClock> {
     auth: ConnectAuthenticator<S, C>,
     clock: C,
     tenant_rules: RuleCache,
-    /// The deployment's stored document, read at most once a minute.
-    deployment_document: tokio::sync::Mutex<Option<(i64, Option<serde_json::Value>)>>,
+    /// The deployment's rules as last read (at most once a minute), shared by every event without
+    /// a lock held across an await: events only read it.
+    deployment: std::sync::RwLock<Option<DeploymentRules>>,
+    /// Held by the one event that reads the deployment's rules again when they are due.
+    deployment_refresh: tokio::sync::Mutex<()>,
     forge: Option<ForgeFrontDoor<S, C>>,
+}
+
+/// The deployment's rules and when they were read. `rules` is `None` when the stored document is
+/// invalid (nothing is applied until it is fixed).
+#[derive(Debug)]
+struct DeploymentRules {
+    read_at: i64,
+    rules: Option<Arc<Rules>>,
 }
 
 /// How long the deployment's stored rules document is used before it is read again: a change
@@ -270,7 +281,8 @@ where
             auth,
             clock,
             tenant_rules: RuleCache::default(),
-            deployment_document: tokio::sync::Mutex::new(None),
+            deployment: std::sync::RwLock::new(None),
+            deployment_refresh: tokio::sync::Mutex::new(()),
             forge: None,
         }
     }
@@ -463,37 +475,46 @@ where
     /// all), else `EDIT_RULES` (the local app). Read at most once a
     /// [`DEPLOYMENT_RULES_REFRESH_SECONDS`]; `None` when the stored document is invalid.
     async fn deployment_rules(&self, now: i64) -> Result<Option<Arc<Rules>>, ApiError> {
-        let document = {
-            let mut cached = self.deployment_document.lock().await;
-            match &*cached {
-                Some((read_at, document))
-                    if now.saturating_sub(*read_at) < DEPLOYMENT_RULES_REFRESH_SECONDS =>
-                {
-                    document.clone()
-                }
-                _ => {
-                    let document = self
-                        .store
-                        .get_settings(&ClientKey::deployment(), now)
-                        .await?
-                        .map(|settings| settings.document)
-                        .filter(|document| !document.is_null());
-                    *cached = Some((now, document.clone()));
-                    document
-                }
-            }
-        };
-        let Some(document) = document else {
-            return Ok(Some(self.default_rules.clone()));
-        };
-        match self.tenant_rules.get_or_parse(&document, now).await {
-            Ok(rules) => Ok(Some(rules)),
-            Err(err) => {
-                tracing::error!(error = %err,
-                    "the deployment's stored edit rules are invalid: none applied");
-                Ok(None)
-            }
+        if let Some(rules) = self.fresh_deployment_rules(now) {
+            return Ok(rules);
         }
+        let _refreshing = self.deployment_refresh.lock().await;
+        // Another event may have read them while this one waited.
+        if let Some(rules) = self.fresh_deployment_rules(now) {
+            return Ok(rules);
+        }
+        let document = self
+            .store
+            .get_settings(&ClientKey::deployment(), now)
+            .await?
+            .map(|settings| settings.document)
+            .filter(|document| !document.is_null());
+        let rules = match document {
+            None => Some(self.default_rules.clone()),
+            Some(document) => match self.tenant_rules.get_or_parse(&document, now).await {
+                Ok(rules) => Some(rules),
+                Err(err) => {
+                    tracing::error!(error = %err,
+                        "the deployment's stored edit rules are invalid: none applied");
+                    None
+                }
+            },
+        };
+        if let Ok(mut held) = self.deployment.write() {
+            *held = Some(DeploymentRules {
+                read_at: now,
+                rules: rules.clone(),
+            });
+        }
+        Ok(rules)
+    }
+
+    /// The deployment's rules as held, unless they are due to be read again.
+    fn fresh_deployment_rules(&self, now: i64) -> Option<Option<Arc<Rules>>> {
+        let held = self.deployment.read().ok()?;
+        held.as_ref()
+            .filter(|held| now.saturating_sub(held.read_at) < DEPLOYMENT_RULES_REFRESH_SECONDS)
+            .map(|held| held.rules.clone())
     }
 }
 
