@@ -320,7 +320,12 @@ where
     }
 
     /// Verifies, decides and queues one event.
-    #[tracing::instrument(skip_all, fields(event = %event, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
+    ///
+    /// Its span is at `debug`: at `info` the span alone (made, its fields formatted and recorded,
+    /// closed) cost 8 % of the acknowledgement path's throughput under load. Every line this path
+    /// logs at `info` or above names its `client_key` (and `job_id`, which holds the event and the
+    /// page) in its own fields.
+    #[tracing::instrument(level = "debug", skip_all, fields(event = %event, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
     pub async fn accept(
         &self,
         event: WebhookEvent,
@@ -351,8 +356,9 @@ where
             .await
     }
 
-    /// Verifies, decides and queues one Forge product event.
-    #[tracing::instrument(skip_all, fields(event = tracing::field::Empty, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
+    /// Verifies, decides and queues one Forge product event (its span at `debug`, as
+    /// [`Webhooks::accept`]'s).
+    #[tracing::instrument(level = "debug", skip_all, fields(event = tracing::field::Empty, client_key = tracing::field::Empty, page_id = tracing::field::Empty))]
     pub async fn accept_forge(&self, request: &ApiRequest) -> Result<Accepted, ApiError> {
         let forge = self.forge.as_ref().ok_or(ApiError::NotFound)?;
         let body = request.json_body(MAX_WEBHOOK_BODY)?;

@@ -8,15 +8,23 @@
 //!
 //! The file grows to a fixed size in steps of [`GROWTH_STEP`] zeros, written ahead of the records,
 //! so that most appends change no metadata (`fdatasync` then flushes data pages only) and a new
-//! file costs nothing at start. Records are written from offset 0 after every checkpoint, so the
-//! file holds, in order: this cycle's records, then what is left of earlier cycles. Recovery reads records while each is whole (its length and checksum hold) and its
+//! file costs nothing at start.
+//!
+//! The file is two halves used in turn. Records are appended to one half; when it is full, the
+//! writer moves to the other, once every record in that one is applied (usually long since: the
+//! applier is a few milliseconds behind). A single area would have to wait, each time it filled,
+//! for the applier to apply everything in it, the records of the last few milliseconds included,
+//! which stalled every answer for a commit's time several times a second under load. When
+//! everything written is applied, writing starts over at the beginning of the first half
+//! ([`Journal::restart`]). Each half holds, in order: its cycle's records, then what is left of its
+//! earlier cycles. Recovery reads records while each is whole (its length and checksum hold) and its
 //! sequence number is higher than the one before: earlier cycles' records have lower numbers, and a
 //! record torn by a crash fails its checksum. Only records never acknowledged can be torn: the
 //! writer answers after the `fdatasync`.
 //!
-//! Opening reads records one after the other and stops at the first that is not whole, so it
-//! reads what the last run left unapplied, not the whole file; after a clean stop
-//! ([`Journal::clear`]) that is nothing.
+//! Opening reads each half's records one after the other and stops at the first that is not whole
+//! (or not numbered above the one before), so it reads what the last run left, not the whole
+//! file; after a clean stop ([`Journal::clear`]) that is nothing.
 //!
 //! Record: `len: u32 LE | checksum: 8 bytes | body (len bytes)`; body: `seq: u64 LE | flags: u8 |
 //! [mark id: 16 bytes | mark expiry: i64 LE] if flags & 1 | job bytes`. The checksum is the first
@@ -118,6 +126,10 @@ pub(crate) struct Journal {
     len: u64,
     /// Where the next record goes.
     offset: u64,
+    /// The half being written (0 or 1).
+    half: usize,
+    /// The last sequence number written in each half since it was last started.
+    last_in: [Option<u64>; 2],
 }
 
 impl Journal {
@@ -132,25 +144,47 @@ impl Journal {
             .truncate(false)
             .open(path)?;
         let len = file.metadata()?.len();
-        let (records, offset) = read_cycle(&file, len)?;
+        let capacity = capacity.max(len);
+        let (mut records, offset) = read_cycle(&file, 0, len)?;
+        let (second, _) = read_cycle(&file, capacity / 2, len)?;
+        // (A file written before the halves may hold one cycle across the middle: read twice.)
+        records.extend(second);
+        records.sort_by_key(|record| record.seq);
+        records.dedup_by_key(|record| record.seq);
         let journal = Self {
             file,
-            capacity: capacity.max(len),
+            capacity,
             len,
             offset,
+            half: 0,
+            last_in: [None, None],
         };
         Ok((journal, records))
     }
 
+    /// Where half `half` begins and ends.
+    fn bounds(&self, half: usize) -> (u64, u64) {
+        let middle = self.capacity / 2;
+        if half == 0 {
+            (0, middle)
+        } else {
+            (middle, self.capacity)
+        }
+    }
+
     /// Appends `records` and waits until they are on disk. `Ok(false)`: they do not fit in what is
-    /// left of the file (nothing was written): [`Journal::restart`] after a checkpoint first.
+    /// left of the half being written (nothing was written): [`Journal::switch`] once the other
+    /// half's records are applied ([`Journal::other_half_last`]), or [`Journal::restart`].
     pub(crate) fn append(&mut self, records: &[Record]) -> io::Result<bool> {
+        let Some(last) = records.last() else {
+            return Ok(true);
+        };
         let mut bytes = Vec::new();
         for record in records {
             record.encode_into(&mut bytes);
         }
         let end = self.offset.saturating_add(bytes.len() as u64);
-        if end > self.capacity {
+        if end > self.bounds(self.half).1 {
             return Ok(false);
         }
         if end > self.len {
@@ -159,7 +193,25 @@ impl Journal {
         self.file.write_all_at(&bytes, self.offset)?;
         self.file.sync_data()?;
         self.offset = end;
+        if let Some(slot) = self.last_in.get_mut(self.half) {
+            *slot = Some(last.seq);
+        }
         Ok(true)
+    }
+
+    /// The last sequence number written in the half not being written, if any since it was last
+    /// started: every record up to it must be applied before [`Journal::switch`].
+    pub(crate) fn other_half_last(&self) -> Option<u64> {
+        self.last_in.get(1 - self.half).copied().flatten()
+    }
+
+    /// Moves to the start of the other half. Call only once its records are durable elsewhere.
+    pub(crate) fn switch(&mut self) {
+        self.half = 1 - self.half;
+        self.offset = self.bounds(self.half).0;
+        if let Some(slot) = self.last_in.get_mut(self.half) {
+            *slot = None;
+        }
     }
 
     /// Writes zeros from the file's end to past `end` (a [`GROWTH_STEP`] ahead, within the
@@ -183,30 +235,36 @@ impl Journal {
         self.capacity
     }
 
-    /// Starts a new cycle: call only once every record so far is durable elsewhere.
+    /// Starts over at the beginning of the first half: call only once every record so far is
+    /// durable elsewhere.
     pub(crate) fn restart(&mut self) {
+        self.half = 0;
         self.offset = 0;
+        self.last_in = [None, None];
     }
 
-    /// Empties the journal for the next open (which then reads nothing): the first record's header
-    /// is zeroed, durably. Call only once every record is durable elsewhere (a clean stop).
+    /// Empties the journal for the next open (which then reads nothing): each half's first record
+    /// header is zeroed, durably. Call only once every record is durable elsewhere (a clean stop).
     pub(crate) fn clear(&mut self) -> io::Result<()> {
-        if self.len >= HEADER as u64 {
-            self.file.write_all_at(&[0; HEADER], 0)?;
-            self.file.sync_data()?;
+        for half in [0, 1] {
+            let start = self.bounds(half).0;
+            if self.len >= start.saturating_add(HEADER as u64) {
+                self.file.write_all_at(&[0; HEADER], start)?;
+            }
         }
-        self.offset = 0;
+        self.file.sync_data()?;
+        self.restart();
         Ok(())
     }
 }
 
-/// The records of the cycle at the start of `file` (`len` bytes), and where they end: records in
+/// The records of the cycle at `from` in `file` (`len` bytes), and where they end: records in
 /// order while each is whole and numbered above the one before.
-fn read_cycle(file: &File, len: u64) -> io::Result<(Vec<Record>, u64)> {
+fn read_cycle(file: &File, from: u64, len: u64) -> io::Result<(Vec<Record>, u64)> {
     let mut records: Vec<Record> = Vec::new();
     // `buffer` holds the file from `start`; `at` is where the next record begins within it.
     let mut buffer = Vec::new();
-    let (mut start, mut at) = (0u64, 0usize);
+    let (mut start, mut at) = (from, 0usize);
     loop {
         if let Some((record, size)) = buffer.get(at..).and_then(Record::decode) {
             if records.last().is_some_and(|last| record.seq <= last.seq) {
@@ -313,24 +371,55 @@ mod tests {
     fn a_new_journal_costs_nothing_to_open_and_grows_ahead_of_its_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let capacity = 2 * GROWTH_STEP;
-        let (mut journal, found) = Journal::open(&path, capacity).unwrap();
-        assert!(found.is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        journal.append(&[record(1, true)]).unwrap();
-        let grown = std::fs::metadata(&path).unwrap().len();
-        assert!(grown > GROWTH_STEP && grown < 2 * GROWTH_STEP, "{grown}");
-        // A record bigger than the step still fits, and the file never passes its capacity.
-        let big = Record {
-            seq: 2,
+        let capacity = 4 * GROWTH_STEP;
+        let len = || std::fs::metadata(&path).unwrap().len();
+        let big = |seq| Record {
+            seq,
             mark: None,
             job: vec![b'x'; usize::try_from(GROWTH_STEP).unwrap() + 10],
         };
-        assert!(journal.append(std::slice::from_ref(&big)).unwrap());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), capacity);
+        let (mut journal, found) = Journal::open(&path, capacity).unwrap();
+        assert!(found.is_empty());
+        assert_eq!(len(), 0);
+        journal.append(&[record(1, true)]).unwrap();
+        assert!(len() > GROWTH_STEP && len() < 2 * GROWTH_STEP, "{}", len());
+        // A record bigger than the step still fits; the file never passes its capacity.
+        assert!(journal.append(&[big(2)]).unwrap());
+        assert!(len() > 2 * GROWTH_STEP && len() < capacity, "{}", len());
+        journal.switch();
+        assert!(journal.append(&[record(3, false), big(4)]).unwrap());
+        assert_eq!(len(), capacity);
         drop(journal);
         let (_, found) = Journal::open(&path, capacity).unwrap();
-        assert_eq!(found, vec![record(1, true), big]);
+        assert_eq!(
+            found,
+            vec![record(1, true), big(2), record(3, false), big(4)]
+        );
+    }
+
+    /// The halves in turn: a half that is full refuses a batch, the other takes it, and opening
+    /// returns the records of both in order (the older half's too, which recovery filters).
+    #[test]
+    fn the_halves_are_written_in_turn_and_both_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        // Each record is 55 bytes: a half of 120 holds two.
+        let (mut journal, _) = Journal::open(&path, 240).unwrap();
+        assert!(journal.append(&[record(1, true), record(2, true)]).unwrap());
+        assert!(!journal.append(&[record(3, true)]).unwrap());
+        assert_eq!(journal.other_half_last(), None);
+        journal.switch();
+        assert!(journal.append(&[record(3, true), record(4, true)]).unwrap());
+        assert!(!journal.append(&[record(5, true)]).unwrap());
+        assert_eq!(journal.other_half_last(), Some(2));
+        journal.switch();
+        assert_eq!(journal.other_half_last(), Some(4));
+        assert!(journal.append(&[record(5, true)]).unwrap());
+        drop(journal);
+        // The first half: 5, then what is left of 2 (lower: not read); the second: 3 and 4.
+        let (_, found) = Journal::open(&path, 240).unwrap();
+        let seqs: Vec<u64> = found.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
     }
 
     /// After a clean stop the next open reads nothing, whatever the file held.
@@ -357,7 +446,7 @@ mod tests {
     fn a_batch_that_does_not_fit_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let (mut journal, _) = Journal::open(&path, 100).unwrap();
+        let (mut journal, _) = Journal::open(&path, 200).unwrap();
         assert!(journal.append(&[record(1, true)]).unwrap());
         assert!(!journal.append(&[record(2, true)]).unwrap());
         journal.restart();
