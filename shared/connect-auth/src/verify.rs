@@ -14,7 +14,6 @@ use crate::dangerous;
 use crate::error::AuthError;
 use crate::hs256;
 use crate::qsh::{CONTEXT_QSH, RequestParts};
-use crate::token::require_alg;
 
 /// The clock skew tolerated on `exp`, `nbf` and `iat`, as Atlassian's Java reader allows.
 pub const DEFAULT_LEEWAY_SECONDS: i64 = 30;
@@ -227,7 +226,7 @@ impl<C: Clock> Hs256Verifier<C> {
         mode: QshMode,
     ) -> Result<Verified<L::Tenant>, AuthError> {
         // Fail cheaply on the wrong algorithm before touching the store.
-        require_alg(token, "HS256")?;
+        hs256::require_hs256(token)?;
         let issuer = dangerous::unverified_issuer(token)?;
         let Some(tenant) = lookup.find_tenant(&issuer).await? else {
             std::hint::black_box(self.verify(token, decoy_secret(), request, mode)).ok();
