@@ -435,10 +435,13 @@ mod http {
 
         /// A client with the timeouts a key fetch should have inside an install callback (each
         /// fetch is also bounded by [`KEY_FETCH_TIMEOUT`] on its own, whatever client it uses).
+        /// Redirects are not followed: a key is trusted because it came over TLS from the key
+        /// server named, not from wherever that server points.
         pub fn default_client() -> Result<reqwest::Client, KeyError> {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(KEY_FETCH_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| KeyError::Unavailable(format!("HTTP client: {e}")))
         }

@@ -610,17 +610,21 @@ async fn key_server() -> KeyServer {
         get(move |Path(kid): Path<String>| {
             let counter = counter.clone();
             async move {
+                use axum::response::IntoResponse;
                 counter.fetch_add(1, Ordering::SeqCst);
                 match kid.as_str() {
                     "kid-1" => (
                         StatusCode::OK,
                         String::from_utf8(PUBLIC_PEM.to_vec()).unwrap(),
-                    ),
-                    "garbage" => (StatusCode::OK, "<html>not a key</html>".to_owned()),
+                    )
+                        .into_response(),
+                    // A redirect to a genuine key: not followed.
+                    "moved" => (StatusCode::FOUND, [("location", "/kid-1")]).into_response(),
+                    "garbage" => (StatusCode::OK, "<html>not a key</html>").into_response(),
                     k if k.starts_with("broken") => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, String::new())
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
                     }
-                    _ => (StatusCode::NOT_FOUND, "<html>Not Found</html>".to_owned()),
+                    _ => (StatusCode::NOT_FOUND, "<html>Not Found</html>").into_response(),
                 }
             }
         }),
@@ -659,6 +663,11 @@ async fn the_http_key_provider_requires_200_and_caches_by_kid() {
     ));
     assert!(matches!(
         keys.public_key(&Kid::parse("garbage").unwrap()).await,
+        Err(KeyError::Unavailable(_))
+    ));
+    // A key is trusted for coming from the key server named: a redirect is not followed.
+    assert!(matches!(
+        keys.public_key(&Kid::parse("moved").unwrap()).await,
         Err(KeyError::Unavailable(_))
     ));
     assert_eq!(keys.cached(), 1, "failures are not cached as keys");
