@@ -82,6 +82,11 @@ impl RawClaims {
         serde_json::from_slice(json).map_err(|_| not_json())
     }
 
+    /// The `iss` claim as sent, when it is a non-empty string.
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        self.iss.as_deref().filter(|iss| !iss.is_empty())
+    }
+
     /// Requires `iss`, `iat` and `exp` (Atlassian's Java reader requires `exp` and `iat`;
     /// the Node one does not, and so accepts tokens that never expire).
     pub(crate) fn into_claims(self) -> Result<Claims, AuthError> {

@@ -8,9 +8,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::claims::Claims;
+use crate::claims::{Claims, RawClaims};
 use crate::clock::{Clock, SystemClock};
-use crate::dangerous;
+use crate::dangerous::UnverifiedClaims;
 use crate::error::AuthError;
 use crate::hs256;
 use crate::qsh::{CONTEXT_QSH, RequestParts};
@@ -198,6 +198,16 @@ impl<C: Clock> Hs256Verifier<C> {
         mode: QshMode,
     ) -> Result<Claims, AuthError> {
         let raw = hs256::verify_signature(token, secret.expose_secret().as_bytes())?;
+        self.check_claims(raw, request, mode)
+    }
+
+    /// The claims rules of [`Hs256Verifier::verify`], for claims whose signature holds.
+    fn check_claims(
+        &self,
+        raw: RawClaims,
+        request: &RequestParts<'_>,
+        mode: QshMode,
+    ) -> Result<Claims, AuthError> {
         let claims = raw.into_claims()?;
         let now = self.clock.now_unix();
         check_times(&claims, now, self.leeway_seconds)?;
@@ -227,23 +237,35 @@ impl<C: Clock> Hs256Verifier<C> {
     ) -> Result<Verified<L::Tenant>, AuthError> {
         // Fail cheaply on the wrong algorithm before touching the store.
         hs256::require_hs256(token)?;
-        let issuer = dangerous::unverified_issuer(token)?;
-        let Some(tenant) = lookup.find_tenant(&issuer).await? else {
-            std::hint::black_box(self.verify(token, decoy_secret(), request, mode)).ok();
+        // The claims are decoded and read once: here, for the issuer; checked below, only once the
+        // signature holds, with the errors `verify` gives for them.
+        let unverified = UnverifiedClaims::read(token)?;
+        let issuer = unverified.issuer();
+        let signature_holds =
+            |tenant: &L::Tenant| hs256::check_signature(token, secret_bytes(lookup, tenant));
+        let Some(mut tenant) = lookup.find_tenant(issuer).await? else {
+            let decoy = decoy_secret().expose_secret().as_bytes();
+            std::hint::black_box(hs256::check_signature(token, decoy)).ok();
             return Err(AuthError::UnknownIssuer);
         };
-        match self.verify(token, lookup.shared_secret(&tenant), request, mode) {
-            Ok(claims) => Ok(Verified { tenant, claims }),
+        match signature_holds(&tenant) {
+            Ok(()) => {}
             // Only a bad signature can mean "the secret changed": anything else fails the same
             // way with any secret.
             Err(AuthError::BadSignature) => {
-                let Some(tenant) = lookup.find_tenant_again(&issuer).await? else {
+                let Some(again) = lookup.find_tenant_again(issuer).await? else {
                     return Err(AuthError::BadSignature);
                 };
-                let claims = self.verify(token, lookup.shared_secret(&tenant), request, mode)?;
-                Ok(Verified { tenant, claims })
+                signature_holds(&again)?;
+                tenant = again;
             }
-            Err(err) => Err(err),
+            Err(err) => return Err(err),
         }
+        let claims = self.check_claims(unverified.into_raw()?, request, mode)?;
+        Ok(Verified { tenant, claims })
     }
+}
+
+fn secret_bytes<'t, L: TenantSecrets>(lookup: &L, tenant: &'t L::Tenant) -> &'t [u8] {
+    lookup.shared_secret(tenant).expose_secret().as_bytes()
 }

@@ -2,6 +2,10 @@
 //! and the claims once each, instead of going through `jsonwebtoken::decode`. This compares it with
 //! the jsonwebtoken-based verifier it replaced, kept below as the oracle ([`previous`]), over
 //! generated tokens: the same claims when accepted, the same `AuthError` when refused.
+//!
+//! `Hs256Verifier::verify_request` also reads the claims once (for the issuer, then for the checks
+//! once the signature holds) where it read them twice; it is compared with the request-level flow
+//! it replaced ([`previous_request`]), over the same tokens, with and without a rotated secret.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,7 +19,8 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use connect_auth::{
-    AuthError, Claims, ExposeSecret, FixedClock, Hs256Verifier, QshMode, RequestParts, SecretString,
+    AuthError, Claims, ExposeSecret, FixedClock, Hs256Verifier, QshMode, RequestParts,
+    SecretString, TenantSecrets,
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
 use proptest::prelude::*;
@@ -73,7 +78,7 @@ mod previous {
         typ: Option<String>,
     }
 
-    fn require_alg(token: &str, expected: &'static str) -> Result<(), AuthError> {
+    pub fn require_alg(token: &str, expected: &'static str) -> Result<(), AuthError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(split(token)?.header)
             .map_err(|_| AuthError::Malformed("header is not base64url"))?;
@@ -883,6 +888,110 @@ fn mode(recipe: &Recipe) -> QshMode {
     }
 }
 
+/// The request-level comparison's tenants: `client-1` alone is known. When `rotated`, its first
+/// read still holds a secret it no longer signs with and `find_tenant_again` gives the current one,
+/// as a cache does after a rotation.
+struct Tenants {
+    secret: SecretString,
+    rotated: bool,
+}
+
+const OLD_SECRET: &str = "the-secret-before-the-rotation";
+
+impl Tenants {
+    fn first(&self, issuer: &str) -> Option<SecretString> {
+        (issuer == "client-1").then(|| {
+            if self.rotated {
+                SecretString::from(OLD_SECRET)
+            } else {
+                self.secret.clone()
+            }
+        })
+    }
+
+    fn again(&self, issuer: &str) -> Option<SecretString> {
+        (issuer == "client-1" && self.rotated).then(|| self.secret.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantSecrets for Tenants {
+    type Tenant = SecretString;
+
+    async fn find_tenant(&self, client_key: &str) -> Result<Option<SecretString>, AuthError> {
+        Ok(self.first(client_key))
+    }
+
+    async fn find_tenant_again(&self, client_key: &str) -> Result<Option<SecretString>, AuthError> {
+        Ok(self.again(client_key))
+    }
+
+    fn shared_secret<'t>(&self, tenant: &'t SecretString) -> &'t SecretString {
+        tenant
+    }
+}
+
+/// `verify_request` before issue 19: the algorithm, the issuer read unverified, the lookup, then the
+/// whole of `verify` (once more with a fresher read after a bad signature).
+fn previous_request(
+    token: &str,
+    tenants: &Tenants,
+    request: &RequestParts<'_>,
+    mode: QshMode,
+    settings: previous::Settings,
+) -> Result<Claims, AuthError> {
+    previous::require_alg(token, "HS256")?;
+    let issuer = connect_auth::dangerous::unverified_issuer(token)?;
+    let Some(secret) = tenants.first(&issuer) else {
+        return Err(AuthError::UnknownIssuer);
+    };
+    match previous::verify(token, &secret, request, mode, settings) {
+        Err(AuthError::BadSignature) => match tenants.again(&issuer) {
+            Some(secret) => previous::verify(token, &secret, request, mode, settings),
+            None => Err(AuthError::BadSignature),
+        },
+        outcome => outcome,
+    }
+}
+
+/// `verify_request` and the flow it replaced on one token, with and without a rotation.
+fn compare_request(
+    token: &str,
+    secret: &SecretString,
+    request: &RequestParts<'_>,
+    mode: QshMode,
+    settings: previous::Settings,
+) -> Result<(), String> {
+    let mut verifier = Hs256Verifier::with_clock(FixedClock(settings.now)).leeway(settings.leeway);
+    if let Some(max) = settings.max_lifetime {
+        verifier = verifier.max_lifetime(max);
+    }
+    for rotated in [false, true] {
+        let tenants = Tenants {
+            secret: secret.clone(),
+            rotated,
+        };
+        let current = block_on(verifier.verify_request(&tenants, token, request, mode))
+            .map(|verified| verified.claims);
+        let before = previous_request(token, &tenants, request, mode, settings);
+        if current != before {
+            return Err(format!(
+                "verify_request, token {token:?} (secret {:?}, rotated {rotated}, {mode:?}, {settings:?}):\n  current  {current:?}\n  previous {before:?}",
+                secret.expose_secret()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a future that never waits (the lookups above answer at once).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// Both verifiers on one token: the current one must answer exactly as the previous one did.
 fn compare(
     token: &str,
@@ -941,6 +1050,8 @@ fn the_hs256_verifier_answers_as_the_jsonwebtoken_path_did() {
             max_lifetime: recipe.max_lifetime,
         };
         let outcome = compare(&token, &secret, &request, mode(&recipe), settings)
+            .map_err(TestCaseError::fail)?;
+        compare_request(&token, &secret, &request, mode(&recipe), settings)
             .map_err(TestCaseError::fail)?;
         *tally
             .borrow_mut()
