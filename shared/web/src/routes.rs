@@ -133,34 +133,41 @@ pub const ROUTES: &[Route] = &[
 impl Route {
     /// True when `path` (relative to the base URL) has this route's shape.
     pub fn matches(&self, path: &str) -> bool {
-        self.params(path).is_some()
+        self.walk(path, |_, _| {})
     }
 
     /// The value of the parameter `{name}` in `path`, when `path` matches.
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
-        self.params(path)?
-            .into_iter()
-            .find(|(param, _)| *param == name)
-            .map(|(_, value)| value)
+        let mut value = None;
+        let matched = self.walk(path, |param, got| {
+            if param == name && value.is_none() {
+                value = Some(got);
+            }
+        });
+        if matched { value } else { None }
     }
 
-    /// `(name, value)` of each parameter, when `path` matches. A parameter matches any one segment,
-    /// the empty one included: its handler says what is wrong with it.
-    fn params<'p>(&self, path: &'p str) -> Option<Vec<(&'static str, &'p str)>> {
+    /// Whether `path` matches, telling `on_param` each parameter's `(name, value)` on the way. A
+    /// parameter matches any one segment, the empty one included: its handler says what is wrong
+    /// with it. Nothing is allocated: every request is routed through here twice (its owner, then
+    /// its route).
+    fn walk<'p>(&self, path: &'p str, mut on_param: impl FnMut(&'static str, &'p str)) -> bool {
+        if !self.path.contains('{') {
+            return self.path == path;
+        }
         let mut pattern = self.path.split('/');
         let mut given = path.split('/');
-        let mut params = Vec::new();
         loop {
             match (pattern.next(), given.next()) {
-                (None, None) => return Some(params),
+                (None, None) => return true,
                 (Some(want), Some(got)) => {
                     match want.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
-                        Some(name) => params.push((name, got)),
+                        Some(name) => on_param(name, got),
                         None if want == got => {}
-                        None => return None,
+                        None => return false,
                     }
                 }
-                _ => return None,
+                _ => return false,
             }
         }
     }
@@ -226,6 +233,11 @@ mod tests {
         assert!(!PAGE_EDITS.matches("/api/pages/42"));
         assert!(PAGE_PANEL.matches("/ui/page"));
         assert!(!PAGE_PANEL.matches("/ui/page/x"));
+        assert!(!PAGE_PANEL.matches("/ui/page/"));
+        assert!(!PAGE_PANEL.matches("/ui"));
+        assert!(PAGE_AUDIT.matches("/api/pages/{pageId}/audit"));
+        assert_eq!(PAGE_AUDIT.param("/api/pages/7/audit", "other"), None);
+        assert_eq!(PAGE_AUDIT.param("/api/pages/7/edits", "pageId"), None);
     }
 
     #[test]
