@@ -82,12 +82,13 @@ struct Arrival {
 }
 
 /// Runs one of the reads before an event is queued within what is left of [`PREPARE_BUDGET`].
-/// Nothing has been written for the event yet, so giving up leaves nothing behind.
+/// Nothing has been written for the event yet, so giving up leaves nothing behind. A read the
+/// process's caches answer is done at once and sets no timer.
 async fn within<T>(
     deadline: Instant,
     work: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
-    tokio::time::timeout_at(deadline.into(), work)
+    understudy_web::time::timeout_at_unless_ready(deadline.into(), work)
         .await
         .unwrap_or_else(|_| {
             Err(ApiError::Unavailable(
@@ -350,8 +351,8 @@ where
         let page = payload::parse(event, body)?;
         let page_id = page.page_id.as_str();
         tracing::Span::current().record("page_id", page_id);
-        let job_id = job_id(event, &page, body);
         let arrival = Arrival { now, deadline };
+        let job_id = || job_id(event, &page, body);
         self.queue(&tenant.client_key, event, &page, job_id, None, arrival)
             .await
     }
@@ -374,12 +375,11 @@ where
             tracing::debug!("an event the app caused itself: ignored");
             return Ok(Accepted::SelfGenerated);
         }
-        let job_id = forge_job_id(&forge_event);
         self.queue(
             &installation.tenant_key,
             forge_event.event,
             &forge_event.page,
-            job_id,
+            || forge_job_id(&forge_event),
             Some(installation.id),
             Arrival {
                 now: self.clock.now_unix(),
@@ -390,13 +390,13 @@ where
     }
 
     /// Matches the tenant's rules and queues the job under its idempotency mark: the part both
-    /// doors share.
+    /// doors share. The job's id is only made for an event a rule matches.
     async fn queue(
         &self,
         tenant_key: &ClientKey,
         event: WebhookEvent,
         page: &PageEvent,
-        job_id: String,
+        job_id: impl FnOnce() -> String,
         forge_installation: Option<InstallationId>,
         arrival: Arrival,
     ) -> Result<Accepted, ApiError> {
@@ -417,7 +417,7 @@ where
         };
 
         let job = EditJobMessage {
-            job_id,
+            job_id: job_id(),
             client_key: tenant_key.clone(),
             page_id: page.page_id.clone(),
             event,

@@ -15,6 +15,7 @@
 //! - [`tenants::StoreTenants`]: connect-auth's tenant lookup over the tenant store;
 //! - [`tenant_cache::TenantCache`]: verified tenants and their settings, kept a short while per
 //!   process;
+//! - [`time`]: time limits that cost nothing when the work is ready at once;
 //! - [`lambda`] (feature `lambda`): the kit of the Lambda entry points (settings read once, logs,
 //!   the deployed store, an HTTP function served in one call).
 
@@ -33,6 +34,7 @@ pub mod routes;
 pub mod telemetry;
 pub mod tenant_cache;
 pub mod tenants;
+pub mod time;
 pub mod user;
 
 pub use auth::{Accept, Authenticator, Caller, ConnectAuthenticator, Credential};
