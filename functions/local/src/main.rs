@@ -16,6 +16,10 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("understudy is listening on http://{}", app.addr());
     println!("  descriptor:  {}/atlassian-connect.json", app.base_url());
+    println!(
+        "  runtime:     {} worker threads (TOKIO_WORKER_THREADS)",
+        tokio::runtime::Handle::current().metrics().num_workers()
+    );
     println!();
     println!(
         "To install it on a Confluence Cloud dev site, expose this port through a tunnel, e.g."
@@ -90,8 +94,24 @@ async fn privacy_report(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // TOKIO_WORKER_THREADS, when set, is tokio's to read; otherwise the app's own default.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        runtime.worker_threads(understudy::runtime_worker_threads(cores));
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("understudy: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         None => serve().await,

@@ -26,19 +26,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -152,9 +148,9 @@ impl ServerLimits {
 
 /// The answer when a body did not arrive within the body-read timeout: 408 with a short fixed
 /// JSON error, and the connection closed (what is left of the body is not worth waiting for).
-pub(crate) fn body_too_slow() -> Response {
-    let mut response = Response::new(Body::from(
-        r#"{"error":"request body not received in time"}"#,
+pub(crate) fn body_too_slow() -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from_static(
+        br#"{"error":"request body not received in time"}"#,
     ));
     *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
     let headers = response.headers_mut();
@@ -169,11 +165,36 @@ pub(crate) fn body_too_slow() -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `stop` turns true (or its sender is dropped), then shuts
+/// What the server calls with each request once its headers are complete: the app's routing. The
+/// body may still be arriving; the handler reads it (within
+/// [`ServerLimits::body_read_timeout`]) and answers with the whole response body.
+///
+/// A plain function rather than a framework's router: the app routes every path itself (the one
+/// route table, as API Gateway does on AWS), so a router in between would only add an allocation
+/// and a boxed body per request.
+pub(crate) trait Handler: Clone + Send + Sync + 'static {
+    /// The answer's future.
+    type Future: Future<Output = http::Response<Bytes>> + Send + 'static;
+    /// Handles one request.
+    fn call(&self, request: http::Request<RequestBody>) -> Self::Future;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(http::Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Bytes>> + Send + 'static,
+{
+    type Future = Fut;
+    fn call(&self, request: http::Request<RequestBody>) -> Fut {
+        self(request)
+    }
+}
+
+/// Serves `handler` on `listener` until `stop` turns true (or its sender is dropped), then shuts
 /// down as the module documentation says and returns when every connection is closed.
-pub(crate) async fn serve(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
-    router: Router,
+    handler: H,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -207,11 +228,23 @@ pub(crate) async fn serve(
                 break Some(registration);
             }
             // Every open connection has a request being handled: wait for one to finish (or
-            // close) before taking more; newer connections wait in the kernel's backlog.
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => break None,
-                () = registry.changed.notified() => {}
-                Some(_) = connections.join_next() => {}
+            // close) before taking more; newer connections wait in the kernel's backlog. Say so
+            // first, then look once more: a change made before the connections could know is
+            // seen by that look.
+            registry.room.waiting.store(true, Ordering::SeqCst);
+            let admitted = registry.admit();
+            let stopping = admitted.is_none()
+                && tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => true,
+                    () = registry.room.notify.notified() => false,
+                    Some(_) = connections.join_next() => false,
+                };
+            registry.room.waiting.store(false, Ordering::Relaxed);
+            if stopping {
+                break None;
+            }
+            if admitted.is_some() {
+                break admitted;
             }
         };
         let Some(registration) = registration else {
@@ -220,7 +253,7 @@ pub(crate) async fn serve(
         connections.spawn(serve_connection(
             builder.clone(),
             stream,
-            router.clone(),
+            handler.clone(),
             registration,
             stop.clone(),
         ));
@@ -239,16 +272,16 @@ fn is_connection_error(err: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_connection(
+async fn serve_connection<H: Handler>(
     builder: Arc<http1::Builder>,
     stream: TcpStream,
-    router: Router,
+    handler: H,
     registration: Registration,
     mut stop: watch::Receiver<bool>,
 ) {
     let slot = registration.slot.clone();
     let service = Tracked {
-        inner: TowerToHyperService::new(router),
+        handler,
         slot: slot.clone(),
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -290,27 +323,31 @@ const HANDLING: u8 = 2;
 /// A connection's phase: closed to make room.
 const EVICTED: u8 = 3;
 
-/// Orders phase changes across connections: the connection whose phase began with the lowest
-/// tick is the stalest.
-static TICK: AtomicU64 = AtomicU64::new(0);
+/// When a phase began: nanoseconds on the monotonic clock since the first call. The connection
+/// whose phase began first is the stalest. A clock rather than a shared counter: a counter would be
+/// an atomic every request writes from both worker threads, bouncing between the cores.
+fn tick() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let nanos = START.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX)
+}
 
 /// What the server knows about one open connection.
 #[derive(Debug)]
 struct Slot {
     id: u64,
     phase: AtomicU8,
-    /// The tick at which the current phase began.
+    /// The [`tick`] at which the current phase began.
     since: AtomicU64,
     /// Told when the connection is closed to make room.
     evicted: Notify,
     /// The registry's: told when this connection stops handling a request.
-    changed: Arc<Notify>,
+    room: Arc<RoomSignal>,
 }
 
 impl Slot {
     fn enter(&self, phase: u8) {
-        self.since
-            .store(TICK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        self.since.store(tick(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Release);
     }
 
@@ -330,7 +367,28 @@ impl Slot {
     fn response_done(&self) {
         if self.phase.load(Ordering::Acquire) != EVICTED {
             self.enter(WAITING);
-            self.changed.notify_one();
+            self.room.made();
+        }
+    }
+}
+
+/// How connections tell the accept loop, while it waits at the cap, that one stopped handling a
+/// request or closed. Only while it waits: otherwise a response costs no write to state shared by
+/// every connection.
+#[derive(Debug, Default)]
+struct RoomSignal {
+    waiting: AtomicBool,
+    notify: Notify,
+}
+
+impl RoomSignal {
+    /// A connection changed (its phase already stored).
+    fn made(&self) {
+        // Orders the phase change before the look at `waiting`; `wait_for_room` orders its flag
+        // before its look at the phases: one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) {
+            self.notify.notify_one();
         }
     }
 }
@@ -341,8 +399,8 @@ struct Registry {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     next_id: AtomicU64,
     cap: usize,
-    /// Told when a connection closes or stops handling a request.
-    changed: Arc<Notify>,
+    /// Told, while the accept loop waits, when a connection closes or stops handling a request.
+    room: Arc<RoomSignal>,
     /// Whether the cap was reached since a connection was last admitted below it (to log the
     /// first eviction of a flood, not each).
     saturated: AtomicBool,
@@ -354,7 +412,7 @@ impl Registry {
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             cap: cap.max(1),
-            changed: Arc::new(Notify::new()),
+            room: Arc::new(RoomSignal::default()),
             saturated: AtomicBool::new(false),
         }
     }
@@ -409,9 +467,9 @@ impl Registry {
         let slot = Arc::new(Slot {
             id,
             phase: AtomicU8::new(WAITING),
-            since: AtomicU64::new(TICK.fetch_add(1, Ordering::Relaxed)),
+            since: AtomicU64::new(tick()),
             evicted: Notify::new(),
-            changed: self.changed.clone(),
+            room: self.room.clone(),
         });
         slots.insert(id, slot.clone());
         Some(Registration {
@@ -431,22 +489,22 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.slot.id);
-        self.registry.changed.notify_one();
+        self.registry.room.made();
     }
 }
 
-/// The router as a hyper service that records its connection's phase.
+/// The handler as a hyper service that records its connection's phase.
 #[derive(Debug, Clone)]
-struct Tracked {
-    inner: TowerToHyperService<Router>,
+struct Tracked<H> {
+    handler: H,
     slot: Arc<Slot>,
 }
 
 type TrackedFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
 
-impl Service<http::Request<Incoming>> for Tracked {
-    type Response = Response<ResponseBody>;
+impl<H: Handler> Service<http::Request<Incoming>> for Tracked<H> {
+    type Response = http::Response<ResponseBody>;
     type Error = Infallible;
     type Future = TrackedFuture;
 
@@ -456,12 +514,12 @@ impl Service<http::Request<Incoming>> for Tracked {
             inner,
             slot: self.slot.clone(),
         });
-        let response = self.inner.call(request);
+        let response = self.handler.call(request);
         let slot = self.slot.clone();
         Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|inner| ResponseBody {
-                inner,
+            let response = response.await;
+            Ok(response.map(|data| ResponseBody {
+                data: (!data.is_empty()).then_some(data),
                 _done: ResponseDone(slot),
             }))
         })
@@ -470,7 +528,7 @@ impl Service<http::Request<Incoming>> for Tracked {
 
 /// A request body that records when it is complete.
 #[derive(Debug)]
-struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     slot: Arc<Slot>,
 }
@@ -499,11 +557,12 @@ impl HttpBody for RequestBody {
     }
 }
 
-/// A response body that records, when hyper drops it (written, or the connection gone), that
-/// the connection no longer handles a request.
+/// A whole response body, in one frame, that records, when hyper drops it (written, or the
+/// connection gone), that the connection no longer handles a request.
 #[derive(Debug)]
 struct ResponseBody {
-    inner: Body,
+    /// What is left to send: `None` once sent (or for an empty body).
+    data: Option<Bytes>,
     _done: ResponseDone,
 }
 
@@ -518,21 +577,22 @@ impl Drop for ResponseDone {
 
 impl HttpBody for ResponseBody {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.data.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let len = self.data.as_ref().map_or(0, Bytes::len);
+        SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX))
     }
 }
 
@@ -580,6 +640,14 @@ mod tests {
         }
     }
 
+    /// Phases are ordered by the clock: each step of these tests begins on a later tick.
+    fn later() {
+        let before = tick();
+        while tick() == before {
+            std::thread::sleep(Duration::from_micros(10));
+        }
+    }
+
     #[tokio::test]
     async fn at_the_cap_the_stalest_connection_without_a_request_being_handled_makes_room() {
         let registry = Arc::new(Registry::new(3));
@@ -588,9 +656,12 @@ mod tests {
         let third = registry.admit().unwrap();
         // The oldest is handling a request: the next stalest (the second, waiting) goes.
         first.slot.request_started(false);
+        later();
         second.slot.request_started(true);
+        later();
         third.slot.request_started(false);
         third.slot.response_done();
+        later();
         let fourth = registry.admit().unwrap();
         assert_eq!(second.slot.phase.load(Ordering::Acquire), EVICTED);
         assert!(
@@ -600,6 +671,7 @@ mod tests {
         );
         assert_eq!(registry.lock().len(), 3);
         // Then the third (idle since its response), then the fourth (newest, waiting).
+        later();
         let _fifth = registry.admit().unwrap();
         assert_eq!(third.slot.phase.load(Ordering::Acquire), EVICTED);
         let _sixth = registry.admit().unwrap();
@@ -618,11 +690,11 @@ mod tests {
         first.slot.body_received();
         second.slot.request_started(false);
         assert!(registry.admit().is_none());
-        // A response done is a change the accept loop is told of, and makes room.
-        let changed = registry.changed.clone();
+        // While the accept loop waits, a response done is a change it is told of, and makes room.
+        registry.room.waiting.store(true, Ordering::SeqCst);
         second.slot.response_done();
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), changed.notified())
+            tokio::time::timeout(Duration::from_secs(1), registry.room.notify.notified())
                 .await
                 .is_ok()
         );
