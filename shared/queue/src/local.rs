@@ -438,6 +438,55 @@ mod tests {
         }
     }
 
+    /// The applier waits out its commit interval without waking for each batch; a flush or the
+    /// end must not wait for it. Each flush or close here comes right after a commit, when the
+    /// whole interval is still ahead: waiting it out would add about `APPLY_INTERVAL`. (The
+    /// fastest of five counts, so that one slow disk sync on a busy machine does not fail it.)
+    #[tokio::test]
+    async fn a_flush_and_the_end_do_not_wait_out_the_applier_s_interval() {
+        use crate::writer::APPLY_INTERVAL;
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::open(dir.path()).unwrap();
+        q.enqueue_once(&job(1), 3_600, 100).await.unwrap();
+        q.flush().await.unwrap();
+        let mut fastest = Duration::MAX;
+        for page in 2..=6 {
+            q.enqueue_once(&job(page), 3_600, 100).await.unwrap();
+            let started = Instant::now();
+            q.flush().await.unwrap();
+            fastest = fastest.min(started.elapsed());
+        }
+        assert!(
+            fastest < APPLY_INTERVAL / 2,
+            "a flush took {fastest:?}: it waited for the interval"
+        );
+        assert_eq!(q.pending().await.unwrap(), 6);
+
+        // Closing costs the same whether the applier has just committed or has long been idle.
+        let close_fastest = |idle: bool| async move {
+            let mut fastest = Duration::MAX;
+            for page in 1..=5 {
+                let dir = tempfile::tempdir().unwrap();
+                let q = LocalQueue::open(dir.path()).unwrap();
+                q.enqueue_once(&job(page), 3_600, 100).await.unwrap();
+                q.flush().await.unwrap();
+                q.enqueue_once(&job(page + 100), 3_600, 100).await.unwrap();
+                if idle {
+                    tokio::time::sleep(APPLY_INTERVAL * 2).await;
+                }
+                let started = Instant::now();
+                tokio::task::spawn_blocking(move || drop(q)).await.unwrap();
+                fastest = fastest.min(started.elapsed());
+            }
+            fastest
+        };
+        let (busy, idle) = (close_fastest(false).await, close_fastest(true).await);
+        assert!(
+            busy.saturating_sub(idle) < APPLY_INTERVAL / 2,
+            "closing took {busy:?} right after a commit, {idle:?} once idle: it waited for the interval"
+        );
+    }
+
     /// A journal with room for a few jobs fills again and again: each time the writer waits for
     /// the applier to catch up, starts a new cycle, and loses nothing, concurrent callers included.
     #[tokio::test]

@@ -55,7 +55,7 @@ const MAX_BATCH: usize = 512;
 /// answers: at 50 connections 50 ms gave 33 000 queued events a second where 10 ms gave 26 000
 /// (tests/load/RESULTS.md). The cost: under load a job becomes visible to the worker up to this
 /// much later. (The journal's two halves keep this from ever holding up an answer.)
-const APPLY_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const APPLY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long the applier waits before trying a failed commit again.
 const RETRY_APPLY: Duration = Duration::from_secs(1);
@@ -414,7 +414,8 @@ impl Writer {
         {
             tracing::warn!(error = %err, "local queue: the journal could not be cleared (read again at the next open)");
         }
-        // Dropping `to_apply` lets the applier finish what it was handed, then end.
+        // Dropping `to_apply` lets the applier finish what it was handed, then end; it may be
+        // parked until the end of its interval.
         drop(self.to_apply);
         self.applier_thread.unpark();
     }
@@ -561,6 +562,11 @@ impl Writer {
             )
         };
         let mut through = self.applied.through.lock().map_err(|_| timeout())?;
+        if *through < seq {
+            // Have the applier commit now rather than at the end of its interval. Nobody waits
+            // for the flush's own answer: this waits for the number instead.
+            self.forward_flush(tokio::sync::oneshot::channel().0);
+        }
         let deadline = Instant::now() + FULL_JOURNAL_WAIT;
         while *through < seq {
             let left = deadline.saturating_duration_since(Instant::now());
