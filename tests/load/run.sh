@@ -147,24 +147,56 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 RUN=0
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process
+# "name ticks" per thread of a process (utime + stime; the name from comm, which has no spaces
+# in our threads). Fields are counted after the ")" that ends the name in stat.
+thread_ticks() {
+    local task
+    for task in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(cat "$task/comm" 2>/dev/null | tr ' ' '_')" \
+            "$(sed 's/^.*) //' "$task/stat" 2>/dev/null | awk '{print $12 + $13}')"
+    done
+}
+# Where the server's CPU per request went, by thread name (threads of one name added up), when it
+# used more than one: the runtime, the queue's writer and applier.
+thread_split() { # REQUESTS BEFORE AFTER CLK_TCK
+    python3 - "$@" <<'EOF_SPLIT'
+import collections, sys
+n, before, after = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def per_name(text):
+    totals = collections.Counter()
+    for line in text.splitlines():
+        name, _, ticks = line.rpartition(" ")
+        if name and ticks.isdigit():
+            totals[name] += int(ticks)
+    return totals
+hz = int(sys.argv[4])
+delta = per_name(after) - per_name(before)
+busy = [(name, ticks) for name, ticks in delta.most_common() if ticks > 0]
+if n > 0 and len(busy) > 1:
+    print("  CPU per request by thread: " + ", ".join(f"{name} {ticks / hz * 1e6 / n:.1f} us" for name, ticks in busy))
+EOF_SPLIT
+}
 # One wrk run: LABEL URL CONNS LUA PID. Prints the RESULT line prefixed with the label, and the
 # server's CPU time per request (user + system, all its threads, from /proc/PID/stat).
 wrk_run() {
     local label="$1" url="$2" conns="$3" lua="$4" pid="$5"
     RUN=$((RUN + 1))
-    local ticks0
+    local ticks0 threads0
     ticks0="$(cpu_ticks "$pid")"
+    threads0="$(thread_ticks "$pid")"
     local cap=$((MAX_REQUESTS / WRK_THREADS))
     local out
     out="$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout 10s -s "$lua" \
         "$url/webhooks/page_updated" -- "$RUN" "$cap")"
     echo "$out" >"$WORK/wrk-$RUN.txt"
-    local ticks1 line
+    local ticks1 threads1 line
     ticks1="$(cpu_ticks "$pid")"
+    threads1="$(thread_ticks "$pid")"
     line="$(grep '^RESULT' <<<"$out" | sed 's/^RESULT //')"
     line="$line cpu_us_per_req=$(awk -v t="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$(field requests "$line")" \
         'BEGIN {printf "%.0f", t / hz * 1e6 / n}')"
     printf '%-22s c=%-3s %s  [load: %s]\n' "$label" "$conns" "$line" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    thread_split "$(field requests "$line")" "$threads0" "$threads1" "$CLK_TCK"
     grep '^FIRST_BAD' <<<"$out" || true
     local sent
     sent="$(field requests "$line")"
