@@ -70,6 +70,52 @@ fn checksum(len: &[u8; 4], body: &[u8]) -> [u8; 8] {
     out
 }
 
+/// Records encoded one after the other: what an append writes, and what the queue file keeps as one
+/// segment ([`crate::tables::SEGMENTS`]) until the worker unpacks it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    /// The first record's sequence number (`None`: no records).
+    pub(crate) first_seq: Option<u64>,
+    /// The last record's.
+    pub(crate) last_seq: Option<u64>,
+}
+
+impl Encoded {
+    pub(crate) fn new(records: &[Record]) -> Self {
+        let mut bytes = Vec::with_capacity(records.iter().map(|r| HEADER + 33 + r.job.len()).sum());
+        for record in records {
+            record.encode_into(&mut bytes);
+        }
+        Self {
+            bytes,
+            first_seq: records.first().map(|r| r.seq),
+            last_seq: records.last().map(|r| r.seq),
+        }
+    }
+
+    /// Appends `more` (records numbered after these).
+    pub(crate) fn extend(&mut self, more: Self) {
+        if more.last_seq.is_some() {
+            self.bytes.extend_from_slice(&more.bytes);
+            self.first_seq = self.first_seq.or(more.first_seq);
+            self.last_seq = more.last_seq;
+        }
+    }
+}
+
+/// The records of `bytes`, encoded one after the other; `None` if any is not whole (its length or
+/// checksum does not hold).
+pub(crate) fn decode_all(mut bytes: &[u8]) -> Option<Vec<Record>> {
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let (record, size) = Record::decode(bytes)?;
+        records.push(record);
+        bytes = bytes.get(size..)?;
+    }
+    Some(records)
+}
+
 impl Record {
     fn encode_into(&self, out: &mut Vec<u8>) {
         let mut body = Vec::with_capacity(8 + 1 + 24 + self.job.len());
@@ -175,14 +221,11 @@ impl Journal {
     /// Appends `records` and waits until they are on disk. `Ok(false)`: they do not fit in what is
     /// left of the half being written (nothing was written): [`Journal::switch`] once the other
     /// half's records are applied ([`Journal::other_half_last`]), or [`Journal::restart`].
-    pub(crate) fn append(&mut self, records: &[Record]) -> io::Result<bool> {
-        let Some(last) = records.last() else {
+    pub(crate) fn append(&mut self, records: &Encoded) -> io::Result<bool> {
+        let Some(last) = records.last_seq else {
             return Ok(true);
         };
-        let mut bytes = Vec::new();
-        for record in records {
-            record.encode_into(&mut bytes);
-        }
+        let bytes = &records.bytes;
         let end = self.offset.saturating_add(bytes.len() as u64);
         if end > self.bounds(self.half).1 {
             return Ok(false);
@@ -190,11 +233,11 @@ impl Journal {
         if end > self.len {
             self.grow(end)?;
         }
-        self.file.write_all_at(&bytes, self.offset)?;
+        self.file.write_all_at(bytes, self.offset)?;
         self.file.sync_data()?;
         self.offset = end;
         if let Some(slot) = self.last_in.get_mut(self.half) {
-            *slot = Some(last.seq);
+            *slot = Some(last);
         }
         Ok(true)
     }
@@ -321,8 +364,8 @@ mod tests {
         assert!(found.is_empty());
         assert_eq!(journal.offset, 0);
         let written = vec![record(1, true), record(2, false), record(3, true)];
-        assert!(journal.append(&written[..2]).unwrap());
-        assert!(journal.append(&written[2..]).unwrap());
+        assert!(journal.append(&Encoded::new(&written[..2])).unwrap());
+        assert!(journal.append(&Encoded::new(&written[2..])).unwrap());
         drop(journal);
         let (journal, found) = Journal::open(&path, 64 * 1024).unwrap();
         assert_eq!(found, written);
@@ -335,10 +378,14 @@ mod tests {
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path, 64 * 1024).unwrap();
         journal
-            .append(&[record(1, true), record(2, true), record(3, true)])
+            .append(&Encoded::new(&[
+                record(1, true),
+                record(2, true),
+                record(3, true),
+            ]))
             .unwrap();
         journal.restart();
-        journal.append(&[record(4, false)]).unwrap();
+        journal.append(&Encoded::new(&[record(4, false)])).unwrap();
         drop(journal);
         let (_, found) = Journal::open(&path, 64 * 1024).unwrap();
         assert_eq!(found, vec![record(4, false)]);
@@ -350,7 +397,11 @@ mod tests {
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path, 64 * 1024).unwrap();
         journal
-            .append(&[record(1, true), record(2, true), record(3, true)])
+            .append(&Encoded::new(&[
+                record(1, true),
+                record(2, true),
+                record(3, true),
+            ]))
             .unwrap();
         drop(journal);
         // Flip one byte inside the second record's body.
@@ -381,13 +432,17 @@ mod tests {
         let (mut journal, found) = Journal::open(&path, capacity).unwrap();
         assert!(found.is_empty());
         assert_eq!(len(), 0);
-        journal.append(&[record(1, true)]).unwrap();
+        journal.append(&Encoded::new(&[record(1, true)])).unwrap();
         assert!(len() > GROWTH_STEP && len() < 2 * GROWTH_STEP, "{}", len());
         // A record bigger than the step still fits; the file never passes its capacity.
-        assert!(journal.append(&[big(2)]).unwrap());
+        assert!(journal.append(&Encoded::new(&[big(2)])).unwrap());
         assert!(len() > 2 * GROWTH_STEP && len() < capacity, "{}", len());
         journal.switch();
-        assert!(journal.append(&[record(3, false), big(4)]).unwrap());
+        assert!(
+            journal
+                .append(&Encoded::new(&[record(3, false), big(4)]))
+                .unwrap()
+        );
         assert_eq!(len(), capacity);
         drop(journal);
         let (_, found) = Journal::open(&path, capacity).unwrap();
@@ -405,16 +460,24 @@ mod tests {
         let path = dir.path().join("j");
         // Each record is 55 bytes: a half of 120 holds two.
         let (mut journal, _) = Journal::open(&path, 240).unwrap();
-        assert!(journal.append(&[record(1, true), record(2, true)]).unwrap());
-        assert!(!journal.append(&[record(3, true)]).unwrap());
+        assert!(
+            journal
+                .append(&Encoded::new(&[record(1, true), record(2, true)]))
+                .unwrap()
+        );
+        assert!(!journal.append(&Encoded::new(&[record(3, true)])).unwrap());
         assert_eq!(journal.other_half_last(), None);
         journal.switch();
-        assert!(journal.append(&[record(3, true), record(4, true)]).unwrap());
-        assert!(!journal.append(&[record(5, true)]).unwrap());
+        assert!(
+            journal
+                .append(&Encoded::new(&[record(3, true), record(4, true)]))
+                .unwrap()
+        );
+        assert!(!journal.append(&Encoded::new(&[record(5, true)])).unwrap());
         assert_eq!(journal.other_half_last(), Some(2));
         journal.switch();
         assert_eq!(journal.other_half_last(), Some(4));
-        assert!(journal.append(&[record(5, true)]).unwrap());
+        assert!(journal.append(&Encoded::new(&[record(5, true)])).unwrap());
         drop(journal);
         // The first half: 5, then what is left of 2 (lower: not read); the second: 3 and 4.
         let (_, found) = Journal::open(&path, 240).unwrap();
@@ -429,17 +492,33 @@ mod tests {
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path, 64 * 1024).unwrap();
         journal
-            .append(&[record(1, true), record(2, false)])
+            .append(&Encoded::new(&[record(1, true), record(2, false)]))
             .unwrap();
         journal.clear().unwrap();
         drop(journal);
         let (mut journal, found) = Journal::open(&path, 64 * 1024).unwrap();
         assert!(found.is_empty());
         assert_eq!(journal.offset, 0);
-        journal.append(&[record(3, false)]).unwrap();
+        journal.append(&Encoded::new(&[record(3, false)])).unwrap();
         drop(journal);
         let (_, found) = Journal::open(&path, 64 * 1024).unwrap();
         assert_eq!(found, vec![record(3, false)]);
+    }
+
+    /// What a segment keeps decodes to the same records; a damaged one does not decode.
+    #[test]
+    fn encoded_records_decode_whole_or_not_at_all() {
+        let records = vec![record(7, true), record(8, false), record(9, true)];
+        let mut encoded = Encoded::new(&records[..1]);
+        encoded.extend(Encoded::new(&records[1..]));
+        encoded.extend(Encoded::default());
+        assert_eq!((encoded.first_seq, encoded.last_seq), (Some(7), Some(9)));
+        assert_eq!(decode_all(&encoded.bytes), Some(records));
+        let mut damaged = encoded.bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(decode_all(&damaged), None);
+        assert_eq!(decode_all(&encoded.bytes[..encoded.bytes.len() - 1]), None);
     }
 
     #[test]
@@ -447,9 +526,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path, 200).unwrap();
-        assert!(journal.append(&[record(1, true)]).unwrap());
-        assert!(!journal.append(&[record(2, true)]).unwrap());
+        assert!(journal.append(&Encoded::new(&[record(1, true)])).unwrap());
+        assert!(!journal.append(&Encoded::new(&[record(2, true)])).unwrap());
         journal.restart();
-        assert!(journal.append(&[record(2, true)]).unwrap());
+        assert!(journal.append(&Encoded::new(&[record(2, true)])).unwrap());
     }
 }

@@ -20,8 +20,13 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTran
 use tokio::sync::Notify;
 
 use crate::file::{Opener, QueueFile};
-use crate::tables::{DEAD, JOBS, MARKS_BY_ID, META, Stored, applied_through, mark_id, unavailable};
-use crate::writer::{JOURNAL_BYTES, PendingEnqueue, PendingMark, Request, Threads, recover, start};
+use crate::tables::{
+    DEAD, JOBS, MARKS_BY_ID, META, SEGMENTS, Stored, applied_through, mark_id, segment_records,
+    unavailable, unpack_oldest_segment, unpacked_through,
+};
+use crate::writer::{
+    JOURNAL_BYTES, MAX_PACKED_JOBS, PendingEnqueue, PendingMark, Request, Threads, recover, start,
+};
 use crate::{EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, QueueError};
 
 /// A job handed to the worker; finish it with [`LocalQueue::complete`], [`LocalQueue::retry_later`]
@@ -44,8 +49,12 @@ pub struct LocalQueue {
     threads: Arc<Threads>,
     db: Arc<QueueFile>,
     notify: Arc<Notify>,
-    /// Accepted jobs the writer has not applied to the file yet.
+    /// The last sequence number accepted (journaled), applied to the file or not.
     accepted_through: Arc<AtomicU64>,
+    /// Every job up to this sequence number is unpacked from its segment
+    /// ([`crate::tables::SEGMENTS`]), its mark in the marks tables. The writer drops its copy of
+    /// such marks.
+    unpacked_through: Arc<AtomicU64>,
     /// When one of the worker's commits last waited for the disk.
     worker_synced_at: Arc<Mutex<Instant>>,
 }
@@ -60,6 +69,10 @@ pub struct LocalQueue {
 /// three fsyncs per job there would hold every webhook behind them.
 const WORKER_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Most segments one lease unpacks while it finds nothing to lease (every unpacked job's page
+/// waiting for an earlier job): a bound on one transaction's work.
+const UNPACK_PER_LEASE: usize = 4;
+
 /// The queue file's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -73,7 +86,7 @@ impl LocalQueue {
     /// Opens (or creates) `queue.redb` in `data_dir`. Jobs that were leased when the last process
     /// stopped are visible again at once: nobody else can be working on them.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, QueueError> {
-        Self::open_with_journal(data_dir, JOURNAL_BYTES)
+        Self::open_with(data_dir, JOURNAL_BYTES, MAX_PACKED_JOBS)
     }
 
     /// Opens the queue with `queue.redb` on `storage` instead of the file itself (the journal
@@ -90,12 +103,15 @@ impl LocalQueue {
                 .create_with_backend(storage().map_err(unavailable)?)
                 .map_err(unavailable)
         });
-        Self::open_database(open, data_dir.as_ref(), JOURNAL_BYTES)
+        Self::open_database(open, data_dir.as_ref(), JOURNAL_BYTES, MAX_PACKED_JOBS)
     }
 
-    fn open_with_journal(
+    /// Opens the queue with a journal of `journal_bytes` and at most `max_packed_jobs` jobs left
+    /// in segments before the applier unpacks them itself (the defaults, or small ones in tests).
+    fn open_with(
         data_dir: impl AsRef<Path>,
         journal_bytes: u64,
+        max_packed_jobs: u64,
     ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(data_dir.as_ref()).map_err(unavailable)?;
         let path = data_dir.as_ref().join("queue.redb");
@@ -106,13 +122,14 @@ impl LocalQueue {
                 .create(&path)
                 .map_err(unavailable)
         });
-        Self::open_database(open, data_dir.as_ref(), journal_bytes)
+        Self::open_database(open, data_dir.as_ref(), journal_bytes, max_packed_jobs)
     }
 
     fn open_database(
         open: Opener,
         data_dir: &Path,
         journal_bytes: u64,
+        max_packed_jobs: u64,
     ) -> Result<Self, QueueError> {
         let db = open()?;
         let recovered = recover(&db, &data_dir.join("queue.journal"), journal_bytes)?;
@@ -133,18 +150,22 @@ impl LocalQueue {
         }
         txn.commit().map_err(unavailable)?;
         let (db, notify) = (Arc::new(QueueFile::new(db, open)), Arc::new(Notify::new()));
-        let accepted_through = Arc::new(AtomicU64::new(recovered.1.saturating_sub(1)));
+        let accepted_through = Arc::new(AtomicU64::new(recovered.next_seq.saturating_sub(1)));
+        let unpacked_through = Arc::new(AtomicU64::new(recovered.unpacked_through));
         let threads = start(
             Arc::downgrade(&db),
             notify.clone(),
             recovered,
             accepted_through.clone(),
+            unpacked_through.clone(),
+            max_packed_jobs,
         )?;
         Ok(Self {
             threads: Arc::new(threads),
             db,
             notify,
             accepted_through,
+            unpacked_through,
             worker_synced_at: Arc::new(Mutex::new(Instant::now())),
         })
     }
@@ -191,46 +212,38 @@ impl LocalQueue {
 
     /// Leases the first visible job whose page has no earlier job leased or waiting, for
     /// `visibility_ms` milliseconds. Jobs accepted in the last few milliseconds may not be
-    /// visible yet ([`LocalQueue::flush`]).
+    /// visible yet ([`LocalQueue::flush`]). When no unpacked job can be leased, the oldest segment
+    /// is unpacked first ([`crate::tables::unpack_oldest_segment`]), up to [`UNPACK_PER_LEASE`] of
+    /// them.
     pub async fn lease(
         &self,
         now_ms: i64,
         visibility_ms: i64,
     ) -> Result<Option<Lease>, QueueError> {
-        self.worker_write(move |txn| {
-            let lease = {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                let mut blocked_groups = HashSet::new();
-                let mut found = None;
-                for item in jobs.iter().map_err(unavailable)? {
-                    let (seq, bytes) = item.map_err(unavailable)?;
-                    let job = Stored::decode(bytes.value())?;
-                    let group = job.message.group_id();
-                    if job.visible_at_ms > now_ms || blocked_groups.contains(&group) {
-                        blocked_groups.insert(group);
-                        continue;
+        let (lease, unpacked, more) = self
+            .worker_write(move |txn| {
+                let mut unpacked = None;
+                for _ in 0..UNPACK_PER_LEASE {
+                    if let Some(lease) = lease_unpacked(txn, now_ms, visibility_ms)? {
+                        return Ok((Some(lease), unpacked, false));
                     }
-                    found = Some((seq.value(), job));
-                    break;
-                }
-                match found {
-                    Some((seq, mut job)) => {
-                        job.receives = job.receives.saturating_add(1);
-                        job.visible_at_ms = now_ms.saturating_add(visibility_ms);
-                        jobs.insert(seq, job.encode()?.as_slice())
-                            .map_err(unavailable)?;
-                        Some(Lease {
-                            seq,
-                            message: job.message,
-                            receives: job.receives,
-                        })
+                    match unpack_oldest_segment(txn)? {
+                        Some(last) => unpacked = Some(last),
+                        None => return Ok((None, unpacked, false)),
                     }
-                    None => None,
                 }
-            };
-            Ok(lease)
-        })
-        .await
+                let lease = lease_unpacked(txn, now_ms, visibility_ms)?;
+                Ok((lease, unpacked, true))
+            })
+            .await?;
+        if let Some(last) = unpacked {
+            self.unpacked_through.fetch_max(last, Ordering::AcqRel);
+        }
+        if lease.is_none() && more {
+            // Segments are left that the bound kept this lease from unpacking: come back at once.
+            self.notify.notify_one();
+        }
+        Ok(lease)
     }
 
     /// The job is done: remove it.
@@ -295,16 +308,19 @@ impl LocalQueue {
         let accepted = self.accepted_through.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            let stored = txn
+            let unpacked = txn
                 .open_table(JOBS)
                 .map_err(unavailable)?
                 .len()
                 .map_err(unavailable)?;
             let applied = applied_through(&txn.open_table(META).map_err(unavailable)?)?;
-            // Read after the snapshot, so every job the snapshot lacks is counted, none twice
-            // (sequence numbers of accepted jobs have no gaps).
+            let packed_from =
+                unpacked_through(&txn.open_table(SEGMENTS).map_err(unavailable)?, applied)?;
+            // Read after the snapshot, so every job the snapshot lacks is counted, none twice.
+            // Sequence numbers of accepted jobs have no gaps: those above `packed_from` are in
+            // segments (through `applied`) or still in the journal.
             let accepted = accepted.load(Ordering::Acquire);
-            Ok(stored + accepted.saturating_sub(applied))
+            Ok(unpacked + accepted.saturating_sub(packed_from))
         })
         .await
     }
@@ -327,15 +343,31 @@ impl LocalQueue {
             .map_err(|_| QueueError::Unavailable("local queue writer stopped".into()))?
     }
 
-    /// How many idempotency marks the file keeps (an expired one counts until it is swept; one
-    /// accepted but not applied yet counts once applied: [`LocalQueue::flush`]).
+    /// How many idempotency marks the file keeps, in the marks tables or with their jobs in
+    /// segments, each id once (an expired one counts until it is swept; one accepted but not applied yet counts
+    /// once applied: [`LocalQueue::flush`]). Reads every segment: for tests and diagnostics.
     pub async fn marks(&self) -> Result<u64, QueueError> {
         self.blocking(|db| {
             let txn = db.begin_read().map_err(unavailable)?;
-            txn.open_table(MARKS_BY_ID)
+            let by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
+            // A mark taken again after it expired is counted once.
+            let mut packed = HashSet::new();
+            for segment in txn
+                .open_table(SEGMENTS)
                 .map_err(unavailable)?
-                .len()
-                .map_err(unavailable)
+                .iter()
+                .map_err(unavailable)?
+            {
+                let records = segment_records(segment.map_err(unavailable)?.1.value())?;
+                packed.extend(records.iter().filter_map(|r| r.mark.map(|(id, _)| id)));
+            }
+            let mut marks = by_id.len().map_err(unavailable)?;
+            for id in packed {
+                if by_id.get(id).map_err(unavailable)?.is_none() {
+                    marks += 1;
+                }
+            }
+            Ok(marks)
         })
         .await
     }
@@ -355,6 +387,40 @@ impl LocalQueue {
         })
         .await
     }
+}
+
+/// Leases the first visible unpacked job whose page has no earlier job leased or waiting.
+fn lease_unpacked(
+    txn: &WriteTransaction,
+    now_ms: i64,
+    visibility_ms: i64,
+) -> Result<Option<Lease>, QueueError> {
+    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let mut blocked_groups = HashSet::new();
+    let mut found = None;
+    for item in jobs.iter().map_err(unavailable)? {
+        let (seq, bytes) = item.map_err(unavailable)?;
+        let job = Stored::decode(bytes.value())?;
+        let group = job.message.group_id();
+        if job.visible_at_ms > now_ms || blocked_groups.contains(&group) {
+            blocked_groups.insert(group);
+            continue;
+        }
+        found = Some((seq.value(), job));
+        break;
+    }
+    let Some((seq, mut job)) = found else {
+        return Ok(None);
+    };
+    job.receives = job.receives.saturating_add(1);
+    job.visible_at_ms = now_ms.saturating_add(visibility_ms);
+    jobs.insert(seq, job.encode()?.as_slice())
+        .map_err(unavailable)?;
+    Ok(Some(Lease {
+        seq,
+        message: job.message,
+        receives: job.receives,
+    }))
 }
 
 impl LocalQueue {
@@ -487,12 +553,56 @@ mod tests {
         );
     }
 
+    /// Segments and unpacked jobs in the file: (segments, jobs in them, unpacked jobs).
+    fn file_counts(q: &LocalQueue) -> (usize, usize, u64) {
+        let db = q.db.get().unwrap();
+        let read = db.begin_read().unwrap();
+        let (mut segments, mut packed) = (0, 0);
+        for segment in read.open_table(SEGMENTS).unwrap().iter().unwrap() {
+            segments += 1;
+            packed += segment_records(segment.unwrap().1.value()).unwrap().len();
+        }
+        let unpacked = read.open_table(JOBS).unwrap().len().unwrap();
+        (segments, packed, unpacked)
+    }
+
+    /// With the worker away, jobs stay packed up to the bound; past it the applier unpacks the
+    /// oldest segments itself, and every mark is still found, packed or not.
+    #[tokio::test]
+    async fn past_the_bound_the_applier_unpacks_the_oldest_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::open_with(dir.path(), JOURNAL_BYTES, 10).unwrap();
+        for page in 1..=10 {
+            q.enqueue_once(&job(page), 3_600, 100).await.unwrap();
+            q.flush().await.unwrap(); // a segment each
+        }
+        assert_eq!(file_counts(&q), (10, 10, 0));
+        for page in 11..=14 {
+            q.enqueue_once(&job(page), 3_600, 100).await.unwrap();
+            q.flush().await.unwrap();
+        }
+        // Each commit past the bound unpacked the oldest segment: 10 packed, 4 unpacked.
+        assert_eq!(file_counts(&q), (10, 10, 4));
+        assert_eq!(q.unpacked_through.load(Ordering::Acquire), 4);
+        assert_eq!(q.pending().await.unwrap(), 14);
+        for page in [1, 4, 5, 14] {
+            assert_eq!(
+                q.enqueue_once(&job(page), 3_600, 101).await.unwrap(),
+                Enqueued::Duplicate,
+                "page {page}"
+            );
+        }
+        // The worker's first lease finds the unpacked ones first, in order.
+        assert_eq!(q.lease(0, 60_000).await.unwrap().unwrap().seq, 1);
+        assert_eq!(q.marks().await.unwrap(), 14);
+    }
+
     /// A journal with room for a few jobs fills again and again: each time the writer waits for
     /// the applier to catch up, starts a new cycle, and loses nothing, concurrent callers included.
     #[tokio::test]
     async fn a_full_journal_waits_for_the_applier_and_starts_over() {
         let dir = tempfile::tempdir().unwrap();
-        let q = LocalQueue::open_with_journal(dir.path(), 4 * 1024).unwrap();
+        let q = LocalQueue::open_with(dir.path(), 4 * 1024, MAX_PACKED_JOBS).unwrap();
         let mut tasks = Vec::new();
         for page in 1..=300 {
             let q = q.clone();
@@ -505,7 +615,7 @@ mod tests {
         }
         assert_eq!(q.pending().await.unwrap(), 300);
         drop(q);
-        let q = LocalQueue::open_with_journal(dir.path(), 4 * 1024).unwrap();
+        let q = LocalQueue::open_with(dir.path(), 4 * 1024, MAX_PACKED_JOBS).unwrap();
         assert_eq!(q.pending().await.unwrap(), 300);
         assert_eq!(q.marks().await.unwrap(), 300);
         assert_eq!(

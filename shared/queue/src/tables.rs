@@ -4,20 +4,34 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
+//! | [`SEGMENTS`] | the first sequence number in it | accepted jobs with their marks, as the journal writes them |
 //! | [`JOBS`] | sequence number | a [`Stored`] job, JSON |
 //! | [`DEAD`] | sequence number | a [`Stored`] job with its reason, JSON |
 //! | [`MARKS_BY_ID`] | [`mark_id`] | expiry in unix seconds |
 //! | [`MARKS_BY_EXPIRY`] | (expiry in unix seconds, [`mark_id`]) | nothing |
 //! | [`META`] | a name ([`APPLIED_THROUGH`], [`MARKS_BY_ID_BUILT`]) | a number |
+//!
+//! Accepted jobs reach the file in two steps. The applier keeps each of its commits' jobs as one
+//! segment: a single value, the journal's bytes, which costs one write however many jobs it holds.
+//! The worker unpacks the oldest segment when it leases and has nothing else to lease
+//! ([`unpack_oldest_segment`]): its jobs go to [`JOBS`] one by one, their marks to the two marks
+//! tables. Inserting each job and each mark (random 16-byte keys) where the webhooks' answers
+//! are made cost a B-tree page or more per event and held the answers back (tests/load/RESULTS.md,
+//! issue 19); the worker does it at the pace it runs jobs. Sequence numbers run without gaps
+//! across segments, in order, and every segment's numbers are above every unpacked job's.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::journal::MarkId;
+use crate::journal::{MarkId, Record, decode_all};
 use crate::{EditJobMessage, QueueError};
 
-/// Jobs waiting or leased, by sequence number (queue order).
+/// Accepted jobs not unpacked yet, by the first sequence number of each segment: the records of
+/// one applier commit, encoded as the journal encodes them ([`crate::journal::Encoded`]).
+pub(crate) const SEGMENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("segments");
+
+/// Jobs waiting or leased, by sequence number (queue order), once unpacked from their segment.
 pub(crate) const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
 
 /// Dead-lettered jobs, by the sequence number they had.
@@ -81,6 +95,59 @@ pub(crate) fn mark_id(client_key: &str, key: &str) -> MarkId {
     let mut id = [0; 16];
     id.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
     id
+}
+
+/// The records of a segment's value.
+pub(crate) fn segment_records(bytes: &[u8]) -> Result<Vec<Record>, QueueError> {
+    decode_all(bytes).ok_or_else(|| {
+        QueueError::Malformed("a segment of the local queue file does not decode".into())
+    })
+}
+
+/// Moves the oldest segment's jobs into [`JOBS`] and their marks into [`MARKS_BY_ID`] and
+/// [`MARKS_BY_EXPIRY`], in `txn`. Returns the last sequence number it held (`None`: no segment):
+/// once `txn` is committed, every mark of a job up to it is in the marks tables (or expired and
+/// swept since).
+pub(crate) fn unpack_oldest_segment(txn: &WriteTransaction) -> Result<Option<u64>, QueueError> {
+    let Some(bytes) = txn
+        .open_table(SEGMENTS)
+        .map_err(unavailable)?
+        .pop_first()
+        .map_err(unavailable)?
+        .map(|(_, bytes)| bytes.value().to_vec())
+    else {
+        return Ok(None);
+    };
+    let records = segment_records(&bytes)?;
+    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let mut by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
+    let mut by_expiry = txn.open_table(MARKS_BY_EXPIRY).map_err(unavailable)?;
+    for record in &records {
+        jobs.insert(record.seq, record.job.as_slice())
+            .map_err(unavailable)?;
+        // In sequence order: a mark taken again after it expired replaces the older by id.
+        if let Some((id, expires_at)) = record.mark {
+            by_id.insert(id, expires_at).map_err(unavailable)?;
+            by_expiry
+                .insert((expires_at, id), ())
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(records.last().map(|r| r.seq))
+}
+
+/// The sequence number through which every accepted job is unpacked (its mark indexed): just
+/// below the oldest segment, or `applied_through` when there is none.
+pub(crate) fn unpacked_through(
+    segments: &impl ReadableTable<u64, &'static [u8]>,
+    applied_through: u64,
+) -> Result<u64, QueueError> {
+    Ok(segments
+        .first()
+        .map_err(unavailable)?
+        .map_or(applied_through, |(first, _)| {
+            first.value().saturating_sub(1)
+        }))
 }
 
 /// The [`APPLIED_THROUGH`] number in `meta` (0 before the first apply).

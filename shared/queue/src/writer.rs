@@ -1,29 +1,31 @@
 //! The local queue's intake: a writer thread that decides, journals and answers, and an applier
-//! thread that moves accepted jobs into `queue.redb`.
+//! thread that moves accepted jobs into `queue.redb`, as segments.
 //!
 //! Every enqueue waiting when the writer is free forms one batch (group commit):
 //!
-//! 1. duplicates are decided against the marks: in memory those the applier has not committed yet
-//!    ([`UnappliedMarks`]), in `queue.redb` the others;
+//! 1. duplicates are decided against the marks: in memory those whose jobs are not unpacked yet
+//!    ([`UnindexedMarks`]), in `queue.redb`'s marks tables the others;
 //! 2. the new jobs and marks are appended to the intake [`Journal`] with one `fdatasync`;
 //! 3. each waiter is answered: its job is durable;
 //! 4. the batch is handed to the applier.
 //!
-//! The applier commits every batch waiting for it in one durable redb transaction, which makes
-//! the jobs visible to the worker's leases. A redb commit costs a few hundred microseconds (page
-//! writes, checksums, allocator state, its fsync); on its own thread it is shared by every batch
-//! that arrived meanwhile and never delays an answer. The journal starts over whenever the
-//! applier has caught up with it, and otherwise writes its two halves in turn
-//! ([`crate::journal`]): a half is reused once the applier has applied it.
+//! The applier commits every batch waiting for it in one durable redb transaction, as one segment:
+//! a single value holding the journal's bytes ([`crate::tables::SEGMENTS`]). The worker's lease
+//! unpacks the oldest segment into the jobs and marks tables when it finds nothing else to lease,
+//! so the B-tree writes per job and per mark happen at the pace jobs run, not at the pace
+//! webhooks arrive, where they held the answers back (tests/load/RESULTS.md, issue 19). The
+//! journal starts over whenever the applier has caught up with it, and otherwise writes its two
+//! halves in turn ([`crate::journal`]): a half is reused once the applier has applied it.
 //!
 //! A crash loses no answered job: the journal holds every job the applier may not have committed,
 //! and [`recover`] applies them when the queue opens again.
 //!
-//! Memory stays bounded however long the queue runs: the writer keeps only the marks of the
-//! journal's current cycle in memory (a full journal waits for the applier), and looks every
-//! older mark up in the file, one read transaction per batch. Marks live for days; holding them
-//! all in memory grew without limit under sustained load (the soak in `tests/load` showed it). Both threads hold the database weakly;
-//! [`Threads`] ends and joins them when the last queue handle is dropped.
+//! Memory stays bounded however long the queue runs: the writer keeps in memory only the marks
+//! of jobs not unpacked yet, at most a journal cycle's plus [`MAX_PACKED_JOBS`] (past that bound
+//! the applier unpacks segments itself), and looks every other mark up in the file, one read
+//! transaction per batch. Marks live for days; holding them all in memory grew without limit
+//! under sustained load (the soak in `tests/load` showed it). Both threads hold the database
+//! weakly; [`Threads`] ends and joins them when the last queue handle is dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +38,10 @@ use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition, Write
 use tokio::sync::Notify;
 
 use crate::file::QueueFile;
-use crate::journal::{Journal, MarkId, Record};
+use crate::journal::{Encoded, Journal, MarkId, Record};
 use crate::tables::{
-    APPLIED_THROUGH, DEAD, JOBS, MARKS_BY_EXPIRY, MARKS_BY_ID, MARKS_BY_ID_BUILT, META,
-    applied_through, unavailable,
+    APPLIED_THROUGH, DEAD, JOBS, MARKS_BY_EXPIRY, MARKS_BY_ID, MARKS_BY_ID_BUILT, META, SEGMENTS,
+    applied_through, segment_records, unavailable, unpack_oldest_segment, unpacked_through,
 };
 use crate::{Enqueued, QueueError};
 
@@ -66,62 +68,121 @@ const FULL_JOURNAL_WAIT: Duration = Duration::from_secs(5);
 /// Most expired marks one commit removes, so that a backlog of them never delays an answer much.
 const MARK_SWEEP_PER_COMMIT: usize = 64;
 
-/// The marks the writer has journaled and the applier may not have committed yet: their expiry
-/// and the sequence number of the job that took them, by id. Owned by the writer thread (the only
-/// one that decides on marks, so it needs no lock). Every entry is dropped once the applier has
-/// committed its job, so this holds at most one journal cycle's marks.
-#[derive(Default)]
-struct UnappliedMarks {
-    by_id: HashMap<MarkId, (i64, u64)>,
-    /// (sequence number, id) in the order they were journaled.
-    in_order: VecDeque<(u64, MarkId)>,
+/// Most accepted jobs left in segments before the applier unpacks the oldest itself. The writer
+/// keeps the mark of every job not unpacked yet in memory (about 90 bytes each, so some 90 MiB at
+/// this bound); the worker normally unpacks long before, as it leases. Past the bound (a worker
+/// that is off or far behind) each applier commit unpacks up to [`UNPACK_PER_COMMIT`] segments,
+/// and the answers pay for the marks' B-tree writes again.
+pub(crate) const MAX_PACKED_JOBS: u64 = 1 << 20;
+
+/// Most segments one applier commit unpacks when more than [`MAX_PACKED_JOBS`] wait.
+const UNPACK_PER_COMMIT: usize = 4;
+
+/// The marks the writer has journaled whose jobs are not unpacked yet (so the marks tables may
+/// not have them): their expiry and the sequence number of the job that took them, by id. Owned
+/// by the writer thread (the only one that decides on marks, so it needs no lock).
+///
+/// Kept in generations of at most [`GENERATION_MARKS`], each a map sized for that many up front:
+/// one map of a million marks doubled its table now and then, and each doubling held the writer,
+/// and every answer waiting on it, for milliseconds. A lookup tries the newest generation first
+/// (a mark taken again after it expired is found with its latest job). A generation is dropped
+/// once every job in it is unpacked ([`crate::tables::unpack_oldest_segment`]), so this holds at
+/// most a journal cycle's marks plus [`MAX_PACKED_JOBS`], and a generation more.
+pub(crate) struct UnindexedMarks {
+    /// Oldest first; the batch being decided takes marks in the last.
+    generations: VecDeque<Generation>,
+    /// How many marks a generation's map has room for.
+    capacity: usize,
+    /// How many make it full: room is left for one more batch.
+    full_at: usize,
 }
 
-impl UnappliedMarks {
+struct Generation {
+    by_id: HashMap<MarkId, (i64, u64)>,
+    /// The highest sequence number that took a mark here.
+    last_seq: u64,
+}
+
+/// Room for marks in an [`UnindexedMarks`] generation: 7/8 of a power of two, the most a map of
+/// that many slots holds without growing (about 38 bytes a mark). A generation is full once a
+/// batch might not fit in what is left.
+const GENERATION_MARKS: usize = 14_336;
+
+impl Default for UnindexedMarks {
+    fn default() -> Self {
+        Self::with_generations_of(GENERATION_MARKS, GENERATION_MARKS - MAX_BATCH)
+    }
+}
+
+impl UnindexedMarks {
+    fn with_generations_of(capacity: usize, full_at: usize) -> Self {
+        Self {
+            generations: VecDeque::new(),
+            capacity,
+            full_at,
+        }
+    }
+
     /// The mark's expiry, if it is here.
     fn expiry(&self, id: &MarkId) -> Option<i64> {
-        self.by_id.get(id).map(|(expires_at, _)| *expires_at)
+        self.generations
+            .iter()
+            .rev()
+            .find_map(|generation| generation.by_id.get(id))
+            .map(|(expires_at, _)| *expires_at)
     }
 
-    /// Takes a mark for the job `seq`; returns what it replaced, for [`UnappliedMarks::undo`].
+    /// Takes a mark for the job `seq`; returns what it replaced in the newest generation, for
+    /// [`UnindexedMarks::undo`].
     fn take(&mut self, id: MarkId, expires_at: i64, seq: u64) -> Option<(i64, u64)> {
-        self.by_id.insert(id, (expires_at, seq))
+        if self.generations.is_empty() {
+            self.generations.push_back(Generation {
+                by_id: HashMap::with_capacity(self.capacity),
+                last_seq: seq,
+            });
+        }
+        let newest = self.generations.back_mut()?;
+        newest.last_seq = newest.last_seq.max(seq);
+        newest.by_id.insert(id, (expires_at, seq))
     }
 
-    /// Puts back what [`UnappliedMarks::take`] replaced (newest first): the batch was not kept.
+    /// Puts back what [`UnindexedMarks::take`] replaced (newest first): the batch was not kept.
     fn undo(&mut self, taken: Vec<(MarkId, Option<(i64, u64)>)>) {
+        let Some(newest) = self.generations.back_mut() else {
+            return;
+        };
         for (id, before) in taken.into_iter().rev() {
             match before {
-                Some(entry) => self.by_id.insert(id, entry),
-                None => self.by_id.remove(&id),
+                Some(entry) => newest.by_id.insert(id, entry),
+                None => newest.by_id.remove(&id),
             };
         }
     }
 
-    /// The batch's marks are journaled: remember their order, to drop them once applied.
-    fn journaled(&mut self, records: &[Record]) {
-        for record in records {
-            if let Some((id, _)) = record.mark {
-                self.in_order.push_back((record.seq, id));
-            }
+    /// The batch is journaled: the next one starts a new generation if this one is full. (A batch
+    /// never spans two, so that [`UnindexedMarks::undo`] has only the newest to undo.)
+    fn journaled(&mut self) {
+        if self
+            .generations
+            .back()
+            .is_some_and(|newest| newest.by_id.len() >= self.full_at)
+        {
+            self.generations.push_back(Generation {
+                by_id: HashMap::with_capacity(self.capacity),
+                last_seq: 0,
+            });
         }
     }
 
-    /// Drops the marks of jobs up to `applied_through`: the file has them now. (A mark taken again
-    /// by a later job stays, with that job.)
-    fn forget_applied(&mut self, applied_through: u64) {
-        while let Some(&(seq, id)) = self.in_order.front() {
-            if seq > applied_through {
-                break;
-            }
-            self.in_order.pop_front();
-            if self
-                .by_id
-                .get(&id)
-                .is_some_and(|(_, taken_by)| *taken_by == seq)
-            {
-                self.by_id.remove(&id);
-            }
+    /// Drops the generations whose jobs are all unpacked by `unpacked_through`: the marks tables
+    /// have their marks now. (What is left of an older generation answers as the tables would.)
+    fn forget_unpacked(&mut self, unpacked_through: u64) {
+        while self
+            .generations
+            .front()
+            .is_some_and(|oldest| oldest.last_seq <= unpacked_through)
+        {
+            self.generations.pop_front();
         }
     }
 }
@@ -140,16 +201,25 @@ pub(crate) struct PendingMark {
     pub expires_at: i64,
 }
 
-/// Opens the journal next to the queue file and applies what redb lost in a crash, durably.
-/// Returns the journal (empty) and the next sequence number.
+/// What [`recover`] found: the journal (empty), the next sequence number, the marks of jobs not
+/// unpacked yet, and the number through which jobs are unpacked.
+pub(crate) struct Recovered {
+    pub(crate) journal: Journal,
+    pub(crate) next_seq: u64,
+    pub(crate) marks: UnindexedMarks,
+    pub(crate) unpacked_through: u64,
+}
+
+/// Opens the journal next to the queue file and applies what redb lost in a crash, durably; then
+/// reads the marks of the segments not unpacked yet, which the writer keeps in memory.
 pub(crate) fn recover(
     db: &Database,
     journal_path: &std::path::Path,
     journal_bytes: u64,
-) -> Result<(Journal, u64), QueueError> {
+) -> Result<Recovered, QueueError> {
     let (mut journal, records) = Journal::open(journal_path, journal_bytes).map_err(unavailable)?;
     let txn = db.begin_write().map_err(unavailable)?;
-    let next_seq = {
+    let (next_seq, marks, unpacked) = {
         build_marks_by_id(&txn)?;
         let applied = applied_through(&txn.open_table(META).map_err(unavailable)?)?;
         let lost: Vec<Record> = records.into_iter().filter(|r| r.seq > applied).collect();
@@ -159,7 +229,7 @@ pub(crate) fn recover(
                 "local queue: applying jobs from the journal that the last run did not"
             );
         }
-        apply_records(&txn, &lost, None)?;
+        apply_records(&txn, &Encoded::new(&lost), None)?;
         let last = |table: TableDefinition<'static, u64, &[u8]>| -> Result<u64, QueueError> {
             Ok(txn
                 .open_table(table)
@@ -175,11 +245,27 @@ pub(crate) fn recover(
             .map_err(unavailable)?
             .insert(APPLIED_THROUGH, through)
             .map_err(unavailable)?;
-        through + 1
+        let segments = txn.open_table(SEGMENTS).map_err(unavailable)?;
+        let mut marks = UnindexedMarks::default();
+        for segment in segments.iter().map_err(unavailable)? {
+            let records = segment_records(segment.map_err(unavailable)?.1.value())?;
+            for record in &records {
+                if let Some((id, expires_at)) = record.mark {
+                    marks.take(id, expires_at, record.seq);
+                }
+            }
+            marks.journaled();
+        }
+        (through + 1, marks, unpacked_through(&segments, through)?)
     };
     txn.commit().map_err(unavailable)?;
     journal.restart();
-    Ok((journal, next_seq))
+    Ok(Recovered {
+        journal,
+        next_seq,
+        marks,
+        unpacked_through: unpacked,
+    })
 }
 
 /// Fills [`MARKS_BY_ID`] from [`MARKS_BY_EXPIRY`] once, in a queue file written before the by-id
@@ -204,33 +290,26 @@ fn build_marks_by_id(txn: &WriteTransaction) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Writes `records` (jobs, marks and the applied-through number) into `txn`, and sweeps a few
+/// Writes `records` into `txn` as one segment with the applied-through number, and sweeps a few
 /// marks that expired by `now`.
 fn apply_records(
     txn: &WriteTransaction,
-    records: &[Record],
+    records: &Encoded,
     now: Option<i64>,
 ) -> Result<(), QueueError> {
-    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-    let mut by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
-    let mut by_expiry = txn.open_table(MARKS_BY_EXPIRY).map_err(unavailable)?;
-    for record in records {
-        jobs.insert(record.seq, record.job.as_slice())
+    if let (Some(first), Some(last)) = (records.first_seq, records.last_seq) {
+        txn.open_table(SEGMENTS)
+            .map_err(unavailable)?
+            .insert(first, records.bytes.as_slice())
             .map_err(unavailable)?;
-        if let Some((id, expires_at)) = record.mark {
-            by_id.insert(id, expires_at).map_err(unavailable)?;
-            by_expiry
-                .insert((expires_at, id), ())
-                .map_err(unavailable)?;
-        }
-    }
-    if let Some(last) = records.last() {
         txn.open_table(META)
             .map_err(unavailable)?
-            .insert(APPLIED_THROUGH, last.seq)
+            .insert(APPLIED_THROUGH, last)
             .map_err(unavailable)?;
     }
     if let Some(now) = now {
+        let mut by_id = txn.open_table(MARKS_BY_ID).map_err(unavailable)?;
+        let mut by_expiry = txn.open_table(MARKS_BY_EXPIRY).map_err(unavailable)?;
         sweep_expired_marks(&mut by_id, &mut by_expiry, now)?;
     }
     Ok(())
@@ -271,10 +350,7 @@ pub(crate) enum Request {
 
 /// What the applier is handed: journaled jobs, or a flush to answer once all before it are applied.
 enum ToApply {
-    Records {
-        records: Vec<Record>,
-        now: Option<i64>,
-    },
+    Records { records: Encoded, now: Option<i64> },
     Flush(tokio::sync::oneshot::Sender<Result<(), QueueError>>),
 }
 
@@ -289,10 +365,17 @@ struct Applied {
 pub(crate) fn start(
     db: Weak<QueueFile>,
     notify: Arc<Notify>,
-    recovered: (Journal, u64),
+    recovered: Recovered,
     accepted_through: Arc<AtomicU64>,
+    unpacked_through: Arc<AtomicU64>,
+    max_packed_jobs: u64,
 ) -> Result<Threads, QueueError> {
-    let (journal, next_seq) = recovered;
+    let Recovered {
+        journal,
+        next_seq,
+        marks,
+        ..
+    } = recovered;
     // A batch stops growing past a quarter of the journal, so that it always fits in an empty half.
     let batch_bytes = usize::try_from(journal.capacity() / 4).unwrap_or(usize::MAX);
     let applied = Arc::new(Applied {
@@ -304,6 +387,8 @@ pub(crate) fn start(
         db: db.clone(),
         notify,
         applied: applied.clone(),
+        unpacked_through: unpacked_through.clone(),
+        max_packed_jobs,
     };
     let applier = std::thread::Builder::new()
         .name("local-queue-applier".into())
@@ -313,7 +398,8 @@ pub(crate) fn start(
         db,
         journal,
         applier_thread: applier.thread().clone(),
-        marks: UnappliedMarks::default(),
+        marks,
+        unpacked_through,
         next_seq,
         cycle_last: None,
         batch_bytes,
@@ -368,7 +454,10 @@ struct Writer {
     journal: Journal,
     /// The applier, to wake when it must not wait out [`APPLY_INTERVAL`]: a flush, the end.
     applier_thread: std::thread::Thread,
-    marks: UnappliedMarks,
+    marks: UnindexedMarks,
+    /// Every job up to this sequence number is unpacked, its mark in the marks tables (shared
+    /// with the worker's leases and the applier, which unpack).
+    unpacked_through: Arc<AtomicU64>,
     next_seq: u64,
     /// The last sequence number written in the journal since it last started over.
     cycle_last: Option<u64>,
@@ -448,8 +537,10 @@ impl Writer {
         let decided = self
             .decide(jobs, &mut taken)
             .and_then(|(outcomes, records)| {
-                self.journal_append(&records)?;
-                Ok((outcomes, records))
+                let encoded = Encoded::new(&records);
+                self.journal_append(&encoded)?;
+                self.marks.journaled();
+                Ok((outcomes, encoded))
             });
         let answer = match decided {
             Err(err) => {
@@ -458,11 +549,10 @@ impl Writer {
                 Err(err)
             }
             Ok((outcomes, records)) => {
-                self.marks.journaled(&records);
-                if let Some(last) = records.last() {
-                    self.next_seq = last.seq + 1;
-                    self.cycle_last = Some(last.seq);
-                    self.accepted_through.store(last.seq, Ordering::Release);
+                if let Some(last) = records.last_seq {
+                    self.next_seq = last + 1;
+                    self.cycle_last = Some(last);
+                    self.accepted_through.store(last, Ordering::Release);
                     // 3. To the applier, which makes them visible in redb. If it has stopped,
                     // they stay journaled and are applied when the queue opens next.
                     let _ = self.to_apply.send(ToApply::Records { records, now });
@@ -493,7 +583,8 @@ impl Writer {
         taken: &mut Vec<(MarkId, Option<(i64, u64)>)>,
     ) -> Result<(Vec<Enqueued>, Vec<Record>), QueueError> {
         // Read before the file is: every mark dropped here is in what the file shows next.
-        self.marks.forget_applied(self.applied_through());
+        self.marks
+            .forget_unpacked(self.unpacked_through.load(Ordering::Acquire));
         let mut committed = CommittedMarks::new(&self.db);
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut records: Vec<Record> = Vec::with_capacity(jobs.len());
@@ -523,8 +614,8 @@ impl Writer {
     /// Appends to the journal: from its start again when everything in it is applied, in the
     /// other half when this one is full (waiting, if ever, for the other half's records to be
     /// applied first).
-    fn journal_append(&mut self, records: &[Record]) -> Result<(), QueueError> {
-        if records.is_empty() {
+    fn journal_append(&mut self, records: &Encoded) -> Result<(), QueueError> {
+        if records.last_seq.is_none() {
             return Ok(());
         }
         if self.applied_through() >= self.cycle_last.unwrap_or(0) {
@@ -619,12 +710,15 @@ struct Applier {
     db: Weak<QueueFile>,
     notify: Arc<Notify>,
     applied: Arc<Applied>,
+    unpacked_through: Arc<AtomicU64>,
+    /// [`MAX_PACKED_JOBS`], or a smaller bound in tests.
+    max_packed_jobs: u64,
 }
 
 /// What the applier holds between commits.
 #[derive(Default)]
 struct Work {
-    records: Vec<Record>,
+    records: Encoded,
     now: Option<i64>,
     flushes: Vec<tokio::sync::oneshot::Sender<Result<(), QueueError>>>,
 }
@@ -659,7 +753,7 @@ impl Applier {
         let mut last_commit: Option<Instant> = None;
         loop {
             // Wait for work: without limit when idle, a while when a failed commit waits.
-            let waited = if work.records.is_empty() {
+            let waited = if work.records.last_seq.is_none() {
                 received.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
                 received.recv_timeout(RETRY_APPLY)
@@ -686,7 +780,7 @@ impl Applier {
                 }
             }
             open = drain(received, &mut work) && open;
-            if work.records.is_empty() && work.flushes.is_empty() {
+            if work.records.last_seq.is_none() && work.flushes.is_empty() {
                 if open {
                     continue;
                 }
@@ -695,9 +789,9 @@ impl Applier {
             last_commit = Some(Instant::now());
             let result = self.commit(&work.records, work.now);
             match &result {
-                Ok(()) => work.records.clear(),
+                Ok(()) => work.records = Encoded::default(),
                 Err(err) => {
-                    tracing::error!(error = %err, jobs = work.records.len(),
+                    tracing::error!(error = %err, jobs = work.records.last_seq.zip(work.records.first_seq).map_or(0, |(last, first)| last + 1 - first),
                         "local queue: accepted jobs not applied yet (kept in the journal, retried)");
                     if !open {
                         return; // applied from the journal when the queue opens next
@@ -710,8 +804,8 @@ impl Applier {
         }
     }
 
-    fn commit(&self, records: &[Record], now: Option<i64>) -> Result<(), QueueError> {
-        let Some(last) = records.last() else {
+    fn commit(&self, records: &Encoded, now: Option<i64>) -> Result<(), QueueError> {
+        let Some(last) = records.last_seq else {
             return Ok(());
         };
         let file = self
@@ -721,22 +815,55 @@ impl Applier {
         let committed = file.get().and_then(|db| {
             let txn = db.begin_write().map_err(unavailable)?;
             apply_records(&txn, records, now)?;
-            txn.commit().map_err(unavailable)
+            let unpacked = self.unpack_past_the_bound(&txn, last)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(unpacked)
         });
-        if let Err(err) = committed {
-            // redb refuses every transaction after an I/O error until the file is opened again:
-            // done now, so that the next try (in RETRY_APPLY) can succeed once the fault clears.
-            if let Err(reopen) = file.reopen() {
-                tracing::warn!(error = %reopen, "local queue: the queue file could not be opened again yet");
+        match committed {
+            Err(err) => {
+                // redb refuses every transaction after an I/O error until the file is opened
+                // again: done now, so that the next try (in RETRY_APPLY) can succeed once the
+                // fault clears.
+                if let Err(reopen) = file.reopen() {
+                    tracing::warn!(error = %reopen, "local queue: the queue file could not be opened again yet");
+                }
+                return Err(err);
             }
-            return Err(err);
+            Ok(Some(unpacked)) => {
+                self.unpacked_through.fetch_max(unpacked, Ordering::AcqRel);
+            }
+            Ok(None) => {}
         }
         if let Ok(mut through) = self.applied.through.lock() {
-            *through = last.seq;
+            *through = last;
         }
         self.applied.changed.notify_all();
         self.notify.notify_one();
         Ok(())
+    }
+}
+
+impl Applier {
+    /// Unpacks the oldest segments in `txn` while more than `max_packed_jobs` jobs through
+    /// `applied` are packed (at most [`UNPACK_PER_COMMIT`]); returns the last sequence number
+    /// unpacked, if any.
+    fn unpack_past_the_bound(
+        &self,
+        txn: &WriteTransaction,
+        applied: u64,
+    ) -> Result<Option<u64>, QueueError> {
+        let mut unpacked = None;
+        for _ in 0..UNPACK_PER_COMMIT {
+            let through = unpacked.unwrap_or_else(|| self.unpacked_through.load(Ordering::Acquire));
+            if applied.saturating_sub(through) <= self.max_packed_jobs {
+                break;
+            }
+            match unpack_oldest_segment(txn)? {
+                Some(last) => unpacked = Some(last),
+                None => break,
+            }
+        }
+        Ok(unpacked)
     }
 }
 
@@ -746,36 +873,34 @@ mod tests {
 
     use super::*;
 
-    fn record(seq: u64, id: u8, expires_at: i64) -> Record {
-        Record {
-            seq,
-            mark: Some(([id; 16], expires_at)),
-            job: b"{}".to_vec(),
-        }
-    }
-
     #[test]
-    fn unapplied_marks_are_dropped_once_applied_and_a_renewal_stays_with_its_job() {
-        let mut marks = UnappliedMarks::default();
+    fn unindexed_marks_go_a_generation_at_a_time_and_a_renewal_stays_with_its_job() {
+        let mut marks = UnindexedMarks::with_generations_of(2, 2);
         assert_eq!(marks.take([1; 16], 100, 1), None);
         assert_eq!(marks.take([2; 16], 100, 2), None);
-        marks.journaled(&[record(1, 1, 100), record(2, 2, 100)]);
-        // Mark 1 expired and was taken again by job 3.
-        assert_eq!(marks.take([1; 16], 200, 3), Some((100, 1)));
-        marks.journaled(&[record(3, 1, 200)]);
+        marks.journaled();
+        // Mark 1 expired and was taken again by job 3, in the next generation.
+        assert_eq!(marks.take([1; 16], 200, 3), None);
+        marks.journaled();
+        assert_eq!(marks.expiry(&[1; 16]), Some(200));
+        assert_eq!(marks.generations.len(), 2);
 
-        marks.forget_applied(2);
+        // Job 1 alone unpacked: its generation stays (and answers as the tables would).
+        marks.forget_unpacked(1);
+        assert_eq!(marks.expiry(&[2; 16]), Some(100));
+        marks.forget_unpacked(2);
         assert_eq!(marks.expiry(&[1; 16]), Some(200));
         assert_eq!(marks.expiry(&[2; 16]), None);
-        marks.forget_applied(3);
-        assert!(marks.by_id.is_empty() && marks.in_order.is_empty());
+        marks.forget_unpacked(3);
+        assert!(marks.generations.is_empty());
+        assert_eq!(marks.expiry(&[1; 16]), None);
     }
 
     #[test]
     fn an_undone_batch_puts_back_what_its_marks_replaced() {
-        let mut marks = UnappliedMarks::default();
+        let mut marks = UnindexedMarks::with_generations_of(4, 4);
         marks.take([1; 16], 100, 1);
-        marks.journaled(&[record(1, 1, 100)]);
+        marks.journaled();
         let taken = vec![
             ([1; 16], marks.take([1; 16], 300, 2)),
             ([2; 16], marks.take([2; 16], 300, 3)),

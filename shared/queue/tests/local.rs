@@ -265,6 +265,52 @@ async fn a_mark_applied_to_the_file_still_makes_a_duplicate() {
     assert_eq!(q.pending().await.unwrap(), 5);
 }
 
+/// Once the worker's leases have unpacked their jobs, marks are found in the marks tables, before
+/// and after a restart.
+#[tokio::test]
+async fn marks_unpacked_by_the_worker_still_make_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        edit_job("t1", "1", "page_updated:1:v1"),
+        edit_job("t1", "2", "page_updated:2:v1"),
+    );
+    {
+        let q = LocalQueue::open(dir.path()).unwrap();
+        for event in [&a, &b] {
+            assert_eq!(
+                q.enqueue_once(event, TTL, 100).await.unwrap(),
+                Enqueued::Queued
+            );
+        }
+        q.flush().await.unwrap();
+        let first = q.lease(0, 60_000).await.unwrap().unwrap();
+        let second = q.lease(0, 60_000).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                first.message.job_id.as_str(),
+                second.message.job_id.as_str()
+            ),
+            ("page_updated:1:v1", "page_updated:2:v1")
+        );
+        q.complete(first.seq).await.unwrap();
+        for event in [&a, &b] {
+            assert_eq!(
+                q.enqueue_once(event, TTL, 101).await.unwrap(),
+                Enqueued::Duplicate
+            );
+        }
+        assert_eq!(q.pending().await.unwrap(), 1);
+    }
+    let q = LocalQueue::open(dir.path()).unwrap();
+    for event in [&a, &b] {
+        assert_eq!(
+            q.enqueue_once(event, TTL, 102).await.unwrap(),
+            Enqueued::Duplicate
+        );
+    }
+    assert_eq!(q.marks().await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn expired_marks_are_swept_a_few_per_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,6 +323,12 @@ async fn expired_marks_are_swept_a_few_per_commit() {
         );
     }
     q.flush().await.unwrap();
+    assert_eq!(q.marks().await.unwrap(), 100);
+    // The worker's leases unpack their segments: the marks go to the marks tables, where sweeps
+    // find them. (Every job is page 1's: the second lease unpacks the rest and finds them all
+    // waiting behind the first.)
+    assert!(q.lease(0, 60_000).await.unwrap().is_some());
+    assert!(q.lease(0, 60_000).await.unwrap().is_none());
     assert_eq!(q.marks().await.unwrap(), 100);
     // Each later accepted event sweeps up to 64 expired marks: two commits sweep all 100.
     let later = |i: u32| edit_job("t1", "2", &format!("page_updated:2:v{i}"));
