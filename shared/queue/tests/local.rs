@@ -223,10 +223,10 @@ async fn marks_survive_a_restart_and_expire_after_their_ttl() {
     assert_eq!(q.marks().await.unwrap(), 1);
 }
 
-/// The writer keeps in memory only the marks the applier has not committed: an older mark is
-/// found in the file.
+/// A mark whose job the applier has committed in a segment, not unpacked yet, is still found
+/// (the writer keeps it in memory until the worker unpacks the job; then it is in the file).
 #[tokio::test]
-async fn a_mark_applied_to_the_file_still_makes_a_duplicate() {
+async fn a_mark_applied_in_a_segment_still_makes_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let q = LocalQueue::open(dir.path()).unwrap();
     let first = edit_job("t1", "1", "page_updated:1:v1");
