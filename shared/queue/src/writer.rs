@@ -10,7 +10,7 @@
 //! 4. the batch is handed to the applier.
 //!
 //! The applier commits every batch waiting for it in one durable redb transaction, as one segment:
-//! a single value holding the journal's bytes ([`crate::tables::SEGMENTS`]). The worker's lease
+//! a single value holding the journal's bytes, compressed ([`crate::tables::SEGMENTS`]). The worker's lease
 //! unpacks the oldest segment into the jobs and marks tables when it finds nothing else to lease,
 //! so the B-tree writes per job and per mark happen at the pace jobs run, not at the pace
 //! webhooks arrive, where they held the answers back (tests/load/RESULTS.md, issue 19). The
@@ -41,7 +41,8 @@ use crate::file::QueueFile;
 use crate::journal::{Encoded, Journal, MarkId, Record};
 use crate::tables::{
     APPLIED_THROUGH, DEAD, JOBS, MARKS_BY_EXPIRY, MARKS_BY_ID, MARKS_BY_ID_BUILT, META, SEGMENTS,
-    applied_through, segment_records, unavailable, unpack_oldest_segment, unpacked_through,
+    applied_through, segment_records, segment_value, unavailable, unpack_oldest_segment,
+    unpacked_through,
 };
 use crate::{Enqueued, QueueError};
 
@@ -300,7 +301,7 @@ fn apply_records(
     if let (Some(first), Some(last)) = (records.first_seq, records.last_seq) {
         txn.open_table(SEGMENTS)
             .map_err(unavailable)?
-            .insert(first, records.bytes.as_slice())
+            .insert(first, segment_value(records).as_slice())
             .map_err(unavailable)?;
         txn.open_table(META)
             .map_err(unavailable)?
