@@ -13,9 +13,11 @@
 #                every request carries a new page version, so each is a new event that is queued;
 #              - the app runs with EDIT_RULES matching every event, ALLOWED_TENANT_HOSTS=127.0.0.1,
 #                EDIT_MAX_RECEIVES=1;
+#              - it first waits (90 s at most) for the machine to be quiet: load average under 0.5;
 #              - for CONNS in $CONN_LEVELS: the floor; a fresh app whose rules match nothing (the
-#                acknowledgement path: verify, tenant, rules, 204); a fresh app with LOCAL_WORKER=off
-#                (the durable path alone: every event marked and queued before its 204); a fresh app
+#                acknowledgement path: verify, tenant, rules, 204); the floor again; a fresh app with
+#                LOCAL_WORKER=off (the durable path alone: every event marked and queued before its
+#                204; each app run is compared with the floor run just before it); a fresh app
 #                as run (its worker draining the queue on the same cores); each for DURATION (wrk measures over its
 #                whole duration, so runs are bounded by time; MAX_REQUESTS per wrk thread is only a
 #                safety stop, and a run that hits it is flagged because its requests/s would be
@@ -56,7 +58,7 @@
 #            cargo bench -p understudy-store --bench store. Run it when the machine is quiet.
 #
 # Environment: TENANTS (50), DURATION (20s), MAX_REQUESTS (2000000), CONN_LEVELS ("1 50"),
-# WRK_THREADS (1), COLD_RUNS (15), SKIP_BUILD (set: use the release binaries already built, e.g.
+# WRK_THREADS (1), ONE_CONNECTION_CORES (separate; see place_one_connection), COLD_RUNS (15), SKIP_BUILD (set: use the release binaries already built, e.g.
 # while another build holds cargo's lock). Needs cargo, wrk, python3 (and node/npm for bench).
 # Everything it starts is killed on exit; scratch files live in a mktemp directory removed on exit.
 set -euo pipefail
@@ -102,6 +104,45 @@ EOF
     echo "run.sh: $1 did not answer" >&2
     return 1
 }
+# Where wrk and the servers run at one connection (ONE_CONNECTION_CORES): there each request
+# crosses from wrk to the server and back while the other side's core sits idle, and on this VM
+# waking an idle core costs more than either server's work. The floor answered 51 000 requests/s
+# with wrk on its core and 13 000-16 500 with wrk on the other; left to the scheduler (`any`), a
+# run lands anywhere between, so the one-connection ratio moved between 0.63 and 0.99 from run to
+# run of the same code. `separate` (default): wrk on the first core, the floor and each app on the
+# others, as a webhook sender on another machine would be. `same`: all on the first core. At more
+# connections nobody idles and the scheduler places them (SERVER_CPUS and WRK_CPUS stay empty).
+ONE_CONNECTION_CORES="${ONE_CONNECTION_CORES:-separate}"
+SERVER_CPUS=""
+WRK_CPUS=""
+place_one_connection() { # CONNS: sets SERVER_CPUS and WRK_CPUS, and moves the floor's threads
+    local cores
+    cores="$(nproc)"
+    SERVER_CPUS="" WRK_CPUS=""
+    if [ "$1" = 1 ] && [ "$ONE_CONNECTION_CORES" != any ] && command -v taskset >/dev/null; then
+        case "$ONE_CONNECTION_CORES" in
+        separate) [ "$cores" -ge 2 ] && WRK_CPUS=0 SERVER_CPUS="1-$((cores - 1))" ;;
+        same) WRK_CPUS=0 SERVER_CPUS=0 ;;
+        *) echo "run.sh: ONE_CONNECTION_CORES is separate, same or any" >&2; exit 2 ;;
+        esac
+    fi
+    taskset -a -p -c "${SERVER_CPUS:-0-$((cores - 1))}" "$FLOOR_PID" >/dev/null
+    echo "c=$1: wrk on cores ${WRK_CPUS:-any}, the floor and the apps on cores ${SERVER_CPUS:-any}"
+}
+# Waits (90 s at most) for the 1-minute load average to fall under 0.5, e.g. after the build: the
+# figures compare runs taken a minute apart, and other work on the cores moves them.
+wait_quiet() {
+    local waited=0
+    while awk '{exit !($1 >= 0.5)}' /proc/loadavg; do
+        if [ "$waited" -ge 90 ]; then
+            echo "WARNING: the machine is busy (load average $(cut -d' ' -f1-3 /proc/loadavg)): the figures below move with it" >&2
+            return 0
+        fi
+        [ "$waited" -eq 0 ] && echo "waiting for the machine to be quiet (load average $(cut -d' ' -f1 /proc/loadavg), 90 s at most)"
+        sleep 5
+        waited=$((waited + 5))
+    done
+}
 hwm() { awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 
 wanted() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
@@ -132,7 +173,7 @@ start_app() { # DATA_DIR LUA_OUT [WRAPPER...]
     PORT="$port" DATA_DIR="$data" APP_BASE_URL="$APP_URL" \
         EDIT_RULES="$RULES" \
         ALLOWED_TENANT_HOSTS=127.0.0.1 EDIT_MAX_RECEIVES=1 LOCAL_RETRY_BASE_MS=1000 \
-        "$@" "$TARGET/understudy" >"$WORK/app-$port.log" 2>&1 &
+        ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$@" "$TARGET/understudy" >"$WORK/app-$port.log" 2>&1 &
     APP_PID=$!
     PIDS+=("$APP_PID")
     wait_http "$APP_URL/atlassian-connect.json"
@@ -186,7 +227,7 @@ wrk_run() {
     threads0="$(thread_ticks "$pid")"
     local cap=$((MAX_REQUESTS / WRK_THREADS))
     local out
-    out="$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout 10s -s "$lua" \
+    out="$(${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout 10s -s "$lua" \
         "$url/webhooks/page_updated" -- "$RUN" "$cap")"
     echo "$out" >"$WORK/wrk-$RUN.txt"
     local ticks1 threads1 line
@@ -236,6 +277,7 @@ EOF
 }
 
 if wanted load; then
+    wait_quiet
     say "load: $TENANTS tenants, $DURATION per run, wrk -t$WRK_THREADS"
     floor_port="$(free_port)"
     PORT="$floor_port" "$TARGET/hello-floor" >"$WORK/floor.log" 2>&1 &
@@ -248,6 +290,10 @@ if wanted load; then
         --app-base-url "http://127.0.0.1:$floor_port" --tenants "$TENANTS" \
         --tenant-base-url "http://127.0.0.1:9/wiki"
     for conns in $CONN_LEVELS; do
+        place_one_connection "$conns"
+        # Each verdict compares an app run with the floor run just before it: on this VM a
+        # minute's background activity moves the one-connection figures by a fifth (idle cores
+        # wake slower than busy ones), and it moves the two runs of a pair together.
         wrk_run "floor (hello-floor)" "http://127.0.0.1:$floor_port" "$conns" "$WORK/webhooks.lua" "$FLOOR_PID"
         floor="$LAST"
         # The acknowledgement path: verified, tenant found (cached), rules matched, none applies.
@@ -259,6 +305,8 @@ if wanted load; then
         ratio "$conns" "$floor" "$ack" "ack path"
         verdict "$conns" "$floor" "$ack" "ack path" 0.8
         stop_pid "$APP_PID"
+        wrk_run "floor (hello-floor)" "http://127.0.0.1:$floor_port" "$conns" "$WORK/webhooks.lua" "$FLOOR_PID"
+        floor="$LAST"
         # The durable path alone: every event marked and queued before its 204, LOCAL_WORKER=off
         # so that no edit competes for the cores.
         start_app "$WORK/data-c$conns-off" "$WORK/webhooks-c$conns-off.lua" env LOCAL_WORKER=off
@@ -284,6 +332,7 @@ print("  data directory: " + ", ".join(f"{n} {os.path.getsize(os.path.join(d, n)
 EOF
         stop_pid "$APP_PID"
     done
+    SERVER_CPUS="" WRK_CPUS=""
     echo "floor peak memory: VmHWM $(hwm "$FLOOR_PID")"
     # The app answers an accepted event only once it is on disk: what one durable write costs here.
     python3 - "$WORK" <<'EOF'
