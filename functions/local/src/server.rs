@@ -31,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
@@ -514,15 +515,15 @@ impl<H: Handler> Service<http::Request<Incoming>> for Tracked<H> {
             inner,
             slot: self.slot.clone(),
         });
-        let response = self.handler.call(request);
         let slot = self.slot.clone();
-        Box::pin(async move {
-            let response = response.await;
+        // `map`, not an `async move` block around the handler's future: the block would hold that
+        // future twice (as it captured it and as it awaits it), and boxing copies all of it.
+        Box::pin(self.handler.call(request).map(|response| {
             Ok(response.map(|data| ResponseBody {
                 data: (!data.is_empty()).then_some(data),
                 _done: ResponseDone(slot),
             }))
-        })
+        }))
     }
 }
 

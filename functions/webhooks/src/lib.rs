@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_auth::{Clock, SystemClock};
+use futures::FutureExt as _;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 use understudy_domain::{
@@ -83,18 +84,19 @@ struct Arrival {
 
 /// Runs one of the reads before an event is queued within what is left of [`PREPARE_BUDGET`].
 /// Nothing has been written for the event yet, so giving up leaves nothing behind. A read the
-/// process's caches answer is done at once and sets no timer.
-async fn within<T>(
+/// process's caches answer is done at once and sets no timer. (A combinator, not an `async fn`:
+/// an `async fn` would hold `work` twice; see [`understudy_web::time::UnlessReady`].)
+fn within<T>(
     deadline: Instant,
     work: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    understudy_web::time::timeout_at_unless_ready(deadline.into(), work)
-        .await
-        .unwrap_or_else(|_| {
+) -> impl std::future::Future<Output = Result<T, ApiError>> {
+    understudy_web::time::timeout_at_unless_ready(deadline.into(), work).map(|done| {
+        done.unwrap_or_else(|_| {
             Err(ApiError::Unavailable(
                 "the store did not answer in time".into(),
             ))
         })
+    })
 }
 
 /// How long an event's idempotency mark is kept: longer than any redelivery of one event.
