@@ -527,12 +527,14 @@ fn spread_seconds(job_id: &str, range: u64) -> u64 {
 ///
 /// Records are handled in order. Once a record of a page fails, the later records of that page in
 /// the batch are returned unprocessed too, so that SQS redelivers them after it: edits of one page
-/// never overtake each other. A message that is not a job is returned as failed every time, so
-/// that the redrive policy parks it in the dead-letter queue.
+/// never overtake each other.
 ///
 /// A job to deliver again after a given wait (a Confluence 429's `Retry-After`, a tenant over its
 /// share) has its message's visibility set to that wait through `redelivery`, so it comes back
-/// then rather than after the queue's visibility timeout.
+/// then rather than after the queue's visibility timeout. A job the worker gave up on, and a
+/// message that is not a job at all, are moved to the dead-letter queue through `redelivery` at
+/// once; where that move fails (or there is no `redelivery`) the record is returned as failed, and
+/// the queue's redrive policy parks it there after its last receive.
 pub async fn handle_sqs_batch<S, C>(
     worker: &EditWorker<S, C>,
     event: SqsEvent,
