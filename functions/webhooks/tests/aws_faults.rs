@@ -325,6 +325,32 @@ async fn a_mark_throttled_or_reset_fewer_times_than_the_sdk_tries_is_queued_once
     assert_eq!(w.proxy.unfired(), 0);
 }
 
+/// The worst case of two writes to two services: the send fails, and so does the release of the
+/// mark (the same as a function that dies between its mark and its send). The retry finds a mark
+/// set within SQS FIFO's de-duplication interval and sends the job again: queued once.
+#[tokio::test]
+async fn a_mark_left_without_its_job_is_queued_once_by_the_retry() {
+    let w = World::new("orphan").await;
+    let send = Match::sqs("SendMessage");
+    w.proxy.arm(
+        send.clone(),
+        Fault::Error(AwsError::sqs_service_unavailable()),
+        SQS_ATTEMPTS,
+    );
+    let release = Match::dynamodb("DeleteItem").body_contains(MARK_SK);
+    w.proxy.arm(
+        release.clone(),
+        Fault::Error(AwsError::dynamodb_internal_server_error()),
+        DYNAMO_ATTEMPTS,
+    );
+    let r = w.deliver().await;
+    assert_eq!(r.status(), 503, "{}", text(&r));
+    assert_eq!(w.proxy.faulted(&release), DYNAMO_ATTEMPTS);
+    assert!(w.marked().await, "the mark is left");
+    assert_eq!(w.depth().await, 0, "no job");
+    w.retry_is_queued_once().await;
+}
+
 #[tokio::test]
 async fn a_send_sqs_refuses_is_a_503_that_releases_the_mark_and_the_retry_is_queued_once() {
     let w = World::new("send").await;

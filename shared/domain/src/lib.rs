@@ -36,8 +36,8 @@ pub use ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 pub use memory::MemoryStore;
 pub use parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 pub use ports::{
-    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits,
-    SettingsStore, TenantStore, TokenCache,
+    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, Marked, ParkedJobs,
+    RateLimits, SettingsStore, TenantStore, TokenCache,
 };
 pub use ratelimit::{RateCounters, RateDecision, RateWindow};
 pub use settings::TenantSettings;

@@ -14,8 +14,8 @@ use crate::forge::{FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, Inst
 use crate::ids::{AccountId, ClientKey, IdempotencyKey, PageId};
 use crate::parked::{PARKED_JOB_RETENTION_SECONDS, ParkedJob, ParkedPage};
 use crate::ports::{
-    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, ParkedJobs, RateLimits,
-    SettingsStore, TenantStore, TokenCache,
+    AccountRegistry, AuditLog, ForgeInstallations, IdempotencyMarks, Marked, ParkedJobs,
+    RateLimits, SettingsStore, TenantStore, TokenCache,
 };
 use crate::ratelimit::{RateCounters, RateDecision};
 use crate::settings::TenantSettings;
@@ -37,8 +37,8 @@ struct Inner {
     /// Tenant and its retention TTL (set once uninstalled).
     tenants: HashMap<ClientKey, (Tenant, Option<i64>)>,
     tokens: HashMap<(ClientKey, TokenCacheKey), CachedToken>,
-    /// Mark and its expiry.
-    marks: HashMap<(ClientKey, IdempotencyKey), i64>,
+    /// Each mark's (set at, expires at), unix seconds.
+    marks: HashMap<(ClientKey, IdempotencyKey), (i64, i64)>,
     /// Records with their expiry and their cursor, in append order.
     audit: HashMap<ClientKey, Vec<(AuditRecord, i64, AuditCursor)>>,
     /// Ids of audit records: a counter, so records of one millisecond list newest first.
@@ -241,17 +241,18 @@ impl IdempotencyMarks for MemoryStore {
         key: &IdempotencyKey,
         ttl_seconds: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Marked, StoreError> {
         let mut inner = self.lock();
         let slot = inner
             .marks
             .entry((client_key.clone(), key.clone()))
-            .or_insert(i64::MIN);
-        if *slot > now {
-            return Ok(false);
+            .or_insert((i64::MIN, i64::MIN));
+        let (marked_at, expires_at) = *slot;
+        if expires_at > now {
+            return Ok(Marked::Already { marked_at });
         }
-        *slot = now.saturating_add(ttl_seconds);
-        Ok(true)
+        *slot = (now, now.saturating_add(ttl_seconds));
+        Ok(Marked::First)
     }
 
     async fn clear_mark(

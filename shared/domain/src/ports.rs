@@ -91,19 +91,38 @@ pub trait TokenCache: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// What [`IdempotencyMarks::mark_once`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marked {
+    /// This call set the mark: the first delivery.
+    First,
+    /// The mark was there already, set at `marked_at` (unix seconds) by an earlier delivery.
+    Already {
+        /// When the mark was set (`i64::MIN` when a store cannot tell: taken as long ago).
+        marked_at: i64,
+    },
+}
+
+impl Marked {
+    /// Whether this call set the mark.
+    pub fn is_first(self) -> bool {
+        self == Self::First
+    }
+}
+
 /// De-duplication marks for webhook events and edit jobs.
 #[async_trait]
 pub trait IdempotencyMarks: Send + Sync {
-    /// Sets the mark with a conditional write. Returns `true` only for the first writer: of two
-    /// concurrent deliveries of one event exactly one gets `true`. An expired mark (older than its
-    /// `ttl_seconds`) counts as absent.
+    /// Sets the mark with a conditional write. Only the first writer gets [`Marked::First`]: of
+    /// two concurrent deliveries of one event exactly one does; the others learn when the mark was
+    /// set. An expired mark (older than its `ttl_seconds`) counts as absent.
     async fn mark_once(
         &self,
         client_key: &ClientKey,
         key: &IdempotencyKey,
         ttl_seconds: i64,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Marked, StoreError>;
     /// Removes the mark, so that a job whose hand-off failed after marking can be accepted again.
     /// Removing an absent mark is not an error.
     async fn clear_mark(

@@ -35,6 +35,8 @@ pub use local::{Lease, LocalQueue};
 #[cfg(feature = "sqs")]
 pub use sqs::{SqsQueue, sqs_client};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 /// How many edit jobs wait, for the admin page's queue health. The queue is shared by every
@@ -50,4 +52,10 @@ pub trait QueueDepth: Send + Sync {
 pub trait EditQueue: Send + Sync {
     /// Queues the job durably, or fails without having queued it.
     async fn enqueue(&self, job: &EditJobMessage) -> Result<(), QueueError>;
+
+    /// How long after a job was queued the queue itself drops the same job sent again (by its
+    /// [`EditJobMessage::deduplication_id`]); `None` when it does not.
+    fn deduplication_window(&self) -> Option<Duration> {
+        None
+    }
 }

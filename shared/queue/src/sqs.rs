@@ -1,5 +1,7 @@
 //! SQS FIFO.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -87,8 +89,6 @@ impl SqsQueue {
 /// up after 5 s, and the function's own timeout is 10 s) with a 503 that lets it retry, rather than
 /// be killed half-way with a mark written and no job sent.
 pub fn sqs_client(config: aws_sdk_sqs::config::Builder) -> Client {
-    use std::time::Duration;
-
     use aws_sdk_sqs::config::retry::RetryConfig;
     use aws_sdk_sqs::config::timeout::TimeoutConfig;
     let config = config
@@ -125,6 +125,13 @@ impl EditQueue for SqsQueue {
                 QueueError::Unavailable(err.code().unwrap_or("SendMessage failed").to_owned())
             })?;
         Ok(())
+    }
+
+    /// SQS FIFO's de-duplication interval: a message whose de-duplication id was sent in the last
+    /// 5 minutes is accepted and not delivered
+    /// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues-exactly-once-processing.html>).
+    fn deduplication_window(&self) -> Option<Duration> {
+        Some(Duration::from_secs(5 * 60))
     }
 }
 

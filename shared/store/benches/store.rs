@@ -45,6 +45,7 @@ fn embedded(c: &mut Criterion) {
             assert!(
                 rt.block_on(store.mark_once(&client_key, &key, 3600, NOW))
                     .unwrap()
+                    .is_first()
             );
         });
     });

@@ -55,7 +55,7 @@ use serde_json::Value;
 use understudy_domain::{
     AccountId, AccountRegistry, AccountsPage, ActedAs, AuditCursor, AuditLog, AuditPage,
     AuditRecord, CachedToken, ClientKey, ClosedAccountKey, ForgeInstallation, ForgeInstallations,
-    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, PageId, ParkedJob,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, Marked, PageId, ParkedJob,
     ParkedJobs, ParkedPage, RateCounters, RateDecision, RateLimits, ScheduledPage, SettingsStore,
     StoreError, StoredAccount, Tenant, TenantSettings, TenantState, TenantStore, TokenCache,
     TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
@@ -569,20 +569,22 @@ impl IdempotencyMarks for EmbeddedStore {
         key: &IdempotencyKey,
         ttl_seconds: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Marked, StoreError> {
         let item = item_key(client_key, &mark_sk(key));
         self.write(move |table| {
             if let Some(old) = get_row::<MarkRow>(table, &item, "mark")?
                 && old.expires_at > now
             {
-                return Ok(false);
+                return Ok(Marked::Already {
+                    marked_at: old.marked_at,
+                });
             }
             let row = MarkRow {
                 marked_at: now,
                 expires_at: now.saturating_add(ttl_seconds),
             };
             put_row(table, &item, &row)?;
-            Ok(true)
+            Ok(Marked::First)
         })
         .await
     }

@@ -22,11 +22,11 @@ use understudy_domain::{
     AccountId, AccountRegistry, AccountsPage, ActedAs, AuditCursor, AuditLog, AuditRecord,
     CachedToken, ClientKey, ClosedAccountKey, EditOutcome, EditStrategy,
     FORGE_INSTALLATION_RETENTION_SECONDS, ForgeInstallation, ForgeInstallations, IdempotencyKey,
-    IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore, PARKED_JOB_RETENTION_SECONDS,
-    PageId, ParkedJob, ParkedJobs, ParkedPage, REPORT_SLOTS, RateDecision, RateLimits, RateWindow,
-    ScheduledPage, SettingsStore, StoreError, StoredAccount, SystemToken, TenantSettings,
-    TenantState, TenantStore, TokenCache, TokenCacheKey, UNINSTALLED_RETENTION_SECONDS,
-    report_slot,
+    IdempotencyMarks, InstallOutcome, InstallationId, Marked, MemoryStore,
+    PARKED_JOB_RETENTION_SECONDS, PageId, ParkedJob, ParkedJobs, ParkedPage, REPORT_SLOTS,
+    RateDecision, RateLimits, RateWindow, ScheduledPage, SettingsStore, StoreError, StoredAccount,
+    SystemToken, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
+    UNINSTALLED_RETENTION_SECONDS, report_slot,
 };
 use understudy_store::testing::{local_dynamo_store, local_kms_key, local_sdk_config};
 use understudy_store::{
@@ -757,24 +757,60 @@ mod cases {
 
     pub async fn a_mark_is_granted_once_until_it_expires(b: Backend) {
         let (a, m) = (ck("ck-m"), mark("webhook:page_updated:42:7"));
-        assert!(b.store.mark_once(&a, &m, 60, T0).await.unwrap());
-        assert!(!b.store.mark_once(&a, &m, 60, T0).await.unwrap());
-        assert!(!b.store.mark_once(&a, &m, 60, T0 + 59).await.unwrap());
-        assert!(b.store.mark_once(&ck("ck-m2"), &m, 60, T0).await.unwrap());
-        assert!(b.store.mark_once(&a, &mark("job:1"), 60, T0).await.unwrap());
+        let at = |marked_at| Marked::Already { marked_at };
+        assert_eq!(
+            b.store.mark_once(&a, &m, 60, T0).await.unwrap(),
+            Marked::First
+        );
+        // A later delivery learns when the mark was set.
+        assert_eq!(b.store.mark_once(&a, &m, 60, T0).await.unwrap(), at(T0));
+        assert_eq!(
+            b.store.mark_once(&a, &m, 60, T0 + 59).await.unwrap(),
+            at(T0)
+        );
+        assert!(
+            b.store
+                .mark_once(&ck("ck-m2"), &m, 60, T0)
+                .await
+                .unwrap()
+                .is_first()
+        );
+        assert!(
+            b.store
+                .mark_once(&a, &mark("job:1"), 60, T0)
+                .await
+                .unwrap()
+                .is_first()
+        );
         // Expired marks count as absent, and the new mark gets a new TTL.
-        assert!(b.store.mark_once(&a, &m, 60, T0 + 60).await.unwrap());
-        assert!(!b.store.mark_once(&a, &m, 60, T0 + 119).await.unwrap());
+        assert!(
+            b.store
+                .mark_once(&a, &m, 60, T0 + 60)
+                .await
+                .unwrap()
+                .is_first()
+        );
+        assert_eq!(
+            b.store.mark_once(&a, &m, 60, T0 + 119).await.unwrap(),
+            at(T0 + 60)
+        );
 
         // A cleared mark can be taken again at once; clearing an absent mark is fine.
         b.store.clear_mark(&a, &m).await.unwrap();
-        assert!(b.store.mark_once(&a, &m, 60, T0 + 61).await.unwrap());
-        b.store.clear_mark(&a, &mark("never-set")).await.unwrap();
         assert!(
-            !b.store
+            b.store
+                .mark_once(&a, &m, 60, T0 + 61)
+                .await
+                .unwrap()
+                .is_first()
+        );
+        b.store.clear_mark(&a, &mark("never-set")).await.unwrap();
+        assert_eq!(
+            b.store
                 .mark_once(&ck("ck-m2"), &m, 60, T0 + 1)
                 .await
                 .unwrap(),
+            at(T0),
             "clearing is per tenant"
         );
     }
@@ -793,7 +829,7 @@ mod cases {
         let wins = futures::future::join_all(tasks)
             .await
             .into_iter()
-            .filter(|r| *r.as_ref().unwrap())
+            .filter(|r| r.as_ref().unwrap().is_first())
             .count();
         assert_eq!(wins, 1);
     }
@@ -2868,6 +2904,7 @@ mod cases {
                 .mark_once(&tenant_key, &mark("event-1"), 3600, T0)
                 .await
                 .unwrap()
+                .is_first()
         );
         for i in 0..3 {
             b.store
@@ -3056,6 +3093,7 @@ mod cases {
                 .mark_once(&ck("ck-purge-a"), &mark("event-1"), 3600, T0)
                 .await
                 .unwrap()
+                .is_first()
         );
         // The other tenant keeps everything, and so do both Forge installations' own partitions
         // (a purge is per tenant key).
@@ -3065,6 +3103,7 @@ mod cases {
                 .mark_once(&ck("ck-purge-b"), &mark("event-1"), 3600, T0)
                 .await
                 .unwrap()
+                .is_first()
         );
         for forge in [forge_a, forge_b] {
             let id = installation_id(forge);

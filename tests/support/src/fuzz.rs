@@ -40,7 +40,7 @@ use understudy_core::{
 use understudy_domain::{
     AccountId, AccountRegistry, AccountsPage, AuditCursor, AuditLog, AuditPage, AuditRecord,
     CachedToken, ClientKey, ClosedAccountKey, ForgeInstallation, ForgeInstallations,
-    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, MemoryStore, PageId,
+    IdempotencyKey, IdempotencyMarks, InstallOutcome, InstallationId, Marked, MemoryStore, PageId,
     ParkedJob, ParkedJobs, ParkedPage, RateDecision, RateLimits, ScheduledPage, SettingsStore,
     StoreError, Tenant, TenantSettings, TenantState, TenantStore, TokenCache, TokenCacheKey,
 };
@@ -309,7 +309,7 @@ impl IdempotencyMarks for CountingStore {
         mark: &IdempotencyKey,
         ttl_seconds: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Marked, StoreError> {
         self.note("mark_once", key.as_str());
         self.inner.mark_once(key, mark, ttl_seconds, now).await
     }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-use understudy_domain::{ClientKey, IdempotencyKey, IdempotencyMarks, StoreError};
+use understudy_domain::{ClientKey, IdempotencyKey, IdempotencyMarks, Marked, StoreError};
 
 use super::{DynamoStore, attr, key, n, s};
 use crate::aws::unavailable;
@@ -21,7 +21,7 @@ impl IdempotencyMarks for DynamoStore {
         mark: &IdempotencyKey,
         ttl_seconds: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Marked, StoreError> {
         let mut item = key(client_key, mark_sk(mark));
         item.insert("marked_at".into(), n(now));
         item.insert(attr::TTL.into(), n(now.saturating_add(ttl_seconds)));
@@ -37,13 +37,20 @@ impl IdempotencyMarks for DynamoStore {
             .send()
             .await;
         match put {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Marked::First),
             Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(refused)) => Ok(refused
-                    .item
-                    .as_ref()
-                    .and_then(|old| old.get(MARKED_BY))
-                    .is_some_and(|by| *by == token)),
+                Some(PutItemError::ConditionalCheckFailedException(refused)) => {
+                    let old = refused.item.as_ref();
+                    if old.and_then(|old| old.get(MARKED_BY)) == Some(&token) {
+                        return Ok(Marked::First);
+                    }
+                    let marked_at = old
+                        .and_then(|old| old.get("marked_at"))
+                        .and_then(|at| at.as_n().ok())
+                        .and_then(|at| at.parse().ok())
+                        .unwrap_or(i64::MIN);
+                    Ok(Marked::Already { marked_at })
+                }
                 _ => Err(unavailable("DynamoDB PutItem (mark)", &e)),
             },
         }
