@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use test_support::queue::{RecordingQueue, edit_job};
 use understudy_domain::{IdempotencyMarks, Marked, MemoryStore};
-use understudy_queue::{EditJobMessage, EditQueue, Enqueued, JobIntake, MarkedQueue, QueueError};
+use understudy_queue::{
+    EditJobMessage, EditQueue, Enqueued, IntakeError, JobIntake, MarkedQueue, QueueError,
+};
 
 /// A queue that never answers while `hanging`, and records jobs otherwise.
 #[derive(Default)]
@@ -85,32 +87,47 @@ impl EditQueue for Fifo {
 
 const T: i64 = 1_700_000_000;
 
-/// The state a webhook function leaves when it dies right after its mark, before its send.
-async fn marked_without_a_job(store: &MemoryStore, job: &EditJobMessage, at: i64) {
-    let mark = job.mark_key().unwrap();
-    let marked = store.mark_once(&job.client_key, &mark, 3600, at).await;
-    assert_eq!(marked.unwrap(), Marked::First);
+/// The state a webhook function leaves when it dies right after its mark, before its send: a
+/// mark set at `T` for `job`, and no job in `queue`.
+struct Orphan<Q> {
+    store: Arc<MemoryStore>,
+    queue: Arc<Q>,
+    intake: MarkedQueue<MemoryStore, Q>,
+    job: EditJobMessage,
+}
+
+impl<Q: EditQueue + Default> Orphan<Q> {
+    async fn new(tenant: &str) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let queue = Arc::new(Q::default());
+        let intake = MarkedQueue::new(store.clone(), queue.clone());
+        let job = edit_job(tenant, "42", "page_updated:42:v2");
+        let mark = job.mark_key().unwrap();
+        let marked = store.mark_once(&job.client_key, &mark, 3600, T).await;
+        assert_eq!(marked.unwrap(), Marked::First);
+        Self {
+            store,
+            queue,
+            intake,
+            job,
+        }
+    }
+
+    /// The event delivered again at `at`.
+    async fn redeliver(&self, at: i64) -> Result<Enqueued, IntakeError> {
+        self.intake.enqueue_once(&self.job, 3600, at).await
+    }
 }
 
 #[tokio::test]
 async fn a_mark_left_without_its_job_is_healed_by_a_redelivery_within_the_window() {
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Fifo::default());
-    let intake = MarkedQueue::new(store.clone(), queue.clone());
-    let job = edit_job("tenant-heal", "42", "page_updated:42:v2");
-    marked_without_a_job(&store, &job, T).await;
+    let o = Orphan::<Fifo>::new("tenant-heal").await;
     // Forge's first retry, a minute later: sent again, and this time it lands.
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, T + 60).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert_eq!(queue.inner.jobs(), vec![job.clone()]);
+    assert_eq!(o.redeliver(T + 60).await.unwrap(), Enqueued::Duplicate);
+    assert_eq!(o.queue.inner.jobs(), vec![o.job.clone()]);
     // Its next retry is sent again too, and the queue drops it: still one job.
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, T + 120).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert_eq!(queue.inner.jobs().len(), 1);
+    assert_eq!(o.redeliver(T + 120).await.unwrap(), Enqueued::Duplicate);
+    assert_eq!(o.queue.inner.jobs().len(), 1);
 }
 
 #[tokio::test]
@@ -133,61 +150,40 @@ async fn a_delivery_again_of_a_queued_job_stays_one_job() {
 
 #[tokio::test]
 async fn a_mark_near_the_end_of_the_window_is_trusted_as_it_is() {
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Fifo::default());
-    let intake = MarkedQueue::new(store.clone(), queue.clone());
-    let job = edit_job("tenant-late", "42", "page_updated:42:v2");
-    marked_without_a_job(&store, &job, T).await;
+    let o = Orphan::<Fifo>::new("tenant-late").await;
     // The queue would no longer drop a resend of a job sent at T (its 300 s less the 60 s kept
     // back for a late first send and clocks): nothing is sent.
     let edge = T + 300 - 60;
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, edge).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert!(queue.inner.jobs().is_empty());
+    assert_eq!(o.redeliver(edge).await.unwrap(), Enqueued::Duplicate);
+    assert!(o.queue.inner.jobs().is_empty());
     // A second earlier it is sent.
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, edge - 1).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert_eq!(queue.inner.jobs().len(), 1);
+    assert_eq!(o.redeliver(edge - 1).await.unwrap(), Enqueued::Duplicate);
+    assert_eq!(o.queue.inner.jobs().len(), 1);
 }
 
 #[tokio::test]
 async fn a_queue_that_does_not_deduplicate_never_gets_a_job_again() {
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(RecordingQueue::default());
-    let intake = MarkedQueue::new(store.clone(), queue.clone());
-    let job = edit_job("tenant-plain", "42", "page_updated:42:v2");
-    marked_without_a_job(&store, &job, T).await;
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, T + 1).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert!(queue.jobs().is_empty());
+    let o = Orphan::<RecordingQueue>::new("tenant-plain").await;
+    assert_eq!(o.redeliver(T + 1).await.unwrap(), Enqueued::Duplicate);
+    assert!(o.queue.jobs().is_empty());
 }
 
 #[tokio::test]
 async fn a_failed_resend_keeps_the_first_deliverys_mark() {
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Fifo::default());
-    let intake = MarkedQueue::new(store.clone(), queue.clone());
-    let job = edit_job("tenant-down", "42", "page_updated:42:v2");
-    marked_without_a_job(&store, &job, T).await;
-    queue.inner.set_down(true);
-    let err = intake.enqueue_once(&job, 3600, T + 60).await.unwrap_err();
+    let o = Orphan::<Fifo>::new("tenant-down").await;
+    o.queue.inner.set_down(true);
+    let err = o.redeliver(T + 60).await.unwrap_err();
     assert!(err.to_string().contains("down"), "{err}");
     // The mark is still the one set at T (a release would let a later delivery in as new, after
     // the window, when the queue no longer drops it).
-    let mark = job.mark_key().unwrap();
-    let again = store.mark_once(&job.client_key, &mark, 3600, T + 61).await;
+    let mark = o.job.mark_key().unwrap();
+    let again = o
+        .store
+        .mark_once(&o.job.client_key, &mark, 3600, T + 61)
+        .await;
     assert_eq!(again.unwrap(), Marked::Already { marked_at: T });
     // The next retry, with the queue back, heals it.
-    queue.inner.set_down(false);
-    assert_eq!(
-        intake.enqueue_once(&job, 3600, T + 120).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert_eq!(queue.inner.jobs().len(), 1);
+    o.queue.inner.set_down(false);
+    assert_eq!(o.redeliver(T + 120).await.unwrap(), Enqueued::Duplicate);
+    assert_eq!(o.queue.inner.jobs().len(), 1);
 }
